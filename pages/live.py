@@ -1,0 +1,147 @@
+"""Live: one run's status and charts, refreshed every 1.5 s while it is queued or running."""
+import time
+
+import streamlit as st
+
+from sslviz import charts, ui
+
+REFRESH_S = 1.5
+
+store = ui.get_store()
+ui.reap(store)
+runs = store.runs()
+
+st.title("Live run")
+if runs.empty:
+    st.info("No runs yet — start one on Setup.")
+    st.page_link(ui.PAGES["setup"], label="Go to Setup", icon=":material/tune:")
+    st.stop()
+
+# -- which run: ?run= wins when it changes, else the selectbox (default latest) --
+ids = runs["id"].astype(int).tolist()
+labels = {int(r["id"]): ui.run_label(r) for _, r in runs.iterrows()}
+qp_id = ui.query_run_id(store)
+if qp_id is not None and st.session_state.get("live_qp") != qp_id:
+    st.session_state["live_run"] = qp_id
+if st.session_state.get("live_run") not in ids:
+    st.session_state["live_run"] = qp_id if qp_id is not None else ids[0]
+run_id = st.selectbox("Run", ids, key="live_run", format_func=lambda i: labels.get(i, f"#{i}"))
+st.session_state["live_qp"] = run_id
+if st.query_params.get("run") != str(run_id):
+    st.query_params["run"] = str(run_id)
+
+# -- chart controls (outside the fragment: changing them reruns the page) --
+cc1, cc2, cc3 = st.columns([2, 1, 1])
+smoothing = cc1.slider("Smoothing (EMA weight, debiased)", 0.0, 0.99, 0.6, 0.01, key="live_smoothing",
+                       help="TensorBoard-style exponential moving average; 0 shows the raw values.")
+x_label = cc2.radio("x axis", ["step", "wall time"], horizontal=True, key="live_x")
+x = "step" if x_label == "step" else "wall"
+normalize = cc3.toggle("Normalise confusion rows", key="live_norm", value=False)
+
+started_active = ui.is_active(store.run(run_id)["status"])
+
+
+@st.fragment(run_every=REFRESH_S if started_active else None)
+def live_panel():
+    ui.reap(store)
+    run = store.run(run_id)
+    if run is None:
+        st.warning(f"Run #{run_id} was deleted.")
+        return
+    if started_active and not ui.is_active(run["status"]):
+        st.rerun()  # the run ended: rerun the page so the fragment stops polling
+    status = run["status"]
+
+    # -- status, progress, stop / resume --
+    scal = store.scalars(run_id)
+    s1, s2 = st.columns([4, 1])
+    s1.markdown(ui.status_line(run))
+    total = max(int(run["total_steps"]), 1)
+    eta = charts.estimate_eta(scal["step"], scal["wall"], total) if status == "running" and not scal.empty else None
+    text = f"{int(run['step'])} / {total} steps"
+    if status == "running":
+        text += f" · ETA {charts.format_seconds(eta)}"
+    s1.progress(min(1.0, int(run["step"]) / total), text=text)
+    if status == "failed":
+        st.error(f"Run failed: {run.get('error') or 'unknown error'}")
+    elif status == "stopped":
+        st.warning("Run stopped. Resume continues from its last checkpoint.")
+    elif status == "queued":
+        st.info("Queued: it starts when a device slot is free.")
+    if ui.is_active(status):
+        if run.get("stop_requested"):
+            s2.caption("Stop requested…")
+        elif s2.button("Stop", key="live_stop", icon=":material/stop:"):
+            store.request_stop(run_id)
+            st.toast(f"Asked run #{run_id} to stop.")
+    elif status in ("stopped", "failed"):
+        if s2.button("Resume", key="live_resume", icon=":material/play_arrow:") and ui.resume(store, run_id):
+            st.rerun()
+
+    ct = store.class_train(run_id)
+    if scal.empty and ct.empty:
+        st.info("Waiting for the first metrics…")
+        return
+    names = ui.class_names_of(run, int(ct["cls"].max()) + 1 if not ct.empty else 0)
+    ce, ev = store.class_eval(run_id), store.evals(run_id)
+    if x == "wall":
+        ct, ce, ev = (charts.attach_wall(d, scal) for d in (ct, ce, ev))
+        scal = charts.attach_wall(scal, scal)
+    rev = f"run-{run_id}-{x}"  # keeps zoom across refreshes, resets it for another run or x axis
+    kw = dict(x=x, uirevision=rev)
+
+    t_pl, t_thr, t_conf, t_test, t_train = st.tabs(
+        ["Pseudo-labels", "Thresholds", "Confusion", "Test metrics", "Training"])
+    with t_pl:
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(charts.make_confidence_heatmap(ct, "conf_pl", names, **kw), key="live_conf_pl")
+        c2.plotly_chart(charts.make_confidence_heatmap(ct, "conf_true", names, **kw), key="live_conf_true")
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(charts.make_pseudo_counts_figure(ct, names, uirevision=rev), key="live_pl_now")
+        c2.plotly_chart(charts.make_precision_recall_figure(ct, names, uirevision=rev), key="live_pl_pr")
+        st.plotly_chart(charts.make_pseudo_counts_over_time_figure(ct, names, smoothing=smoothing, **kw),
+                        key="live_pl_time")
+    with t_thr:
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(charts.make_class_lines_figure(ct, "threshold", names, smoothing=0.0, title="Per-class threshold τ_c",
+                                                       y_title="threshold", y_range=(0, 1.02), **kw), key="live_threshold")
+        c2.plotly_chart(charts.make_scalars_figure(scal, ["mask_rate", "pl_accuracy"], smoothing=smoothing,
+                                                   labels={"mask_rate": "mask rate (accepted share)",
+                                                           "pl_accuracy": "pseudo-label accuracy"},
+                                                   title="Mask rate and pseudo-label accuracy", y_title="fraction",
+                                                   y_range=(0, 1.02), **kw), key="live_mask")
+        st.plotly_chart(charts.make_class_lines_figure(ct, "precision", names, smoothing=smoothing,
+                                                       title="Pseudo-label precision per class", y_title="precision",
+                                                       y_range=(0, 1.02), **kw), key="live_precision_time")
+    with t_conf:
+        c1, c2 = st.columns(2)
+        for col, kind, label, key in ((c1, "test", "Test set", "live_cm_test"),
+                                      (c2, "pseudo", "Pseudo-labels vs hidden truth", "live_cm_pseudo")):
+            got = store.confusion(run_id, kind)
+            title = f"{label} (step {got[0]})" if got else label
+            col.plotly_chart(charts.make_confusion_figure(got[1] if got else None, names, normalize=normalize,
+                                                          title=title, uirevision=rev), key=key)
+    with t_test:
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(charts.make_scalars_figure(ev, ["accuracy", "balanced_accuracy"], smoothing=0.0,
+                                                   labels={"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy"},
+                                                   title="Test accuracy", y_title="accuracy", y_range=(0, 1.02), **kw),
+                        key="live_acc")
+        c2.plotly_chart(charts.make_class_lines_figure(ce, "recall", names, smoothing=0.0, title="Per-class test recall",
+                                                       y_title="recall", y_range=(0, 1.02), **kw), key="live_recall")
+    with t_train:
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(charts.make_scalars_figure(scal, ["loss", "loss_sup", "loss_unsup"], smoothing=smoothing,
+                                                   labels={"loss": "total", "loss_sup": "supervised",
+                                                           "loss_unsup": "unsupervised"},
+                                                   title="Losses", y_title="loss (cross-entropy)", **kw), key="live_loss")
+        c2.plotly_chart(charts.make_scalars_figure(scal, ["lr"], smoothing=0.0, labels={"lr": "learning rate"},
+                                                   title="Learning rate", y_title="learning rate", **kw), key="live_lr")
+    events = store.events(run_id)
+    if not events.empty:
+        with st.expander(f"Events ({len(events)})"):
+            st.dataframe(events.assign(wall=events["wall"].map(lambda t: time.strftime("%H:%M:%S", time.localtime(t)))),
+                         hide_index=True)
+
+
+live_panel()

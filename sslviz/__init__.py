@@ -1,0 +1,1 @@
+"""sslviz: semi-supervised learning under class imbalance."""

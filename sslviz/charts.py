@@ -1,0 +1,495 @@
+"""Pure figure builders for the dashboard: ``make_*_figure(df, ...) -> go.Figure``.
+
+No Streamlit here. Every figure has a title, axis titles with units and class
+names, and every per-class series uses ``class_color(k)`` so class k has the
+same colour in every chart. Figures carry a ``uirevision`` so a live refresh
+keeps the user's zoom.
+
+Data come from `sslviz.store.RunStore` readers (long format: one row per
+step and class) and from `preview_split` frames (``class, class_name, set, count``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+PALETTE = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)  # class k -> PALETTE[k % len]
+RUN_PALETTE = tuple(qualitative.Set2) + tuple(qualitative.Dark2)  # run series (Compare page)
+SETS = ("labeled", "unlabeled", "test")
+X_TITLES = {"step": "training step", "wall": "wall time (s since first log)"}
+DEFAULT_HEIGHT = 360
+
+
+# -- colours and small helpers ----------------------------------------------
+def class_color(k: int) -> str:
+    """The fixed colour of class ``k`` (hex), shared by every chart."""
+    return PALETTE[int(k) % len(PALETTE)]
+
+
+def class_colors(num_classes: int) -> list[str]:
+    return [class_color(k) for k in range(num_classes)]
+
+
+def class_name(class_names: Sequence[str] | None, k: int) -> str:
+    """``class_names[k]``, or ``str(k)`` when names are missing or too short."""
+    if class_names is not None and 0 <= int(k) < len(class_names):
+        return str(class_names[int(k)])
+    return str(int(k))
+
+
+def _rgba(color: str, alpha: float) -> str:
+    """'#rrggbb' or 'rgb(r, g, b)' with an alpha channel."""
+    if color.startswith("#"):
+        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    else:
+        r, g, b = (int(float(v)) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def ema_smooth(values, weight: float) -> np.ndarray:
+    """TensorBoard's debiased exponential moving average.
+
+    ``last = weight * last + (1 - weight) * v`` starting from 0, divided by
+    ``1 - weight ** n`` (n = finite values seen so far) so early points are
+    not pulled toward 0. Non-finite values pass through unchanged and do not
+    update the average. ``weight = 0`` returns the values.
+
+    >>> ema_smooth([1.0, 2.0], 0.5).round(4).tolist()
+    [1.0, 1.6667]
+    """
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight!r}")
+    values = np.asarray(values, dtype=float)
+    out = values.copy()
+    if weight == 0:
+        return out
+    last, n = 0.0, 0
+    for i, v in enumerate(values):
+        if not np.isfinite(v):
+            continue
+        last = weight * last + (1 - weight) * v
+        n += 1
+        out[i] = last / (1 - weight**n)
+    return out
+
+
+def attach_wall(df: pd.DataFrame, scalars: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``df`` with a ``wall`` column (seconds since the first log) mapped from its steps.
+
+    ``df`` rows without their own ``wall`` get one interpolated from the
+    ``(step, wall)`` pairs of ``scalars``.
+    """
+    out = df.copy()
+    if scalars is None or scalars.empty:
+        out["wall"] = np.nan
+        return out
+    ref = scalars.sort_values("step")
+    t0 = float(ref["wall"].min())
+    if "wall" in out.columns:
+        out["wall"] = out["wall"].astype(float) - t0
+    else:
+        out["wall"] = np.interp(out["step"].to_numpy(float), ref["step"].to_numpy(float), ref["wall"].to_numpy(float)) - t0
+    return out
+
+
+def estimate_eta(steps, walls, total_steps: int, window: int = 50) -> float | None:
+    """Seconds left at the recent rate (last ``window`` logs), or None when unknown.
+
+    >>> estimate_eta([0, 10, 20], [0.0, 1.0, 2.0], 100)
+    8.0
+    """
+    steps = np.asarray(steps, dtype=float)[-window:]
+    walls = np.asarray(walls, dtype=float)[-window:]
+    if len(steps) < 2 or walls[-1] <= walls[0] or steps[-1] <= steps[0]:
+        return None
+    rate = (steps[-1] - steps[0]) / (walls[-1] - walls[0])  # steps per second
+    return float(max(0.0, (total_steps - steps[-1]) / rate))
+
+
+def format_seconds(seconds: float | None) -> str:
+    """'1h 02m', '3m 05s', '42s' or '?'."""
+    if seconds is None or not np.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, uirevision, height=DEFAULT_HEIGHT, **kw) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title),
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        uirevision=str(uirevision),
+        height=height,
+        margin=dict(l=60, r=20, t=60, b=50),
+        legend=dict(title=kw.pop("legend_title", None)),
+        **kw,
+    )
+    return fig
+
+
+def _empty(title: str, message: str = "no data yet", uirevision="sslviz") -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, "", "", uirevision)
+
+
+def _x_title(x: str) -> str:
+    return X_TITLES.get(x, x)
+
+
+def _add_lines(fig, x, y, name, color, smoothing, dash=None, legendgroup=None, showlegend=True, row=None, col=None):
+    """A series as a line; with smoothing, the raw series stays as a faint line underneath."""
+    add = (lambda t: fig.add_trace(t, row=row, col=col)) if row else fig.add_trace
+    y = np.asarray(y, dtype=float)
+    group = legendgroup or name
+    if smoothing > 0:
+        add(go.Scatter(x=x, y=y, mode="lines", name=f"{name} (raw)", legendgroup=group, showlegend=False,
+                       line=dict(color=_rgba(color, 0.25), dash=dash), hoverinfo="skip"))
+        y = ema_smooth(y, smoothing)
+    add(go.Scatter(x=x, y=y, mode="lines", name=name, legendgroup=group, showlegend=showlegend,
+                   line=dict(color=color, dash=dash)))
+
+
+# -- splits ---------------------------------------------------------------
+def make_split_counts_figure(split: pd.DataFrame, *, title: str = "Examples per class", log_y: bool = False,
+                             uirevision="split") -> go.Figure:
+    """One bar panel per set (labeled, unlabeled, test), bars coloured by class.
+
+    ``split`` has columns ``class, class_name, set, count`` (`preview_split`).
+    """
+    if split is None or split.empty:
+        return _empty(title, uirevision=uirevision)
+    sets = [s for s in SETS if s in set(split["set"])]
+    fig = make_subplots(rows=1, cols=len(sets), subplot_titles=[f"{s} ({int(split.loc[split['set'] == s, 'count'].sum())})"
+                                                                 for s in sets])
+    for j, s in enumerate(sets, start=1):
+        part = split[split["set"] == s].sort_values("class")
+        fig.add_trace(go.Bar(x=part["class_name"].astype(str).tolist(), y=part["count"].tolist(), name=s,
+                             marker_color=[class_color(k) for k in part["class"]], showlegend=False,
+                             hovertemplate="class %{x}<br>%{y} examples<extra>" + s + "</extra>"), row=1, col=j)
+        fig.update_xaxes(title_text="class", type="category", row=1, col=j)
+    fig.update_yaxes(title_text="examples", row=1, col=1)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig.update_layout(title=dict(text=title), uirevision=str(uirevision), height=DEFAULT_HEIGHT,
+                             margin=dict(l=60, r=20, t=80, b=50))
+
+
+# -- live run: per-class training metrics -----------------------------------
+def pivot_class_step(df: pd.DataFrame, column: str, x: str = "step") -> pd.DataFrame:
+    """``column`` as a (class x x-value) table: rows sorted classes, columns sorted x."""
+    return df.pivot_table(index="cls", columns=x, values=column, aggfunc="mean", dropna=False).sort_index()
+
+
+def make_confidence_heatmap(class_train: pd.DataFrame, column: str = "conf_pl", class_names=None, *, x: str = "step",
+                            title: str | None = None, uirevision="live") -> go.Figure:
+    """Heatmap of mean confidence, class (rows) by step (columns).
+
+    ``column`` is ``"conf_pl"`` (grouped by pseudo-label) or ``"conf_true"``
+    (grouped by the hidden true class of the unlabeled example).
+    """
+    by = {"conf_pl": "pseudo-label", "conf_true": "hidden true class"}.get(column, column)
+    title = title or f"Mean confidence by {by}"
+    if class_train is None or class_train.empty:
+        return _empty(title, uirevision=uirevision)
+    table = pivot_class_step(class_train, column, x)
+    fig = go.Figure(go.Heatmap(
+        z=table.to_numpy(dtype=float), x=table.columns.to_numpy(), y=[class_name(class_names, k) for k in table.index],
+        zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="confidence"),
+        hovertemplate="class %{y}<br>" + _x_title(x) + " %{x}<br>confidence %{z:.3f}<extra></extra>",
+    ))
+    fig.update_yaxes(type="category")
+    return _layout(fig, title, _x_title(x), by, uirevision)
+
+
+def make_class_lines_figure(df: pd.DataFrame, column: str, class_names=None, *, x: str = "step", smoothing: float = 0.0,
+                            title: str = "", y_title: str = "", y_range=None, uirevision="live") -> go.Figure:
+    """One line per class of ``df[column]`` against ``x``, in the class colours."""
+    if df is None or df.empty or column not in df or df[column].isna().all():
+        return _empty(title, uirevision=uirevision)
+    fig = go.Figure()
+    for k, part in df.sort_values(x).groupby("cls", sort=True):
+        _add_lines(fig, part[x].to_numpy(), part[column].to_numpy(dtype=float), class_name(class_names, k),
+                   class_color(k), smoothing)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    return _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="class")
+
+
+def latest_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the last step, sorted by class."""
+    if df is None or df.empty:
+        return df
+    return df[df["step"] == df["step"].max()].sort_values("cls")
+
+
+def make_pseudo_counts_figure(class_train: pd.DataFrame, class_names=None, *, title: str | None = None,
+                              uirevision="live") -> go.Figure:
+    """Latest step: accepted pseudo-labels per class next to the hidden true count per class.
+
+    Solid bars = pseudo-labels accepted for the class; hatched bars = unlabeled
+    examples whose hidden true class it is. Hover shows precision and recall.
+    """
+    last = latest_rows(class_train)
+    if last is None or last.empty:
+        return _empty(title or "Pseudo-labels vs hidden truth", uirevision=uirevision)
+    step = int(last["step"].iloc[0])
+    title = title or f"Pseudo-labels vs hidden truth (step {step})"
+    names = [class_name(class_names, k) for k in last["cls"]]
+    colors = [class_color(k) for k in last["cls"]]
+    custom = np.stack([last["precision"].to_numpy(float), last["recall"].to_numpy(float)], axis=1)
+    fig = go.Figure([
+        go.Bar(x=names, y=last["n_accepted"].tolist(), name="accepted pseudo-labels", marker_color=colors,
+               customdata=custom,
+               hovertemplate="class %{x}<br>%{y} accepted<br>precision %{customdata[0]:.2f}"
+                             "<br>recall %{customdata[1]:.2f}<extra></extra>"),
+        go.Bar(x=names, y=last["n_true"].tolist(), name="hidden true class", marker=dict(
+            color=[_rgba(c, 0.35) for c in colors], line=dict(color=colors, width=1.5), pattern=dict(shape="/")),
+               hovertemplate="class %{x}<br>%{y} truly of this class<extra></extra>"),
+    ])
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, "class", "unlabeled examples (last logging window)", uirevision, barmode="group")
+
+
+def make_precision_recall_figure(class_train: pd.DataFrame, class_names=None, *, title: str | None = None,
+                                 uirevision="live") -> go.Figure:
+    """Latest step: pseudo-label precision (solid) and recall (hatched) per class."""
+    last = latest_rows(class_train)
+    if last is None or last.empty:
+        return _empty(title or "Pseudo-label precision and recall", uirevision=uirevision)
+    title = title or f"Pseudo-label precision and recall (step {int(last['step'].iloc[0])})"
+    names = [class_name(class_names, k) for k in last["cls"]]
+    colors = [class_color(k) for k in last["cls"]]
+    fig = go.Figure([
+        go.Bar(x=names, y=last["precision"].tolist(), name="precision", marker_color=colors,
+               hovertemplate="class %{x}<br>precision %{y:.3f}<extra></extra>"),
+        go.Bar(x=names, y=last["recall"].tolist(), name="recall",
+               marker=dict(color=[_rgba(c, 0.35) for c in colors], line=dict(color=colors, width=1.5),
+                           pattern=dict(shape="/")),
+               hovertemplate="class %{x}<br>recall %{y:.3f}<extra></extra>"),
+    ])
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(range=[0, 1.05])
+    return _layout(fig, title, "class", "fraction", uirevision, barmode="group")
+
+
+def make_pseudo_counts_over_time_figure(class_train: pd.DataFrame, class_names=None, *, x: str = "step",
+                                        smoothing: float = 0.0, title: str = "Accepted pseudo-labels (solid) vs hidden true counts (dashed)",
+                                        uirevision="live") -> go.Figure:
+    """Per class over time: accepted pseudo-labels (solid) and hidden true counts (dashed)."""
+    if class_train is None or class_train.empty:
+        return _empty(title, uirevision=uirevision)
+    fig = go.Figure()
+    for k, part in class_train.sort_values(x).groupby("cls", sort=True):
+        name = class_name(class_names, k)
+        _add_lines(fig, part[x].to_numpy(), part["n_accepted"].to_numpy(float), name, class_color(k), smoothing,
+                   legendgroup=name)
+        _add_lines(fig, part[x].to_numpy(), part["n_true"].to_numpy(float), f"{name} (true)", class_color(k), smoothing,
+                   dash="dash", legendgroup=name, showlegend=False)
+    return _layout(fig, title, _x_title(x), "unlabeled examples per logging window", uirevision, legend_title="class")
+
+
+def make_confusion_figure(matrix, class_names=None, *, normalize: bool = False, title: str = "Confusion matrix",
+                          uirevision="live") -> go.Figure:
+    """Heatmap of a confusion matrix: true class (rows) by predicted class (columns).
+
+    ``normalize`` divides each row by its total (row = recall of that class).
+    """
+    if matrix is None:
+        return _empty(title, uirevision=uirevision)
+    m = np.asarray(matrix, dtype=float)
+    if normalize:
+        rows = m.sum(axis=1, keepdims=True)
+        m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    names = [class_name(class_names, k) for k in range(m.shape[0])]
+    text = np.vectorize(lambda v: f"{v:.2f}" if normalize else f"{int(v)}")(m) if m.size else m
+    fig = go.Figure(go.Heatmap(
+        z=m, x=names, y=names, colorscale="Blues", text=text, texttemplate="%{text}", zmin=0,
+        zmax=1 if normalize else None, colorbar=dict(title="fraction of row" if normalize else "count"),
+        hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
+    ))
+    fig.update_xaxes(type="category", side="bottom")
+    fig.update_yaxes(type="category", autorange="reversed")
+    return _layout(fig, title, "predicted class (columns)", "true class (rows)", uirevision)
+
+
+# -- scalars ----------------------------------------------------------------
+def make_scalars_figure(df: pd.DataFrame, columns: Sequence[str], *, labels: Mapping[str, str] | None = None,
+                        x: str = "step", smoothing: float = 0.0, title: str = "", y_title: str = "",
+                        y_range=None, log_y: bool = False, uirevision="live") -> go.Figure:
+    """One line per column of ``df`` against ``x`` (run-level series such as losses or accuracy)."""
+    cols = [c for c in columns if df is not None and c in df and not df[c].isna().all()]
+    if not cols:
+        return _empty(title, uirevision=uirevision)
+    fig = go.Figure()
+    df = df.sort_values(x)
+    for i, c in enumerate(cols):
+        _add_lines(fig, df[x].to_numpy(), df[c].to_numpy(dtype=float), (labels or {}).get(c, c),
+                   RUN_PALETTE[i % len(RUN_PALETTE)], smoothing)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    if log_y:
+        fig.update_yaxes(type="log")
+    return _layout(fig, title, _x_title(x), y_title, uirevision)
+
+
+# -- comparing runs -------------------------------------------------------
+def make_runs_overlay_figure(curves: Mapping[str, pd.DataFrame], column: str, *, x: str = "step",
+                             smoothing: float = 0.0, title: str = "", y_title: str = "", y_range=(0, 1.02),
+                             uirevision="compare") -> go.Figure:
+    """One line per run (label -> frame with ``x`` and ``column``)."""
+    fig = go.Figure()
+    for i, (label, df) in enumerate(curves.items()):
+        if df is None or df.empty or column not in df:
+            continue
+        df = df.sort_values(x)
+        _add_lines(fig, df[x].to_numpy(), df[column].to_numpy(float), label, RUN_PALETTE[i % len(RUN_PALETTE)], smoothing)
+    if not fig.data:
+        return _empty(title, uirevision=uirevision)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    return _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="run")
+
+
+def make_recall_comparison_figure(recalls: Mapping[str, Sequence[float]], class_names=None, *,
+                                  title: str = "Per-class test recall", uirevision="compare") -> go.Figure:
+    """Grouped bars: x = class, one bar series per run (run colours; classes on the axis)."""
+    fig = go.Figure()
+    for i, (label, rec) in enumerate(recalls.items()):
+        rec = np.asarray(rec, dtype=float)
+        fig.add_trace(go.Bar(x=[class_name(class_names, k) for k in range(len(rec))], y=rec.tolist(), name=label,
+                             marker_color=RUN_PALETTE[i % len(RUN_PALETTE)],
+                             hovertemplate="class %{x}<br>recall %{y:.3f}<extra>" + label + "</extra>"))
+    if not fig.data:
+        return _empty(title, uirevision=uirevision)
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(range=[0, 1.05])
+    return _layout(fig, title, "class (head → tail)", "test recall", uirevision, barmode="group", legend_title="run")
+
+
+# -- teaching: decision regions -------------------------------------------
+def _discrete_colorscale(num_classes: int) -> list:
+    scale = []
+    for k in range(num_classes):
+        c = class_color(k)
+        scale += [[k / num_classes, c], [(k + 1) / num_classes, c]]
+    return scale
+
+
+def make_snapshot_figure(payload: dict, class_names=None, *, title: str = "Decision regions",
+                         uirevision="teach") -> go.Figure:
+    """Decision regions of a toy2d snapshot with its unlabeled points.
+
+    Regions are the predicted class on a grid (faint class colours). Points are
+    coloured by pseudo-label: filled when the pseudo-label was accepted,
+    hollow when its confidence was below the threshold. Hover gives the
+    hidden true class and the confidence.
+    """
+    if not payload:
+        return _empty(title, uirevision=uirevision)
+    xmin, xmax, ymin, ymax = payload["extent"]
+    n = int(payload["grid"])
+    regions = np.asarray(payload["regions"], dtype=float)
+    points = np.asarray(payload.get("points") or np.zeros((0, 6)), dtype=float).reshape(-1, 6)
+    k_max = int(max(regions.max() if regions.size else 0, points[:, [2, 5]].max() if len(points) else 0))
+    num_classes = max(len(class_names) if class_names is not None else 0, k_max + 1)
+    gx, gy = np.linspace(xmin, xmax, n), np.linspace(ymin, ymax, n)
+    fig = go.Figure(go.Heatmap(
+        x=gx, y=gy, z=regions, zmin=-0.5, zmax=num_classes - 0.5, colorscale=_discrete_colorscale(num_classes),
+        opacity=0.3, showscale=False, hoverinfo="skip", name="decision regions",
+    ))
+    for k in range(num_classes):
+        pts = points[points[:, 2] == k]
+        if not len(pts):
+            continue
+        accepted = pts[:, 4] > 0
+        true_names = [class_name(class_names, t) for t in pts[:, 5].astype(int)]
+        fig.add_trace(go.Scatter(
+            x=pts[:, 0], y=pts[:, 1], mode="markers", name=class_name(class_names, k),
+            marker=dict(color=class_color(k), size=7, symbol=np.where(accepted, "circle", "circle-open").tolist(),
+                        line=dict(width=1.5, color=class_color(k))),
+            customdata=np.stack([pts[:, 3], np.where(accepted, "accepted", "below threshold")], axis=1).tolist(),
+            text=true_names,
+            hovertemplate="pseudo-label " + class_name(class_names, k) + "<br>true %{text}"
+                          "<br>confidence %{customdata[0]:.3f}<br>%{customdata[1]}<extra></extra>",
+        ))
+    fig.update_xaxes(range=[xmin, xmax], constrain="domain")
+    fig.update_yaxes(range=[ymin, ymax], scaleanchor="x", scaleratio=1)
+    return _layout(fig, title, "x₁", "x₂", uirevision, height=480, legend_title="pseudo-label (hollow = below threshold)")
+
+
+# -- data page --------------------------------------------------------------
+def image_mosaic(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int = 8, seed: int = 0,
+                 pad: int = 1) -> np.ndarray:
+    """Tile ``per_class`` random images of each class into one uint8 RGB image (class k = row k).
+
+    ``x`` is uint8 ``(N, C, H, W)`` with C = 1 or 3; grey images are inverted
+    (ink dark on white). Missing images leave white tiles.
+    """
+    rng = np.random.default_rng(seed)
+    _, c, h, w = x.shape
+    out = np.full((num_classes * (h + pad) + pad, per_class * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for k in range(num_classes):
+        idx = np.flatnonzero(y == k)
+        pick = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
+        for j, i in enumerate(pick):
+            tile = x[i].transpose(1, 2, 0)
+            tile = np.repeat(255 - tile, 3, axis=2) if c == 1 else tile[:, :, :3]
+            r0, c0 = pad + k * (h + pad), pad + j * (w + pad)
+            out[r0:r0 + h, c0:c0 + w] = tile
+    return out
+
+
+def make_samples_figure(x: np.ndarray, y: np.ndarray, class_names=None, *, per_class: int = 8, seed: int = 0,
+                        title: str = "Sample images per class", uirevision="data") -> go.Figure:
+    """A grid of training images, one row per class (labelled on the y axis)."""
+    num_classes = len(class_names) if class_names is not None else int(y.max()) + 1
+    mosaic = image_mosaic(x, y, num_classes, per_class, seed)
+    h = x.shape[2]
+    fig = go.Figure(go.Image(z=mosaic, hoverinfo="skip"))
+    fig.update_yaxes(tickvals=[1 + k * (h + 1) + h / 2 for k in range(num_classes)],
+                     ticktext=[class_name(class_names, k) for k in range(num_classes)], showgrid=False)
+    fig.update_xaxes(showticklabels=False, showgrid=False)
+    height = min(1200, max(300, 60 * num_classes))
+    return _layout(fig, title, f"{per_class} random training images per class", "class", uirevision, height=height)
+
+
+def make_points_figure(x: np.ndarray, y: np.ndarray, class_names=None, *, title: str = "Training points by class",
+                       uirevision="data") -> go.Figure:
+    """Scatter of 2-D points coloured by class."""
+    fig = go.Figure()
+    for k in np.unique(y):
+        pts = x[y == k]
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=class_name(class_names, k),
+                                 marker=dict(color=class_color(k), size=5, opacity=0.7)))
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return _layout(fig, title, "x₁", "x₂", uirevision, height=480, legend_title="class")
+
+
+def make_bias_figure(summary: pd.DataFrame, *, title: str = "Majority bias per run", uirevision="compare") -> go.Figure:
+    """Bars of the three bias numbers per run (``summary`` has ``run`` plus the `bias_summary` keys)."""
+    if summary is None or summary.empty:
+        return _empty(title, uirevision=uirevision)
+    metrics = [("head_tail_gap", "head − tail recall"), ("kl_pseudo_true", "KL(pseudo ‖ true), nats"),
+               ("head_share", "head-class share of pseudo-labels")]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[m[1] for m in metrics])
+    for j, (col, _) in enumerate(metrics, start=1):
+        fig.add_trace(go.Bar(x=summary["run"].astype(str).tolist(), y=summary[col].tolist(), showlegend=False,
+                             marker_color=[RUN_PALETTE[i % len(RUN_PALETTE)] for i in range(len(summary))]),
+                      row=1, col=j)
+        fig.update_xaxes(type="category", row=1, col=j)
+    fig.update_layout(title=dict(text=title), uirevision=str(uirevision), height=DEFAULT_HEIGHT,
+                      margin=dict(l=60, r=20, t=80, b=50))
+    return fig

@@ -1,0 +1,231 @@
+"""Command line: ``python -m sslviz train|resume|stop|list|show|export|presets``.
+
+Every TrainConfig field is a ``train`` flag (``--gamma 50``, ``--class-weighting effective``);
+precedence is preset < ``--config`` YAML < flags. Bad input exits non-zero with one line.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .config import PRESET_DESCRIPTIONS, PRESETS, TrainConfig
+from .data import DatasetError
+from .params import InvalidParameterError
+from .splits import SplitError
+from .store import RunStore, StoreError
+
+USER_ERRORS = (InvalidParameterError, DatasetError, SplitError, StoreError, ValueError, FileNotFoundError)
+FIELD_HELP = {  # short help for the most used knobs; every field gets a flag
+    "dataset": "digits (default), toy2d, or a CIFAR-10 pickle / ImageFolder path",
+    "gamma": "labeled imbalance ratio N_1/N_K (>= 1)",
+    "n1": "labeled images of the head class",
+    "m1": "unlabeled images of the largest unlabeled class",
+    "gamma_u": "unlabeled imbalance ratio (default: gamma)",
+    "steps": "training steps",
+    "threshold": "pseudo-label confidence threshold in (0, 1]",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the whole usage block
+        self.exit(2, f"sslviz: error: {message}\n")
+
+
+def _field_type(annotation: str):
+    if "bool" in annotation:
+        return None
+    if "int" in annotation:
+        return int
+    if "float" in annotation:
+        return float
+    return str
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("config knobs (override preset and --config)")
+    for f in fields(TrainConfig):
+        if f.name == "preset":  # --preset is its own flag
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(str(f.type))
+        if kind is None:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
+                               help=FIELD_HELP.get(f.name, f"default {f.default!r}"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m sslviz", description="Semi-supervised learning under class imbalance.")
+    parser.add_argument("--store", type=Path, default=None, help="run store file (default $SSLVIZ_HOME/runs.db)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train one run in the foreground (or --background)")
+    train.add_argument("--preset", default=None, help="one of: " + ", ".join(PRESETS))
+    train.add_argument("--config", type=Path, help="YAML file of config knobs")
+    train.add_argument("--background", action="store_true", help="queue it as a background worker and return")
+    train.add_argument("--save-config", type=Path, help="write the resolved config as YAML and exit")
+    _add_config_flags(train)
+
+    for name, text in (("resume", "continue a stopped or failed run from its checkpoint"),
+                       ("stop", "ask a running run to stop gracefully"),
+                       ("show", "summary of one run")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run", type=int)
+        if name == "resume":
+            p.add_argument("--background", action="store_true")
+    sub.add_parser("list", help="all runs in the store")
+    export = sub.add_parser("export", help="write a run's metrics to CSV or Parquet files")
+    export.add_argument("run", type=int)
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument("--out", type=Path, default=Path("."))
+    sub.add_parser("presets", help="the presets and the knobs each changes")
+    worker = sub.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("run", type=int)
+    return parser
+
+
+def _resolve_config(args) -> TrainConfig:
+    import yaml
+
+    values = {}
+    if args.config is not None:
+        try:
+            values = yaml.safe_load(args.config.read_text()) or {}
+        except OSError as exc:
+            raise FileNotFoundError(f"Cannot read config file {args.config}: {exc.strerror}.") from None
+        except yaml.YAMLError as exc:
+            raise InvalidParameterError(f"{args.config} is not valid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise InvalidParameterError(f"{args.config} must hold a mapping of knob: value.")
+    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    return TrainConfig.from_dict(values, preset=args.preset or values.get("preset"))
+
+
+def _progress_bar(total: int, start: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+    def update(step: int) -> None:
+        bar.update(step - bar.n)
+        if step >= total:
+            bar.close()
+
+    return update
+
+
+def _train_foreground(store: RunStore, run_id: int) -> int:
+    from .trainer import load_checkpoint
+    from .worker import checkpoint_path, run_worker
+
+    row = store.run(run_id)
+    ckpt = checkpoint_path(store, run_id)
+    start = int(load_checkpoint(ckpt)["step"]) if ckpt.exists() else 0
+    print(f"run {run_id}: {row['preset']} on {row['config']['dataset']}, store {store.path}")
+    status = run_worker(store, run_id, progress=_progress_bar(row["total_steps"], start))
+    row = store.run(run_id)
+    evals = store.evals(run_id)
+    tail = f", balanced accuracy {evals.balanced_accuracy.iloc[-1]:.3f}" if len(evals) else ""
+    print(f"run {run_id} {status}{': ' + row['error'] if row['error'] else ''}{tail}")
+    return 0 if status in ("finished", "stopped") else 1
+
+
+def _show(store: RunStore, run_id: int) -> None:
+    import pandas as pd
+
+    row = store.run(run_id)
+    if row is None:
+        raise ValueError(f"There is no run {run_id} in {store.path}.")
+    print(f"run {run_id} [{row['status']}{' - ' + row['error'] if row['error'] else ''}] "
+          f"preset={row['preset']} step {row['step']}/{row['total_steps']} device={row['device']}")
+    cfg = row["config"]
+    print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if TrainConfig().to_dict().get(k) != v))
+    evals = store.evals(run_id)
+    if len(evals):
+        last = evals.iloc[-1]
+        print(f"step {int(last.step)}: accuracy {last.accuracy:.3f}, balanced accuracy {last.balanced_accuracy:.3f}")
+    info = row["info"]
+    recall = store.class_eval(run_id, None)
+    table = pd.DataFrame({"class": info.get("class_names", []), "labeled": info.get("labeled_counts", []),
+                          "unlabeled": info.get("unlabeled_counts", [])})
+    if len(recall):
+        table["test_recall"] = recall[recall.step == recall.step.max()].recall.round(3).to_numpy()
+    ct = store.class_train(run_id, None)
+    if len(ct):
+        last = ct[ct.step == ct.step.max()]
+        table["threshold"] = last.threshold.round(3).to_numpy()
+        table["pl_accepted"] = last.n_accepted.to_numpy()
+        table["pl_precision"] = last.precision.round(3).to_numpy()
+    print(table.to_string(index=False))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        store = RunStore(args.store)
+        if args.command == "train":
+            cfg = _resolve_config(args)
+            if args.save_config:
+                args.save_config.write_text(cfg.to_yaml())
+                print(f"wrote {args.save_config}")
+                return 0
+            if args.background:
+                from .worker import submit
+
+                print(f"run {submit(store, cfg)} queued in {store.path}")
+                return 0
+            from .trainer import prepare, resolve_device, run_info
+            from .models import default_model_name
+
+            prepared = prepare(cfg, store.path.parent / "cache")
+            device = resolve_device(cfg.device)
+            model = default_model_name(prepared.dataset.input_shape, device.type) if cfg.model == "auto" else cfg.model
+            run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model, device))
+            return _train_foreground(store, run_id)
+        if args.command == "resume":
+            from .worker import resume
+
+            if args.background:
+                resume(store, args.run)
+                print(f"run {args.run} queued to resume")
+                return 0
+            row = store.run(args.run)
+            if row is None or row["status"] in ("queued", "running"):
+                resume(store, args.run)  # raises the explanatory error
+            return _train_foreground(store, args.run)
+        if args.command == "stop":
+            store.request_stop(args.run)
+            print(f"stop requested for run {args.run}")
+        elif args.command == "list":
+            runs = store.runs()
+            if runs.empty:
+                print(f"no runs yet in {store.path}; start one with: python -m sslviz train")
+            else:
+                cols = ["id", "name", "preset", "status", "step", "total_steps", "device", "accuracy", "balanced_accuracy"]
+                print(runs[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        elif args.command == "show":
+            _show(store, args.run)
+        elif args.command == "export":
+            if store.run(args.run) is None:
+                raise ValueError(f"There is no run {args.run} in {store.path}.")
+            args.out.mkdir(parents=True, exist_ok=True)
+            for name, df in store.export(args.run).items():
+                path = args.out / f"run{args.run}_{name}.{args.format}"
+                df.to_csv(path, index=False) if args.format == "csv" else df.to_parquet(path, index=False)
+                print(path)
+        elif args.command == "presets":
+            for name, knobs in PRESETS.items():
+                print(f"{name:12s} {PRESET_DESCRIPTIONS[name]}")
+                if knobs:
+                    print(" " * 13 + ", ".join(f"{k}={v}" for k, v in knobs.items()))
+        elif args.command == "worker":
+            from .worker import run_worker
+
+            run_worker(store, args.run)
+        return 0
+    except USER_ERRORS as exc:
+        print(f"sslviz: error: {exc}", file=sys.stderr)
+        return 2

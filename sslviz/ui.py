@@ -1,0 +1,262 @@
+"""Streamlit helpers shared by the pages: the store singleton, cached data, run pickers.
+
+The only module besides ``app.py`` and ``pages/`` that imports Streamlit.
+The worker and trainer are imported lazily so the dashboard loads (and the
+parts that do not need them work) before those modules exist.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from . import config as cfgmod
+from .params import InvalidParameterError
+from .store import ACTIVE, RunStore, StoreError, default_store_path
+
+PAGES = {
+    "setup": "pages/setup.py",
+    "live": "pages/live.py",
+    "compare": "pages/compare.py",
+    "data": "pages/data.py",
+    "teaching": "pages/teaching.py",
+}
+STATUS_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "stopped": "⏹️"}
+BUILTIN_DATASETS = ("digits", "toy2d")
+
+
+# -- store -------------------------------------------------------------------
+def store_path() -> Path:
+    """``$SSLVIZ_STORE`` or the default store under ``$SSLVIZ_HOME``."""
+    return Path(os.environ.get("SSLVIZ_STORE") or default_store_path())
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(path: str) -> RunStore:
+    return RunStore(path)  # one connection per thread inside; safe to share across sessions
+
+
+def get_store() -> RunStore:
+    """The shared RunStore; a StoreError is shown and stops the page."""
+    try:
+        return _open_store(str(store_path()))
+    except StoreError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+# -- lazily imported engine parts ----------------------------------------
+def worker_module():
+    """``sslviz.worker`` or None while it does not exist yet."""
+    try:
+        from . import worker
+    except ImportError:
+        return None
+    return worker
+
+
+def engine_errors() -> tuple[type[BaseException], ...]:
+    """The exception types whose messages are meant for the user.
+
+    DatasetError, SplitError and InvalidParameterError are ValueErrors, as are
+    the worker's "cannot resume" / "no CUDA here" refusals.
+    """
+    return ValueError, StoreError
+
+
+def reap(store: RunStore) -> None:
+    """Let the worker mark dead runs failed and start queued ones (no-op without a worker)."""
+    worker = worker_module()
+    if worker is None or not hasattr(worker, "reap"):
+        return
+    try:
+        worker.reap(store)
+    except engine_errors() as exc:
+        st.warning(str(exc))
+
+
+def submit(store: RunStore, cfg) -> int | None:
+    """``worker.submit``; user-facing errors are shown with st.error and give None."""
+    worker = worker_module()
+    if worker is None or not hasattr(worker, "submit"):
+        st.error("The background worker (sslviz.worker) is not available in this install, so runs cannot start.")
+        return None
+    try:
+        return int(worker.submit(store, cfg))
+    except engine_errors() as exc:
+        st.error(str(exc))
+        return None
+
+
+def resume(store: RunStore, run_id: int) -> bool:
+    worker = worker_module()
+    if worker is None or not hasattr(worker, "resume"):
+        st.error("The background worker (sslviz.worker) is not available, so runs cannot resume.")
+        return False
+    try:
+        worker.resume(store, run_id)
+    except engine_errors() as exc:
+        st.error(str(exc))
+        return False
+    return True
+
+
+# -- datasets and split previews -------------------------------------------
+def dataset_cache_dir() -> Path:
+    """Where decoded ImageFolder arrays are cached: next to the store, as the worker does."""
+    return store_path().parent / "cache"
+
+
+@st.cache_resource(show_spinner="Loading dataset…", max_entries=4)
+def load_dataset(source: str):
+    """`sslviz.data.load_dataset` once per source (arrays shared, not copied)."""
+    from .data import load_dataset as _load
+
+    return _load(source, dataset_cache_dir())
+
+
+def _local_preview_split(cfg) -> pd.DataFrame:
+    """What ``trainer.preview_split`` computes, without importing the trainer (and torch)."""
+    from .data import default_counts
+    from .splits import make_split, split_frame
+
+    ds = load_dataset(cfg.dataset)
+    n1_default, m1_default = default_counts(ds)
+    n1 = cfg.n1 if cfg.n1 is not None else n1_default
+    m1 = cfg.m1 if cfg.m1 is not None else m1_default
+    split = make_split(ds.y_train, ds.num_classes, n1=n1, gamma=cfg.gamma, m1=m1,
+                       gamma_u=cfg.gamma if cfg.gamma_u is None else cfg.gamma_u, shape=cfg.unlabeled_shape,
+                       seed=cfg.seed, class_names=ds.class_names)
+    return split_frame(split, ds.y_test, ds.class_names)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _preview(dataset: str, n1, gamma: float, m1, gamma_u, shape: str, seed: int) -> pd.DataFrame:
+    cfg = cfgmod.TrainConfig(dataset=dataset, n1=n1, gamma=gamma, m1=m1, gamma_u=gamma_u, unlabeled_shape=shape,
+                             seed=seed)
+    try:
+        from .trainer import preview_split
+    except ImportError:
+        return _local_preview_split(cfg)
+    return preview_split(cfg, dataset_cache_dir())
+
+
+def preview_split(cfg) -> pd.DataFrame:
+    """Counts per class and set (``class, class_name, set, count``) of the split ``cfg`` would draw.
+
+    Raises DatasetError / SplitError with the engine's message.
+    """
+    return _preview(cfg.dataset, cfg.n1, float(cfg.gamma), cfg.m1,
+                    None if cfg.gamma_u is None else float(cfg.gamma_u), cfg.unlabeled_shape, int(cfg.seed))
+
+
+# -- config fields --------------------------------------------------------
+def field_help() -> dict[str, str]:
+    """The trailing ``# comment`` of each TrainConfig field, used as widget help."""
+    try:
+        source = inspect.getsource(cfgmod.TrainConfig)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip()
+            for m in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", source, re.M)}
+
+
+def field_kind(name: str) -> tuple[str, object]:
+    """('options', tuple) | ('bool', None) | ('int', None) | ('float', None) | ('str', None) for a field."""
+    constraints = cfgmod.CONSTRAINTS[name]
+    for c in constraints:
+        if hasattr(c, "options"):
+            return "options", tuple(c.options)
+        if type(c).__name__ == "_Bool":
+            return "bool", None
+        if hasattr(c, "type_"):
+            from numbers import Integral
+
+            return ("int" if c.type_ is Integral else "float"), None
+    return "str", None
+
+
+def field_optional(name: str) -> bool:
+    return any(type(c).__name__ == "NoneOK" for c in cfgmod.CONSTRAINTS[name])
+
+
+def coerce_field(name: str, value):
+    """A value as its widget holds it: floats for float fields, ints for int fields."""
+    if value is None:
+        return None
+    kind, _ = field_kind(name)
+    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# -- runs ------------------------------------------------------------------
+def run_label(row) -> str:
+    """'#3 balanced · toy2d (running)' for a runs() row or run() dict."""
+    cfg = row.get("config")
+    if isinstance(cfg, str):
+        import json
+
+        try:
+            cfg = json.loads(cfg)
+        except ValueError:
+            cfg = {}
+    cfg = cfg or {}
+    name = row.get("name") or row.get("preset") or "run"
+    dataset = cfg.get("dataset", "")
+    dataset = dataset if dataset in BUILTIN_DATASETS else Path(str(dataset)).name
+    return f"#{int(row['id'])} {name} · {dataset} ({row.get('status', '?')})"
+
+
+def run_config(row) -> dict:
+    cfg = row.get("config") if hasattr(row, "get") else None
+    if isinstance(cfg, str):
+        import json
+
+        return json.loads(cfg)
+    return cfg or {}
+
+
+def class_names_of(run: dict, num_classes: int | None = None) -> list[str]:
+    names = (run.get("info") or {}).get("class_names")
+    if names:
+        return [str(n) for n in names]
+    return [str(k) for k in range(num_classes or 0)]
+
+
+def is_active(status: str) -> bool:
+    return status in ACTIVE
+
+
+def status_line(run: dict) -> str:
+    status = run["status"]
+    parts = [f"{STATUS_ICONS.get(status, '')} **{status}**", f"step {int(run['step'])} / {int(run['total_steps'])}"]
+    if run.get("device"):
+        parts.append(f"device `{run['device']}`")
+    if run.get("started") and not pd.isna(run.get("started")):
+        end = run.get("finished") if status not in ACTIVE and run.get("finished") and not pd.isna(run.get("finished")) else time.time()
+        parts.append(f"elapsed {format_elapsed(end - run['started'])}")
+    return " · ".join(parts)
+
+
+def format_elapsed(seconds) -> str:
+    from .charts import format_seconds
+
+    return format_seconds(seconds)
+
+
+def query_run_id(store: RunStore) -> int | None:
+    """The run id in ``?run=`` if it names a stored run."""
+    raw = st.query_params.get("run")
+    try:
+        rid = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return rid if store.run(rid) is not None else None

@@ -1,0 +1,208 @@
+"""Run lifecycle: launch runs in their own OS process, heartbeat, stop, resume, queue.
+
+A run is a row in the store. ``submit`` validates the config against the data
+(so a bad split fails at Start, not in a background process), records the run
+as ``queued`` and calls ``reap``, which starts queued runs while the device has
+free slots and marks runs whose process died as ``failed`` ("process lost").
+Each worker process runs ``run_worker``: it heartbeats from a thread, trains,
+checkpoints, and on exit calls ``reap`` again so the queue keeps moving even
+with no dashboard open.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from .config import TrainConfig
+from .store import RunStore, StoreError
+from .trainer import Diverged, load_checkpoint, prepare, resolve_device, run_info, train
+from .models import default_model_name
+
+HEARTBEAT_EVERY = 2.0  # seconds between heartbeats
+LOST_AFTER = 8.0  # a running run silent this long, or whose pid is gone, is "process lost"
+PROCESS_LOST = "process lost"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def device_slots(device_type: str) -> int:
+    """Simultaneous runs allowed per device type: ``SSLVIZ_GPU_SLOTS`` per GPU (1), ``SSLVIZ_CPU_SLOTS`` (2)."""
+    if device_type == "cuda":
+        return int(os.environ.get("SSLVIZ_GPU_SLOTS", "1")) * max(1, torch.cuda.device_count())
+    return int(os.environ.get("SSLVIZ_CPU_SLOTS", "2"))
+
+
+def checkpoint_path(store: RunStore, run_id: int) -> Path:
+    return store.path.parent / "checkpoints" / f"run_{run_id}.pt"
+
+
+def cache_dir(store: RunStore) -> Path:
+    return store.path.parent / "cache"
+
+
+def log_path(store: RunStore, run_id: int) -> Path:
+    return store.path.parent / "logs" / f"run_{run_id}.log"
+
+
+def submit(store: RunStore, cfg: TrainConfig) -> int:
+    """Validate ``cfg`` against its data, record it as queued and start it if a slot is free."""
+    prepared = prepare(cfg, cache_dir(store))
+    device = resolve_device(cfg.device)
+    model = default_model_name(prepared.dataset.input_shape, device.type) if cfg.model == "auto" else cfg.model
+    run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model, device))
+    store.add_event(run_id, "queued", f"queued on {device.type}")
+    reap(store)
+    return run_id
+
+
+def resume(store: RunStore, run_id: int) -> None:
+    """Queue a stopped or failed run again; its worker continues from the last checkpoint."""
+    row = store.run(run_id)
+    if row is None:
+        raise ValueError(f"There is no run {run_id} in {store.path}.")
+    if row["status"] in ("queued", "running"):
+        raise ValueError(f"Run {run_id} is {row['status']}; only stopped or failed runs can be resumed.")
+    if not checkpoint_path(store, run_id).exists():
+        raise ValueError(f"Run {run_id} has no checkpoint to resume from; start a new run with its config instead.")
+    store.update_run(run_id, status="queued", error=None, finished=None, stop_requested=0, pid=None)
+    store.add_event(run_id, "resume", "queued to resume from its last checkpoint")
+    reap(store)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        # Collect our own exited children so they do not linger as zombies that look alive.
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap(store: RunStore, *, spawn: bool = True) -> None:
+    """Mark dead runs as failed (process lost); start queued runs while slots are free."""
+    runs = store.runs()
+    now = time.time()
+    for row in runs[runs.status == "running"].itertuples():
+        pid = None if row.pid != row.pid else int(row.pid)  # NaN check: pandas gives NaN for NULL
+        silent = now - (row.heartbeat or 0) > LOST_AFTER
+        if not _alive(pid) or silent:
+            store.finish_run(row.id, "failed", PROCESS_LOST)
+            store.add_event(row.id, "failed", f"no heartbeat for {now - (row.heartbeat or now):.0f} s; process lost")
+    if not spawn:
+        return
+    runs = store.runs()
+    busy = {"cpu": 0, "cuda": 0}
+    for row in runs[runs.status == "running"].itertuples():
+        busy["cuda" if str(row.device).startswith("cuda") else "cpu"] += 1
+    for row in runs[runs.status == "queued"].sort_values("id").itertuples():
+        device = resolve_device(TrainConfig.from_dict(json.loads(row.config)).device).type
+        if busy[device] >= device_slots(device):
+            continue
+        _spawn(store, int(row.id), device)
+        busy[device] += 1
+
+
+def _spawn(store: RunStore, run_id: int, device: str) -> None:
+    """Start the worker process and mark the run running before it boots, so a second reap does not double-start it."""
+    log = log_path(store, run_id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # The package's parent goes on PYTHONPATH so the child imports this same sslviz from any cwd.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sslviz", "--store", str(store.path), "worker", str(run_id)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+        )
+    now = time.time()
+    store.update_run(run_id, status="running", pid=proc.pid, device=device, heartbeat=now, started=now)
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, store: RunStore, run_id: int):
+        super().__init__(daemon=True)
+        self.store, self.run_id, self.done = store, run_id, threading.Event()
+
+    def run(self):
+        while not self.done.wait(HEARTBEAT_EVERY):
+            try:
+                self.store.heartbeat(self.run_id)
+            except StoreError:
+                pass  # the main thread reports store failures
+
+
+def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
+    """Train stored run ``run_id`` in this process; resumes from its checkpoint when one exists.
+
+    Returns the final status. SIGTERM asks for a graceful stop, like the Stop button.
+    """
+    row = store.run(run_id)
+    if row is None:
+        raise ValueError(f"There is no run {run_id} in {store.path}.")
+    cfg = TrainConfig.from_dict(row["config"])
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        # Share the cores between the runs allowed to train at once.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // device_slots("cpu")))
+    store.claim_run(run_id, os.getpid(), str(device))
+    ckpt = checkpoint_path(store, run_id)
+    resume_from = ckpt.exists()
+    if resume_from:
+        step = int(load_checkpoint(ckpt)["step"])
+        store.truncate_after(run_id, step)
+        store.add_event(run_id, "resumed", f"resumed from step {step}")
+    else:
+        store.add_event(run_id, "started", f"started on {device}")
+
+    terminate = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: terminate.set())
+    heartbeat = _Heartbeat(store, run_id)
+    heartbeat.start()
+    status, error = "failed", None
+    try:
+        summary = train(
+            cfg,
+            on_log=lambda record: store.log(run_id, record),
+            should_stop=lambda: terminate.is_set() or store.stop_requested(run_id),
+            checkpoint_path=ckpt,
+            resume=resume_from,
+            cache_dir=cache_dir(store),
+            progress=progress,
+        )
+        status = summary["status"]
+    except Diverged as exc:
+        error = str(exc)
+    except torch.OutOfMemoryError:
+        error = (f"CUDA out of memory with batch_size={cfg.batch_size}, mu={cfg.mu}: lower batch_size or mu, "
+                 "or pick a smaller model.")
+    except KeyboardInterrupt:
+        status, error = "stopped", "interrupted"
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure must reach the dashboard, not just a log file
+        error = f"{type(exc).__name__}: {exc}"
+        store.add_event(run_id, "traceback", traceback.format_exc())
+    finally:
+        heartbeat.done.set()
+    store.finish_run(run_id, status, error)
+    store.add_event(run_id, status, error or status)
+    reap(store)
+    return status

@@ -1,0 +1,256 @@
+"""AppTest smoke tests of every page against a temporary run store filled with synthetic records."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sslviz.config import TrainConfig
+from sslviz.store import RunStore
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 60  # the first run imports sklearn (and maybe torch)
+
+
+def _at():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch) -> RunStore:
+    monkeypatch.setenv("SSLVIZ_HOME", str(tmp_path))
+    monkeypatch.setenv("SSLVIZ_STORE", str(tmp_path / "runs.db"))
+    return RunStore(tmp_path / "runs.db")
+
+
+def make_run(store: RunStore, *, dataset="digits", preset="fixmatch", name="", status="running", steps=100,
+             snapshots=False) -> int:
+    """A run with ``info`` as the worker writes it, in the given status."""
+    k = 6 if dataset == "toy2d" else 10
+    info = {
+        "class_names": list("ABCDEF") if k == 6 else [str(i) for i in range(k)],
+        "labeled_counts": [int(60 * 50 ** (-i / (k - 1))) for i in range(k)],
+        "unlabeled_counts": [int(120 * 50 ** (-i / (k - 1))) for i in range(k)],
+        "test_counts": [50] * k, "kind": "points" if k == 6 else "image", "model": "mlp", "device": "cpu",
+    }
+    cfg = TrainConfig.from_dict(dict(dataset=dataset, steps=steps, name=name), preset=preset)
+    rid = store.create_run(cfg.to_dict(), info=info)
+    store.update_run(rid, status=status, started=1000.0)
+    return rid
+
+
+def log_steps(store: RunStore, rid: int, steps, *, k=10, snapshot=False, seed=0) -> None:
+    """Synthetic trainer records at ``steps`` (an eval at every step divisible by 20)."""
+    rng = np.random.default_rng(seed)
+    for step in steps:
+        classes = []
+        for c in range(k):
+            n_true = 20 - c
+            n_acc = max(0, 30 - 3 * c)
+            classes.append(dict(threshold=0.95 - 0.01 * c, conf_pl=0.5 + 0.004 * step / (c + 1), conf_true=0.4,
+                                n_pl=n_acc + 2, n_accepted=n_acc, n_true=n_true, n_correct=min(n_acc, n_true),
+                                precision=0.8, recall=0.6))
+        record = dict(step=step, wall=1000.0 + step * 0.1,
+                      scalars=dict(loss=1.0 / (1 + step), loss_sup=0.5, loss_unsup=0.2, mask_rate=0.3,
+                                   pl_accuracy=0.7, lr=0.03),
+                      classes=classes)
+        if step % 20 == 0:
+            cm = rng.integers(0, 10, (k, k)) + np.eye(k, dtype=int) * 40
+            record["eval"] = dict(accuracy=0.5 + step / 1000, balanced_accuracy=0.4 + step / 1000,
+                                  recall=np.linspace(0.9, 0.1, k).tolist(), confusion=cm.tolist())
+            record["pseudo_confusion"] = cm.tolist()
+            if snapshot:
+                n = 12
+                regions = [[(i + j) % k for i in range(n)] for j in range(n)]
+                pts = [[rng.normal(), rng.normal(), c % k, 0.9, int(c % 2 == 0), (c + 1) % k] for c in range(30)]
+                record["snapshot"] = dict(extent=[-3, 3, -3, 3], grid=n, regions=regions, points=pts)
+        store.log(rid, record)
+
+
+def values(v) -> list:
+    """A trace array as a list: plotly 7 may encode numpy arrays as {'dtype', 'bdata'[, 'shape']}."""
+    if isinstance(v, dict) and "bdata" in v:
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+        if "shape" in v:
+            arr = arr.reshape([int(n) for n in str(v["shape"]).split(",")])
+        return arr.tolist()
+    return list(v)
+
+
+def plotly_specs(at) -> dict[str, dict]:
+    """key -> decoded figure spec of every plotly chart on the page."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        out[el.key] = json.loads(el.proto.spec)
+    return out
+
+
+# -- Setup ----------------------------------------------------------------------
+def test_setup_renders_and_refuses_invalid_gamma(store):
+    at = _at().run()
+    assert not at.exception
+    assert "setup_split_chart" in plotly_specs(at)
+    assert at.button(key="start").disabled is False
+    at.number_input(key="cfg_gamma").set_value(0.5).run()
+    assert any("'gamma' parameter of TrainConfig" in e.value for e in at.error)
+    assert at.button(key="start").disabled is True
+    at.number_input(key="cfg_gamma").set_value(10.0).run()
+    assert not at.error and at.button(key="start").disabled is False
+
+
+def test_setup_split_error_disables_start(store):
+    at = _at().run()
+    at.number_input(key="cfg_n1").set_value(5).run()
+    assert any("0 labeled examples" in e.value for e in at.error)
+    assert at.button(key="start").disabled is True
+
+
+def test_setup_preset_and_yaml_import(store):
+    at = _at().run()
+    at.selectbox(key="cfg_preset").set_value("balanced").run()
+    assert at.session_state["cfg_dist_align"] == "labeled"
+    at.text_area(key="yaml_text").input("preset: freematch\ndataset: toy2d\ngamma: 20\n").run()
+    at.button(key="apply_yaml").click().run()
+    assert not at.exception
+    assert at.session_state["cfg_threshold_schedule"] == "freematch"
+    assert at.session_state["ds_choice"] == "toy2d"
+    at.text_area(key="yaml_text").input("gamma: -1\n").run()
+    at.button(key="apply_yaml").click().run()
+    assert any("'gamma' parameter" in e.value for e in at.error)
+
+
+def test_setup_start_submits_a_run(store, monkeypatch):
+    pytest.importorskip("sslviz.worker")
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # no free slot: the run is recorded and queued, no process starts
+    monkeypatch.setenv("SSLVIZ_GPU_SLOTS", "0")
+    at = _at().run()
+    at.number_input(key="cfg_steps").set_value(20).run()
+    at.button(key="start").click().run()
+    assert not at.exception, at.exception
+    runs = store.runs()
+    assert len(runs) == 1 and runs["status"].iloc[0] == "queued"
+    rid = int(runs["id"].iloc[0])
+    assert store.run(rid)["config"]["steps"] == 20
+    assert at.query_params.get("run") == str(rid)
+    assert at.title[0].value == "Live run"  # switched to the Live page
+
+
+# -- Live -----------------------------------------------------------------------
+def test_live_empty_state(store):
+    at = _at().run()
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_live_charts_update_on_rerun(store):
+    rid = make_run(store, status="finished")
+    log_steps(store, rid, range(0, 50, 10))
+    at = _at().run()
+    at.query_params["run"] = str(rid)
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    specs = plotly_specs(at)
+    for key in ("live_conf_pl", "live_conf_true", "live_pl_now", "live_threshold", "live_cm_test", "live_cm_pseudo",
+                "live_acc", "live_recall", "live_loss", "live_lr", "live_mask"):
+        assert key in specs, key
+    assert values(specs["live_conf_pl"]["data"][0]["x"]) == [0, 10, 20, 30, 40]
+    assert specs["live_conf_pl"]["layout"]["uirevision"]
+
+    log_steps(store, rid, range(50, 70, 10))
+    at.run()
+    specs = plotly_specs(at)
+    assert values(specs["live_conf_pl"]["data"][0]["x"]) == [0, 10, 20, 30, 40, 50, 60]
+    assert "step 60" in specs["live_pl_now"]["layout"]["title"]["text"]
+
+
+def test_live_status_and_controls(store):
+    rid = make_run(store, status="stopped")
+    log_steps(store, rid, [0, 10])
+    at = _at().run()
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    assert at.button(key="live_resume")
+    assert at.progress[0].proto.value >= 0
+    store.update_run(rid, status="failed", error="process lost")
+    at.run()
+    assert any("process lost" in e.value for e in at.error)
+
+
+# -- Compare --------------------------------------------------------------------
+def test_compare_table_and_bias(store):
+    a = make_run(store, name="plain", status="finished")
+    b = make_run(store, preset="balanced", name="bal", status="finished")
+    for rid in (a, b):
+        log_steps(store, rid, range(0, 41, 10))
+    at = _at().run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["id"]) == [a, b]
+    assert {"compare_bal_acc", "compare_recall", "compare_bias_chart"} <= set(plotly_specs(at))
+    bias_table = at.dataframe[1].value
+    # recall linspace(0.9, 0.1, 10), spacing 0.8/9: head (0,1,2) mean 0.9 - 0.8/9, tail (7,8,9) mean 0.1 + 0.8/9
+    assert bias_table["head − tail recall"].iloc[0] == pytest.approx(0.8 - 1.6 / 9)
+    # n_accepted 30 - 3c: head share 30 / 165
+    assert bias_table["head share of pseudo-labels"].iloc[0] == pytest.approx(30 / 165)
+
+
+def test_compare_delete_with_confirmation(store):
+    a = make_run(store, status="finished")
+    make_run(store, status="finished")
+    at = _at().run()
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="delete_runs").set_value([a]).run()
+    at.button(key="delete_ask").click().run()
+    assert len(store.runs()) == 2  # nothing deleted before confirming
+    at.button(key="delete_yes").click().run()
+    assert not at.exception
+    assert store.run(a) is None and len(store.runs()) == 1
+
+
+# -- Data -------------------------------------------------------------------------
+def test_data_page_digits(store):
+    at = _at().run()
+    at.switch_page("pages/data.py").run()
+    assert not at.exception
+    specs = plotly_specs(at)
+    assert {"data_split_chart", "data_samples"} <= set(specs)
+
+
+def test_data_page_toy2d_run(store):
+    make_run(store, dataset="toy2d", status="finished")
+    at = _at().run()
+    at.switch_page("pages/data.py").run()
+    at.selectbox(key="data_source").set_value(at.selectbox(key="data_source").options[1]).run()
+    assert not at.exception
+    assert "data_points" in plotly_specs(at)
+
+
+# -- Teaching -------------------------------------------------------------------
+def test_teaching_empty_state(store):
+    at = _at().run()
+    at.switch_page("pages/teaching.py").run()
+    assert not at.exception
+    assert any("Launch two toy2d runs" in i.value for i in at.info)
+    assert at.button(key="teach_launch")
+
+
+def test_teaching_two_runs_with_snapshots(store):
+    a = make_run(store, dataset="toy2d", status="finished", name="fm")
+    b = make_run(store, dataset="toy2d", preset="balanced", status="finished", name="bal")
+    for rid in (a, b):
+        log_steps(store, rid, range(0, 41, 20), k=6, snapshot=True)
+    at = _at().run()
+    at.switch_page("pages/teaching.py").run()
+    assert not at.exception
+    specs = plotly_specs(at)
+    assert {"teach_chart_left", "teach_chart_right"} <= set(specs)
+    assert "step 40" in specs["teach_chart_left"]["layout"]["title"]["text"]
+    at.select_slider(key="teach_step").set_value(20).run()
+    assert "step 20" in plotly_specs(at)["teach_chart_left"]["layout"]["title"]["text"]

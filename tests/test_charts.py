@@ -1,0 +1,202 @@
+"""Figures hold the data they are given, classes keep their colours, and the summaries are hand-checked."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sslviz import bias, charts
+
+
+def class_train_frame(steps=(0, 10, 20), k=3) -> pd.DataFrame:
+    rows = []
+    for s in steps:
+        for c in range(k):
+            rows.append(dict(step=s, cls=c, threshold=0.9 - 0.1 * c, conf_pl=0.1 * c + s / 100, conf_true=0.5,
+                             n_pl=10 + c, n_accepted=8 - 2 * c, n_true=6 - c, n_correct=5 - c,
+                             precision=0.5 + 0.1 * c, recall=0.4 + 0.1 * c))
+    return pd.DataFrame(rows)
+
+
+NAMES = ["cat", "dog", "eel"]
+
+
+# -- colours ------------------------------------------------------------------
+def test_class_colours_are_fixed_and_shared():
+    assert charts.class_color(0) == charts.PALETTE[0]
+    assert charts.class_color(3) == charts.class_color(3 + len(charts.PALETTE))
+    assert len(set(charts.class_colors(10))) == 10
+    ct = class_train_frame()
+    lines = charts.make_class_lines_figure(ct, "threshold", NAMES)
+    assert [t.line.color for t in lines.data] == charts.class_colors(3)
+    split = pd.DataFrame({"class": [0, 1, 2], "class_name": NAMES, "set": "labeled", "count": [9, 3, 1]})
+    bars = charts.make_split_counts_figure(split)
+    assert list(bars.data[0].marker.color) == charts.class_colors(3)
+    now = charts.make_pseudo_counts_figure(ct, NAMES)
+    assert list(now.data[0].marker.color) == charts.class_colors(3)
+
+
+# -- figures hold the data ---------------------------------------------------
+def test_confidence_heatmap_matches_pivot():
+    ct = class_train_frame()
+    fig = charts.make_confidence_heatmap(ct, "conf_pl", NAMES)
+    hm = fig.data[0]
+    assert list(hm.x) == [0, 10, 20]
+    assert list(hm.y) == NAMES
+    expected = ct.pivot(index="cls", columns="step", values="conf_pl").to_numpy()
+    np.testing.assert_allclose(np.asarray(hm.z, dtype=float), expected)
+    assert fig.layout.uirevision == "live"
+    assert "pseudo-label" in fig.layout.title.text and fig.layout.xaxis.title.text == "training step"
+
+
+def test_class_lines_hold_each_class_series():
+    ct = class_train_frame()
+    fig = charts.make_class_lines_figure(ct, "threshold", NAMES, title="thr", y_title="threshold")
+    assert [t.name for t in fig.data] == NAMES
+    for c, trace in enumerate(fig.data):
+        part = ct[ct["cls"] == c]
+        assert list(trace.x) == part["step"].tolist()
+        np.testing.assert_allclose(trace.y, part["threshold"].to_numpy())
+    smoothed = charts.make_class_lines_figure(ct, "threshold", NAMES, smoothing=0.5)
+    assert len(smoothed.data) == 6  # a faint raw line under each smoothed one
+
+
+def test_split_counts_hold_counts_per_set():
+    split = pd.DataFrame([{"class": c, "class_name": n, "set": s, "count": (c + 1) * (i + 1)}
+                          for i, s in enumerate(charts.SETS) for c, n in enumerate(NAMES)])
+    fig = charts.make_split_counts_figure(split)
+    assert len(fig.data) == 3
+    for i, trace in enumerate(fig.data):
+        assert list(trace.x) == NAMES
+        assert list(trace.y) == [(c + 1) * (i + 1) for c in range(3)]
+
+
+def test_pseudo_counts_now_uses_the_latest_step():
+    ct = class_train_frame()
+    fig = charts.make_pseudo_counts_figure(ct, NAMES)
+    assert list(fig.data[0].y) == [8, 6, 4]  # n_accepted at step 20
+    assert list(fig.data[1].y) == [6, 5, 4]  # n_true
+    np.testing.assert_allclose(np.asarray(fig.data[0].customdata, dtype=float)[:, 0], [0.5, 0.6, 0.7])
+    assert "step 20" in fig.layout.title.text
+    over_time = charts.make_pseudo_counts_over_time_figure(ct, NAMES)
+    assert len(over_time.data) == 6 and over_time.data[1].line.dash == "dash"
+
+
+def test_confusion_counts_and_normalised():
+    m = np.array([[8, 2], [1, 3]])
+    fig = charts.make_confusion_figure(m, ["a", "b"])
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), m)
+    assert fig.layout.yaxis.title.text == "true class (rows)"
+    norm = charts.make_confusion_figure(m, ["a", "b"], normalize=True)
+    np.testing.assert_allclose(np.asarray(norm.data[0].z), [[0.8, 0.2], [0.25, 0.75]])
+    zero = charts.make_confusion_figure(np.zeros((2, 2)), normalize=True)
+    np.testing.assert_array_equal(np.asarray(zero.data[0].z), 0)
+
+
+def test_scalars_and_run_overlays():
+    df = pd.DataFrame({"step": [0, 1, 2], "wall": [5.0, 6.0, 8.0], "loss": [3.0, 2.0, 1.0], "lr": [0.1, 0.1, 0.05]})
+    fig = charts.make_scalars_figure(df, ["loss", "lr", "missing"], title="t")
+    assert [t.name for t in fig.data] == ["loss", "lr"]
+    np.testing.assert_allclose(fig.data[0].y, [3, 2, 1])
+    walled = charts.make_scalars_figure(charts.attach_wall(df, df), ["loss"], x="wall")
+    np.testing.assert_allclose(walled.data[0].x, [0, 1, 3])
+    assert walled.layout.xaxis.title.text.startswith("wall time")
+    ov = charts.make_runs_overlay_figure({"#1": df.assign(balanced_accuracy=[0.1, 0.2, 0.3]), "#2": pd.DataFrame()},
+                                         "balanced_accuracy")
+    assert len(ov.data) == 1 and ov.data[0].name == "#1"
+    rec = charts.make_recall_comparison_figure({"#1": [0.9, 0.1], "#2": [0.5, 0.5]}, ["a", "b"])
+    assert [list(t.y) for t in rec.data] == [[0.9, 0.1], [0.5, 0.5]]
+    assert rec.layout.barmode == "group"
+
+
+def test_empty_inputs_give_titled_placeholders():
+    for fig in (charts.make_confidence_heatmap(pd.DataFrame(), "conf_pl"),
+                charts.make_confusion_figure(None, title="Test set"),
+                charts.make_scalars_figure(pd.DataFrame({"step": []}), ["loss"], title="Losses")):
+        assert fig.layout.title.text and not fig.data
+
+
+def test_attach_wall_interpolates_steps():
+    scal = pd.DataFrame({"step": [0, 10], "wall": [100.0, 120.0]})
+    ct = pd.DataFrame({"step": [0, 5, 10], "cls": [0, 0, 0]})
+    np.testing.assert_allclose(charts.attach_wall(ct, scal)["wall"], [0, 10, 20])
+
+
+def test_snapshot_figure_marks_rejected_points_hollow():
+    payload = {"extent": [-1, 1, -2, 2], "grid": 3, "regions": [[0, 0, 1], [0, 1, 1], [1, 1, 1]],
+               "points": [[0.1, 0.2, 0, 0.99, 1, 0], [0.3, -0.4, 0, 0.6, 0, 1], [-0.5, 0.5, 1, 0.97, 1, 1]]}
+    fig = charts.make_snapshot_figure(payload, ["A", "B"])
+    regions, a, b = fig.data
+    np.testing.assert_array_equal(np.asarray(regions.z), payload["regions"])
+    np.testing.assert_allclose(regions.x, [-1, 0, 1])
+    np.testing.assert_allclose(regions.y, [-2, 0, 2])
+    assert a.name == "A" and list(a.marker.symbol) == ["circle", "circle-open"]
+    np.testing.assert_allclose(a.x, [0.1, 0.3])
+    assert b.marker.color == charts.class_color(1) and list(b.marker.symbol) == ["circle"]
+
+
+def test_image_mosaic_places_each_class_in_its_row():
+    x = np.zeros((4, 1, 2, 2), dtype=np.uint8)
+    x[2:] = 255  # class 1 all ink
+    y = np.array([0, 0, 1, 1])
+    mosaic = charts.image_mosaic(x, y, num_classes=2, per_class=2, pad=1)
+    assert mosaic.shape == (2 * 3 + 1, 2 * 3 + 1, 3)
+    assert (mosaic[1:3, 1:3] == 255).all()  # class 0 is blank -> white after inversion
+    assert (mosaic[4:6, 1:3] == 0).all()  # class 1 is ink -> black
+    fig = charts.make_samples_figure(x, y, ["zero", "one"], per_class=2)
+    assert list(fig.layout.yaxis.ticktext) == ["zero", "one"]
+
+
+# -- smoothing and ETA -----------------------------------------------------------
+def test_ema_smooth_matches_hand_computed_debiased_values():
+    # w = 0.5: last = 0.5, 1.25, 2.125; debias 0.5, 0.75, 0.875 -> 1, 5/3, 17/7
+    np.testing.assert_allclose(charts.ema_smooth([1.0, 2.0, 3.0], 0.5), [1.0, 5 / 3, 17 / 7])
+    # w = 0.9, constant input stays constant thanks to the debias
+    np.testing.assert_allclose(charts.ema_smooth([4.0] * 5, 0.9), [4.0] * 5)
+    np.testing.assert_allclose(charts.ema_smooth([1.0, 2.0], 0.0), [1.0, 2.0])
+    out = charts.ema_smooth([1.0, np.nan, 3.0], 0.5)
+    assert math.isnan(out[1]) and out[2] == pytest.approx(7 / 3)  # NaN skipped: last = 0.5 then 1.75, /0.75
+    with pytest.raises(ValueError):
+        charts.ema_smooth([1.0], 1.0)
+
+
+def test_eta_and_time_format():
+    assert charts.estimate_eta([0, 10, 20], [0.0, 1.0, 2.0], 100) == pytest.approx(8.0)
+    assert charts.estimate_eta([5], [1.0], 100) is None
+    assert charts.format_seconds(42) == "42s" and charts.format_seconds(185) == "3m 05s"
+    assert charts.format_seconds(3720) == "1h 02m" and charts.format_seconds(None) == "?"
+
+
+# -- majority-bias summary -----------------------------------------------------
+def test_head_tail_gap_hand_computed():
+    recall = [0.9, 0.8, 0.7, 0.5, 0.3, 0.2, 0.1]
+    counts = [64, 32, 16, 8, 4, 2, 1]
+    # head (0,1,2) mean 0.8, tail (4,5,6) mean 0.2
+    assert bias.head_tail_recall_gap(recall, counts) == pytest.approx(0.6)
+    # head / tail follow the labeled counts, not the index
+    assert bias.head_tail_recall_gap(recall[::-1], counts[::-1]) == pytest.approx(0.6)
+    # 4 classes: k shrinks to 2 -> (0.9 + 0.8) / 2 - (0.7 + 0.5) / 2
+    assert bias.head_tail_recall_gap(recall[:4], counts[:4]) == pytest.approx(0.25)
+    head, tail = bias.head_tail_classes([5] * 6)
+    assert head.tolist() == [0, 1, 2] and tail.tolist() == [3, 4, 5]
+
+
+def test_kl_and_head_share_hand_computed():
+    # p = (1/2, 1/2), q = (1/4, 3/4): 0.5 ln 2 + 0.5 ln(2/3)
+    assert bias.kl_divergence([5, 5], [1, 3]) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
+    assert bias.kl_divergence([3, 1], [3, 1]) == pytest.approx(0.0)
+    assert bias.kl_divergence([1, 0], [1, 1]) == pytest.approx(math.log(2))  # p = 0 terms vanish
+    assert math.isnan(bias.kl_divergence([0, 0], [1, 1]))
+    assert bias.head_share([6, 3, 1], [40, 10, 4]) == pytest.approx(0.6)
+    assert bias.head_share([1, 3], [2, 10]) == pytest.approx(0.75)  # head = most labeled class (1)
+    assert math.isnan(bias.head_share([0, 0], [2, 1]))
+
+
+def test_bias_summary_combines_the_three_numbers():
+    s = bias.bias_summary(recall=[1.0, 0.5, 0.0, 0.0, 0.2, 0.4], n_accepted=[8, 2, 0, 0, 0, 0],
+                          labeled_counts=[50, 25, 12, 6, 3, 1], unlabeled_counts=[4, 4, 4, 4, 4, 4])
+    assert s["head_tail_gap"] == pytest.approx(0.5 - 0.2)
+    assert s["kl_pseudo_true"] == pytest.approx(0.8 * math.log(0.8 * 6) + 0.2 * math.log(0.2 * 6))
+    assert s["head_share"] == pytest.approx(0.8)
+    empty = bias.bias_summary(None, None, None, None)
+    assert all(math.isnan(v) for v in empty.values())

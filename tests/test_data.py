@@ -1,0 +1,243 @@
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sslviz import data
+from sslviz.data import BUILTIN, Dataset, DatasetError, default_counts, load_dataset
+
+COLORS = {"cat": (255, 0, 0), "dog": (0, 255, 0), "owl": (0, 0, 255)}
+
+
+def write_png(path, color, size=(4, 4), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((size[1], size[0], 3), np.uint8) + np.array(color, np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path)
+
+
+def make_folder(root, train_per_class=3, test_per_class=1, classes=tuple(COLORS)):
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for c in classes:
+            for i in range(n):
+                write_png(root / split / c / f"{i:03d}.png", COLORS[c])
+    return root
+
+
+# --- built-ins ------------------------------------------------------------------
+
+
+def test_digits_shapes_dtypes_and_balanced_test_set():
+    ds = load_dataset("digits")
+    assert ds.kind == "image" and ds.name == "digits" and not ds.hflip
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.shape[1:] == (1, 8, 8)
+    assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
+    assert ds.y_train.dtype == np.int64 and ds.y_test.dtype == np.int64
+    assert ds.class_names == tuple("0123456789")
+    assert np.bincount(ds.y_test).tolist() == [50] * 10
+    assert len(ds.y_train) + len(ds.y_test) == 1797
+    assert ds.x_train.max() == 255  # 16 maps to 255
+
+
+def test_digits_test_set_is_fixed():
+    a, b = load_dataset("digits"), load_dataset("digits")
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+
+
+def test_toy2d_is_deterministic_points():
+    a, b = load_dataset("toy2d"), load_dataset("toy2d")
+    assert a.kind == "points" and a.input_shape == (2,) and a.num_classes == 6
+    assert a.x_train.dtype == np.float32 and a.x_train.shape == (3600, 2)
+    assert a.x_test.shape == (1200, 2)
+    assert np.bincount(a.y_train).tolist() == [600] * 6
+    assert np.bincount(a.y_test).tolist() == [200] * 6
+    assert np.abs(a.x_train).max() < 4.5 and np.mean(np.abs(a.x_train) <= 3) > 0.99
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+
+
+def test_builtin_names():
+    assert BUILTIN == ("digits", "toy2d")
+
+
+def test_default_counts():
+    assert default_counts(load_dataset("digits")) == (60, 60)
+    assert default_counts(load_dataset("toy2d")) == (100, 300)
+
+
+@pytest.mark.parametrize("head, expected", [(5000, (1500, 3000)), (2000, (1500, 500)), (900, (900, 0))])
+def test_default_counts_for_folders_are_capped_by_head_class(head, expected):
+    y = np.repeat([0, 1], [head, 10])
+    x = np.zeros((len(y), 3, 2, 2), np.uint8)
+    ds = Dataset("/some/folder", "image", x, y, x[:1], y[:1], ("a", "b"), True)
+    assert default_counts(ds) == expected
+
+
+# --- ImageFolder ---------------------------------------------------------------------
+
+
+def test_image_folder_loads(tmp_path):
+    make_folder(tmp_path)
+    write_png(tmp_path / "train" / "owl" / "gray.png", (9, 9, 9), mode="L")
+    ds = load_dataset(str(tmp_path))
+    assert ds.kind == "image" and ds.hflip
+    assert ds.name == str(tmp_path.resolve())
+    assert ds.class_names == ("cat", "dog", "owl")
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.shape == (10, 3, 4, 4)
+    assert ds.x_test.shape == (3, 3, 4, 4)
+    assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    assert ds.y_test.dtype == np.int64 and ds.y_test.tolist() == [0, 1, 2]
+    assert ds.x_train[0, :, 0, 0].tolist() == [255, 0, 0]
+    assert ds.x_train[9, :, 0, 0].tolist() == [9, 9, 9]  # grayscale became RGB
+
+
+def test_image_folder_mixed_sizes_are_resized_to_32(tmp_path):
+    make_folder(tmp_path)
+    write_png(tmp_path / "test" / "dog" / "big.png", COLORS["dog"], size=(40, 20))
+    ds = load_dataset(str(tmp_path))
+    assert ds.input_shape == (3, 32, 32)
+    assert ds.x_test.shape == (4, 3, 32, 32)
+
+
+def test_image_folder_ignores_hidden_files(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "train" / "cat" / ".DS_Store").write_bytes(b"junk")
+    assert load_dataset(str(tmp_path)).x_train.shape[0] == 9
+
+
+def test_cache_hit_skips_decoding(tmp_path, monkeypatch):
+    root, cache = make_folder(tmp_path / "ds"), tmp_path / "cache"
+    first = load_dataset(str(root), cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 1
+
+    def fail(*args):
+        raise AssertionError("decoded despite a cache hit")
+
+    monkeypatch.setattr(data, "_decode_image", fail)
+    second = load_dataset(str(root), cache_dir=cache)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    np.testing.assert_array_equal(first.y_test, second.y_test)
+    assert second.class_names == first.class_names
+
+    # Any change to the file list invalidates the cache.
+    write_png(root / "train" / "cat" / "new.png", COLORS["cat"])
+    with pytest.raises(AssertionError, match="decoded despite"):
+        load_dataset(str(root), cache_dir=cache)
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path):
+    root, cache = make_folder(tmp_path / "ds"), tmp_path / "cache"
+    load_dataset(str(root), cache_dir=cache)
+    (npz,) = cache.glob("*.npz")
+    npz.write_bytes(b"not a zip")
+    assert load_dataset(str(root), cache_dir=cache).x_train.shape == (9, 3, 4, 4)
+
+
+# --- CIFAR-10 pickles ------------------------------------------------------------------
+
+
+def write_cifar(folder, per_batch=4):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": list(range(per_batch)),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {b"label_names": [b"airplane", b"automobile", b"bird", b"cat"]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+
+
+def test_cifar_pickle_folder(tmp_path):
+    write_cifar(tmp_path / "cifar-10-batches-py")
+    ds = load_dataset(str(tmp_path))
+    assert ds.hflip and ds.kind == "image"
+    assert ds.x_train.shape == (20, 3, 32, 32) and ds.x_train.dtype == np.uint8
+    assert ds.x_test.shape == (4, 3, 32, 32)
+    assert ds.y_train.dtype == np.int64
+    assert ds.class_names == ("airplane", "automobile", "bird", "cat")
+
+
+def test_cifar_missing_batch(tmp_path):
+    write_cifar(tmp_path)
+    (tmp_path / "data_batch_3").unlink()
+    with pytest.raises(DatasetError, match="is missing data_batch_3"):
+        load_dataset(str(tmp_path))
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DatasetError, match=r"Dataset path '.*nope' does not exist"):
+        load_dataset(str(tmp_path / "nope"))
+
+
+def test_unknown_builtin_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetError, match="Unknown dataset 'cifar10': expected one of 'digits', 'toy2d'"):
+        load_dataset("cifar10")
+
+
+def test_not_a_directory(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DatasetError, match="file.txt' is not a directory"):
+        load_dataset(str(tmp_path / "file.txt"))
+
+
+def test_no_train_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DatasetError, match="has no train/ sub-folder and is not a CIFAR-10"):
+        load_dataset(str(tmp_path))
+
+
+def test_no_test_folder(tmp_path):
+    make_folder(tmp_path, test_per_class=0)
+    with pytest.raises(DatasetError, match="has no test/ sub-folder"):
+        load_dataset(str(tmp_path))
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "test").mkdir()
+    with pytest.raises(DatasetError, match=r"has no images in train/<class>/"):
+        load_dataset(str(tmp_path))
+
+
+def test_empty_class(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "train" / "yak").mkdir()
+    (tmp_path / "test" / "yak").mkdir()
+    with pytest.raises(DatasetError, match=r"has no images in train/ for \['yak'\]"):
+        load_dataset(str(tmp_path))
+
+
+def test_single_class(tmp_path):
+    make_folder(tmp_path, classes=("cat",))
+    with pytest.raises(DatasetError, match=r"has only one class \(cat\)"):
+        load_dataset(str(tmp_path))
+
+
+def test_corrupt_image_is_named(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "train" / "dog" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"broken\.png' is not a readable image"):
+        load_dataset(str(tmp_path))
+
+
+def test_truncated_image_is_named(tmp_path):
+    make_folder(tmp_path)
+    path = tmp_path / "train" / "dog" / "big.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    path.write_bytes(path.read_bytes()[:200])  # header intact, pixel data cut
+    with pytest.raises(DatasetError, match=r"big\.png' is not a readable image"):
+        load_dataset(str(tmp_path))
+
+
+def test_test_classes_differ(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "test" / "owl").rename(tmp_path / "test" / "emu")
+    with pytest.raises(DatasetError, match=r"missing in test: \['owl'\]; extra in test: \['emu'\]"):
+        load_dataset(str(tmp_path))
