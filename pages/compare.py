@@ -4,6 +4,8 @@ import streamlit as st
 
 from sslviz import bias, charts, ui
 
+ui.require_router()
+
 store = ui.get_store()
 ui.reap(store)
 runs = store.runs()

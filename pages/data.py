@@ -5,6 +5,8 @@ from sslviz import charts, ui
 from sslviz.config import TrainConfig
 from sslviz.params import InvalidParameterError
 
+ui.require_router()
+
 store = ui.get_store()
 runs = store.runs()
 

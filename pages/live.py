@@ -5,6 +5,8 @@ import streamlit as st
 
 from sslviz import charts, ui
 
+ui.require_router()
+
 REFRESH_S = 1.5
 
 store = ui.get_store()
@@ -38,7 +40,7 @@ x_label = cc2.radio("x axis", ["step", "wall time"], horizontal=True, key="live_
 x = "step" if x_label == "step" else "wall"
 normalize = cc3.toggle("Normalise confusion rows", key="live_norm", value=False)
 
-started_active = ui.is_active(store.run(run_id)["status"])
+started_active = ui.is_active((store.run(run_id) or {}).get("status", ""))
 
 
 @st.fragment(run_every=REFRESH_S if started_active else None)
@@ -63,7 +65,7 @@ def live_panel():
         text += f" · ETA {charts.format_seconds(eta)}"
     s1.progress(min(1.0, int(run["step"]) / total), text=text)
     if status == "failed":
-        st.error(f"Run failed: {run.get('error') or 'unknown error'}")
+        st.error(f"Run failed: {run['error'] if ui.present(run.get('error')) else 'unknown error'}")
     elif status == "stopped":
         st.warning("Run stopped. Resume continues from its last checkpoint.")
     elif status == "queued":

@@ -5,6 +5,8 @@ from sslviz import charts, ui
 from sslviz.config import FIELD_NAMES, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, preset_values
 from sslviz.params import InvalidParameterError
 
+ui.require_router()
+
 FOLDER = "Local folder…"
 IMBALANCE = ("n1", "gamma", "m1", "gamma_u", "unlabeled_shape")
 GROUPS = {  # expander title -> fields, in TrainConfig order
@@ -21,10 +23,10 @@ GROUPS = {  # expander title -> fields, in TrainConfig order
 TECHNIQUE_FIELDS = GROUPS["Thresholds"] + GROUPS["Supervised loss"] + GROUPS[
     "Unsupervised loss and distribution alignment"] + GROUPS["Augmentation"]
 LABELS = {
-    "n1": "N₁: labeled images of the head class",
-    "gamma": "γ: labeled imbalance N₁ / N_K",
-    "m1": "M₁: unlabeled images of the largest class",
-    "gamma_u": "γ_u: unlabeled imbalance",
+    "n1": "N₁ (labeled, head class)",
+    "gamma": "γ = N₁ / N_K (labeled)",
+    "m1": "M₁ (unlabeled, largest)",
+    "gamma_u": "γ_u (unlabeled ratio)",
     "unlabeled_shape": "unlabeled profile",
     "mu": "μ: unlabeled batch = μ × B",
     "batch_size": "batch size B",

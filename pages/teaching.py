@@ -5,6 +5,8 @@ import streamlit as st
 from sslviz import charts, ui
 from sslviz.config import PRESET_DESCRIPTIONS, TrainConfig
 
+ui.require_router()
+
 PAIR = ("fixmatch", "balanced")  # the pair the launch button starts
 
 
@@ -45,10 +47,10 @@ if len(toy) < 2:
         st.stop()
 
 ids = toy["id"].astype(int).tolist()
-c1, c2 = st.columns(2)
+s1, s2 = st.columns(2)  # default: the two latest toy2d runs, older on the left
 picked = [
-    c1.selectbox("Left run", ids, index=0, key="teach_left", format_func=lambda i: labels[i]),
-    c2.selectbox("Right run", ids, index=min(1, len(ids) - 1), key="teach_right", format_func=lambda i: labels[i]),
+    s1.selectbox("Left run", ids, index=min(1, len(ids) - 1), key="teach_left", format_func=lambda i: labels[i]),
+    s2.selectbox("Right run", ids, index=0, key="teach_right", format_func=lambda i: labels[i]),
 ]
 snaps = {rid: store.snapshots(rid) for rid in set(picked)}
 all_steps = sorted({s for rid in picked for s, _ in snaps[rid]})
@@ -63,6 +65,7 @@ if len(all_steps) > 1:
                             help="Each run shows its latest snapshot at or before this step.")
 else:
     st.caption(f"One snapshot so far, at step {step}.")
+c1, c2 = st.columns(2)
 
 for col, rid, side in zip((c1, c2), picked, ("left", "right")):
     run = store.run(rid)

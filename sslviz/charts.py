@@ -210,7 +210,7 @@ def make_confidence_heatmap(class_train: pd.DataFrame, column: str = "conf_pl", 
         zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="confidence"),
         hovertemplate="class %{y}<br>" + _x_title(x) + " %{x}<br>confidence %{z:.3f}<extra></extra>",
     ))
-    fig.update_yaxes(type="category")
+    fig.update_yaxes(type="category", autorange="reversed")  # head class (0) on top
     return _layout(fig, title, _x_title(x), by, uirevision)
 
 
@@ -412,21 +412,22 @@ def make_snapshot_figure(payload: dict, class_names=None, *, title: str = "Decis
     ))
     for k in range(num_classes):
         pts = points[points[:, 2] == k]
-        if not len(pts):
-            continue
+        name = class_name(class_names, k)
         accepted = pts[:, 4] > 0
-        true_names = [class_name(class_names, t) for t in pts[:, 5].astype(int)]
-        fig.add_trace(go.Scatter(
-            x=pts[:, 0], y=pts[:, 1], mode="markers", name=class_name(class_names, k),
-            marker=dict(color=class_color(k), size=7, symbol=np.where(accepted, "circle", "circle-open").tolist(),
-                        line=dict(width=1.5, color=class_color(k))),
-            customdata=np.stack([pts[:, 3], np.where(accepted, "accepted", "below threshold")], axis=1).tolist(),
-            text=true_names,
-            hovertemplate="pseudo-label " + class_name(class_names, k) + "<br>true %{text}"
-                          "<br>confidence %{customdata[0]:.3f}<br>%{customdata[1]}<extra></extra>",
-        ))
+        for part, filled in ((pts[accepted], True), (pts[~accepted], False)):
+            if not len(part):
+                continue
+            fig.add_trace(go.Scatter(
+                x=part[:, 0], y=part[:, 1], mode="markers", name=name if filled else f"{name} (below threshold)",
+                legendgroup=name, showlegend=filled or not accepted.any(),
+                marker=dict(color=class_color(k), size=7, symbol="circle" if filled else "circle-open",
+                            line=dict(width=1.5, color=class_color(k))),
+                customdata=part[:, 3], text=[class_name(class_names, t) for t in part[:, 5].astype(int)],
+                hovertemplate=f"pseudo-label {name}<br>true %{{text}}<br>confidence %{{customdata:.3f}}<br>"
+                              + ("accepted" if filled else "below threshold") + "<extra></extra>",
+            ))
     fig.update_xaxes(range=[xmin, xmax], constrain="domain")
-    fig.update_yaxes(range=[ymin, ymax], scaleanchor="x", scaleratio=1)
+    fig.update_yaxes(range=[ymin, ymax], scaleanchor="x", scaleratio=1, constrain="domain")
     return _layout(fig, title, "x₁", "x₂", uirevision, height=480, legend_title="pseudo-label (hollow = below threshold)")
 
 

@@ -97,10 +97,15 @@ def _resolve_config(args) -> TrainConfig:
         except OSError as exc:
             raise FileNotFoundError(f"Cannot read config file {args.config}: {exc.strerror}.") from None
         except yaml.YAMLError as exc:
-            raise InvalidParameterError(f"{args.config} is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)  # PyYAML's text spans lines; the CLI prints one
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise InvalidParameterError(f"{args.config} is not valid YAML{where}: {problem}") from None
         if not isinstance(values, dict):
             raise InvalidParameterError(f"{args.config} must hold a mapping of knob: value.")
-    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    # args.preset (None unless --preset) is passed below, not merged: it must not erase the YAML's preset.
+    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                   if f.name != "preset" and hasattr(args, f.name)})
     return TrainConfig.from_dict(values, preset=args.preset or values.get("preset"))
 
 

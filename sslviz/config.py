@@ -104,7 +104,9 @@ class TrainConfig:
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise InvalidParameterError(f"The config is not valid YAML: {exc}") from None
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            raise InvalidParameterError(f"The config is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
         return cls.from_dict(values or {})
 
     def replace(self, **changes) -> "TrainConfig":
@@ -188,9 +190,9 @@ PRESETS: dict[str, dict] = {
     "freematch": {"threshold_schedule": "freematch"},
     "balanced": {
         "threshold_class_alpha": 0.5,
-        "threshold_min": 0.7,
+        "threshold_min": 0.8,
         "aug_class_alpha": 0.5,
-        "class_weighting": "effective",
+        "class_weighting": "inverse",
         "dist_align": "labeled",
     },
 }
@@ -200,13 +202,13 @@ PRESET_DESCRIPTIONS = {
     "fixmatch-la": "FixMatch + logit-adjusted supervised loss (logits + log prior).",
     "flexmatch": "FlexMatch curriculum thresholds: classes the model learns slowly get lower thresholds.",
     "freematch": "FreeMatch self-adaptive thresholds from EMAs of global and per-class confidence.",
-    "balanced": "Frequency-scaled thresholds + rare classes augmented harder + effective-number weights + DA.",
+    "balanced": "Frequency-scaled thresholds + rare classes augmented harder + inverse-frequency weights + DA.",
 }
 
 
 def preset_values(name: str) -> dict:
     """The full field dict of a preset; unknown names list the valid ones."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise InvalidParameterError(
             f"The 'preset' parameter of TrainConfig must be a str among {{{', '.join(map(repr, PRESETS))}}}. "
             f"Got {name!r} instead.",
@@ -215,6 +217,6 @@ def preset_values(name: str) -> dict:
     return {**dataclasses.asdict(TrainConfig()), **PRESETS[name], "preset": name}
 
 
-def from_preset(name: str, **overrides) -> TrainConfig:
-    """A preset with any knob overridden."""
-    return TrainConfig.from_dict(overrides, preset=name)
+def from_preset(preset: str, /, **overrides) -> TrainConfig:
+    """A preset with any knob overridden (``name=`` included: ``preset`` is positional-only)."""
+    return TrainConfig.from_dict(overrides, preset=preset)

@@ -58,7 +58,9 @@ def cnn_digits(*, input_shape: tuple, num_classes: int) -> nn.Module:
     Striding early keeps a 512-image FixMatch step fast on a CPU. Needs
     ``(C, H, W)`` with ``H, W <= 16``: larger images make it slow for no gain.
     """
-    channels = _check_image_shape("cnn_digits", input_shape, "(C, H, W) with H, W <= 16", lambda h, w: h <= 16 and w <= 16)
+    channels = _check_image_shape(
+        "cnn_digits", input_shape, "(C, H, W) with H, W <= 16", lambda h, w: h <= 16 and w <= 16
+    )
     return nn.Sequential(
         _Standardize(),
         _conv_bn_relu(channels, 32),

@@ -150,7 +150,8 @@ class RunStore:
                         conn.execute(sql, params)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLITE_FULL (and some I/O errors) already rolled it back
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise _explain(exc, self.path) from None
@@ -196,6 +197,32 @@ class RunStore:
         now = time.time()
         self.update_run(run_id, status="running", pid=pid, device=device, started=now, heartbeat=now, error=None,
                         finished=None, stop_requested=0)
+
+    def claim_queued(self, run_id: int, device: str, slots: int) -> bool:
+        """Mark queued ``run_id`` running on ``device`` ("cpu"/"cuda") if fewer than ``slots`` runs run there.
+
+        Test and set happen in one IMMEDIATE transaction, so concurrent reapers never start a run twice
+        or overfill a device. Returns whether this caller claimed it.
+        """
+        now = time.time()
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "UPDATE runs SET status = 'running', device = ?, heartbeat = ?, started = ?, pid = NULL "
+                    "WHERE id = ? AND status = 'queued' AND (SELECT COUNT(*) FROM runs WHERE status = 'running' "
+                    "AND (CASE WHEN device LIKE 'cuda%' THEN 'cuda' ELSE 'cpu' END) = ?) < ?",
+                    (device, now, now, run_id, device, slots),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _explain(exc, self.path) from None
+        return cur.rowcount == 1
 
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         self.update_run(run_id, status=status, error=error, finished=time.time())
@@ -285,10 +312,11 @@ class RunStore:
         if n <= max_points:
             return "", ()
         stride = -(-n // max_points)
+        # Count back from the last step: at most ceil(n / stride) <= max_points steps, the last always kept.
         return (
             f" AND step IN (SELECT step FROM (SELECT step, ROW_NUMBER() OVER (ORDER BY step) - 1 AS i FROM "
-            f"(SELECT DISTINCT step FROM {table} WHERE run_id = ?)) WHERE i % ? = 0 OR i = ? - 1)",
-            (run_id, stride, n),
+            f"(SELECT DISTINCT step FROM {table} WHERE run_id = ?)) WHERE (? - 1 - i) % ? = 0)",
+            (run_id, n, stride),
         )
 
     def _series(self, table: str, columns: str, run_id: int, max_points: int | None, order: str = "step") -> pd.DataFrame:

@@ -228,7 +228,8 @@ def train(
 
     # Mutable technique state (checkpointed).
     state = {
-        "p_model": torch.full((K,), 1.0 / K, device=device),  # DA running mean of unlabeled predictions
+        # DA running mean of unlabeled predictions; starting at the target makes early DA the identity.
+        "p_model": p_target.clone(),
         "p_hat": torch.full((K,), 1.0 / K, device=device),  # DebiasPL running mean
         "fm_global": torch.tensor(1.0 / K, device=device),  # FreeMatch tau_t
         "fm_class": torch.full((K,), 1.0 / K, device=device),  # FreeMatch p_t

@@ -26,8 +26,31 @@ PAGES = {
     "data": "pages/data.py",
     "teaching": "pages/teaching.py",
 }
-STATUS_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "stopped": "⏹️"}
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "finished": ":material/check_circle:",
+                "failed": ":material/error:", "stopped": ":material/stop_circle:"}
 BUILTIN_DATASETS = ("digits", "toy2d")
+
+
+# -- routing -----------------------------------------------------------------
+def require_router() -> None:
+    """Make sure the page runs under app.py's ``st.navigation``; call first on every page.
+
+    Streamlit treats an app with a ``pages/`` folder as a v1 multipage app
+    until some session calls ``st.navigation``. So on a freshly started
+    server, a deep link such as ``/live?run=3`` runs ``pages/live.py`` on its
+    own: no ``set_page_config``, no page list, no store caption. Switching
+    the v1 flag off and rerunning sends the request through ``app.py``. The
+    flag is Streamlit-internal, hence the guards: if it moves, this is a no-op.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return
+    # Once per session: a rerun drops a pending button click, so never repeat it.
+    if getattr(PagesManager, "uses_pages_directory", None) and not st.session_state.get("_sslviz_routed"):
+        st.session_state["_sslviz_routed"] = True
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 # -- store -------------------------------------------------------------------
@@ -87,7 +110,8 @@ def submit(store: RunStore, cfg) -> int | None:
         st.error("The background worker (sslviz.worker) is not available in this install, so runs cannot start.")
         return None
     try:
-        return int(worker.submit(store, cfg))
+        with st.spinner("Checking the data and starting the run…"):
+            return int(worker.submit(store, cfg))
     except engine_errors() as exc:
         st.error(str(exc))
         return None
@@ -235,13 +259,19 @@ def is_active(status: str) -> bool:
     return status in ACTIVE
 
 
+def present(value) -> bool:
+    """False for None and for the NaN pandas gives a NULL column."""
+    return value is not None and not (isinstance(value, float) and value != value)
+
+
 def status_line(run: dict) -> str:
+    """'▶️ **running** · step 340 / 1000 · device `cpu` · elapsed 1m 05s'."""
     status = run["status"]
     parts = [f"{STATUS_ICONS.get(status, '')} **{status}**", f"step {int(run['step'])} / {int(run['total_steps'])}"]
-    if run.get("device"):
+    if present(run.get("device")):
         parts.append(f"device `{run['device']}`")
-    if run.get("started") and not pd.isna(run.get("started")):
-        end = run.get("finished") if status not in ACTIVE and run.get("finished") and not pd.isna(run.get("finished")) else time.time()
+    if present(run.get("started")):
+        end = run["finished"] if status not in ACTIVE and present(run.get("finished")) else time.time()
         parts.append(f"elapsed {format_elapsed(end - run['started'])}")
     return " · ".join(parts)
 

@@ -29,6 +29,7 @@ from .models import default_model_name
 
 HEARTBEAT_EVERY = 2.0  # seconds between heartbeats
 LOST_AFTER = 8.0  # a running run silent this long, or whose pid is gone, is "process lost"
+STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
 PROCESS_LOST = "process lost"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +94,10 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie (dead, not yet collected by a parent that is not us) still answers kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def reap(store: RunStore, *, spawn: bool = True) -> None:
@@ -103,21 +107,19 @@ def reap(store: RunStore, *, spawn: bool = True) -> None:
     for row in runs[runs.status == "running"].itertuples():
         pid = None if row.pid != row.pid else int(row.pid)  # NaN check: pandas gives NaN for NULL
         silent = now - (row.heartbeat or 0) > LOST_AFTER
-        if not _alive(pid) or silent:
+        # pid is NULL only between another reap's claim and its Popen; the heartbeat covers that gap.
+        if (pid is not None and not _alive(pid)) or silent:
             store.finish_run(row.id, "failed", PROCESS_LOST)
-            store.add_event(row.id, "failed", f"no heartbeat for {now - (row.heartbeat or now):.0f} s; process lost")
+            why = f"no heartbeat for {now - row.heartbeat:.0f} s" if silent else f"process {pid} is gone"
+            store.add_event(row.id, "failed", f"{why}; process lost")
     if not spawn:
         return
     runs = store.runs()
-    busy = {"cpu": 0, "cuda": 0}
-    for row in runs[runs.status == "running"].itertuples():
-        busy["cuda" if str(row.device).startswith("cuda") else "cpu"] += 1
     for row in runs[runs.status == "queued"].sort_values("id").itertuples():
         device = resolve_device(TrainConfig.from_dict(json.loads(row.config)).device).type
-        if busy[device] >= device_slots(device):
-            continue
-        _spawn(store, int(row.id), device)
-        busy[device] += 1
+        # Claim and slot count in one transaction: two workers reaping at once cannot both start it.
+        if store.claim_queued(int(row.id), device, device_slots(device)):
+            _spawn(store, int(row.id), device)
 
 
 def _spawn(store: RunStore, run_id: int, device: str) -> None:
@@ -131,8 +133,9 @@ def _spawn(store: RunStore, run_id: int, device: str) -> None:
             [sys.executable, "-m", "sslviz", "--store", str(store.path), "worker", str(run_id)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
         )
+    # A heartbeat in the future gives the worker time to boot; a dead pid is still caught at once.
     now = time.time()
-    store.update_run(run_id, status="running", pid=proc.pid, device=device, heartbeat=now, started=now)
+    store.update_run(run_id, status="running", pid=proc.pid, device=device, heartbeat=now + STARTUP_GRACE, started=now)
 
 
 class _Heartbeat(threading.Thread):
@@ -164,12 +167,6 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     store.claim_run(run_id, os.getpid(), str(device))
     ckpt = checkpoint_path(store, run_id)
     resume_from = ckpt.exists()
-    if resume_from:
-        step = int(load_checkpoint(ckpt)["step"])
-        store.truncate_after(run_id, step)
-        store.add_event(run_id, "resumed", f"resumed from step {step}")
-    else:
-        store.add_event(run_id, "started", f"started on {device}")
 
     terminate = threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -178,6 +175,13 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     heartbeat.start()
     status, error = "failed", None
     try:
+        # Inside the try: an unreadable checkpoint fails the run with its reason, not as "process lost".
+        if resume_from:
+            step = int(load_checkpoint(ckpt)["step"])
+            store.truncate_after(run_id, step)
+            store.add_event(run_id, "resumed", f"resumed from step {step}")
+        else:
+            store.add_event(run_id, "started", f"started on {device}")
         summary = train(
             cfg,
             on_log=lambda record: store.log(run_id, record),

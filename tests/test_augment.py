@@ -71,7 +71,7 @@ def test_strength_zero_is_exactly_the_weak_view():
 
 
 def test_higher_strength_moves_further_from_weak_view():
-    x = _images(b=256)
+    x = _images(b=128)
     weak = weak_images(x, hflip=True, generator=_gen(4))
     dists = []
     for s in (0.25, 0.5, 1.0, 2.0):

@@ -126,14 +126,15 @@ def test_snapshot_figure_marks_rejected_points_hollow():
     payload = {"extent": [-1, 1, -2, 2], "grid": 3, "regions": [[0, 0, 1], [0, 1, 1], [1, 1, 1]],
                "points": [[0.1, 0.2, 0, 0.99, 1, 0], [0.3, -0.4, 0, 0.6, 0, 1], [-0.5, 0.5, 1, 0.97, 1, 1]]}
     fig = charts.make_snapshot_figure(payload, ["A", "B"])
-    regions, a, b = fig.data
+    regions, a_ok, a_low, b_ok = fig.data
     np.testing.assert_array_equal(np.asarray(regions.z), payload["regions"])
     np.testing.assert_allclose(regions.x, [-1, 0, 1])
     np.testing.assert_allclose(regions.y, [-2, 0, 2])
-    assert a.name == "A" and list(a.marker.symbol) == ["circle", "circle-open"]
-    np.testing.assert_allclose(a.x, [0.1, 0.3])
-    assert b.marker.color == charts.class_color(1) and list(b.marker.symbol) == ["circle"]
-
+    assert (a_ok.name, a_ok.marker.symbol, a_ok.showlegend) == ("A", "circle", True)
+    assert a_low.marker.symbol == "circle-open" and a_low.showlegend is False and a_low.legendgroup == "A"
+    np.testing.assert_allclose(a_ok.x, [0.1])
+    np.testing.assert_allclose(a_low.y, [-0.4])
+    assert b_ok.marker.color == charts.class_color(1) and a_ok.marker.color == charts.class_color(0)
 
 def test_image_mosaic_places_each_class_in_its_row():
     x = np.zeros((4, 1, 2, 2), dtype=np.uint8)

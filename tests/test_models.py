@@ -65,7 +65,8 @@ def test_unknown_name_lists_valid_names():
     ("wrn28_2", (3, 64, 64), r"\(C, 32, 32\)"),
 ])
 def test_incompatible_shape_names_model_and_need(name, shape, needs):
-    with pytest.raises(ValueError, match=rf"Model '{name}' needs input shape .*{needs}.* Got {re.escape(str(shape))} instead"):
+    message = rf"Model '{name}' needs input shape .*{needs}.* Got {re.escape(str(shape))} instead"
+    with pytest.raises(ValueError, match=message):
         build_model(name, input_shape=shape, num_classes=10)
 
 
@@ -98,7 +99,7 @@ def test_cnn_digits_overfits_random_images():
     torch.manual_seed(0)
     x, y = torch.rand(64, 1, 8, 8), torch.randint(0, 4, (64,))
     model = build_model("cnn_digits", input_shape=(1, 8, 8), num_classes=4)
-    assert _train_accuracy(model, x, y, steps=100, lr=1e-2) > 0.9
+    assert _train_accuracy(model, x, y, steps=50, lr=1e-2) > 0.9
 
 
 def test_mlp_learns_blobs():

@@ -1,0 +1,57 @@
+"""Shared fixtures for the lifecycle / store / CLI tests: a tmp store and a tiny toy2d budget."""
+import signal
+import time
+
+import pytest
+import torch
+
+from sslviz.store import RunStore
+
+# A few hundred milliseconds of CPU per run: toy2d points, MLP, small batches.
+TINY = dict(dataset="toy2d", steps=40, batch_size=16, mu=2, log_every=5, eval_every=20, checkpoint_every=10,
+            device="cpu", ema_decay=0.9)
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_state():
+    """run_worker sets torch's thread count and a SIGTERM handler in the calling process; undo both."""
+    threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    yield
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """SSLVIZ_HOME in tmp_path, so nothing touches ~/.sslviz."""
+    monkeypatch.setenv("SSLVIZ_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def store(home):
+    s = RunStore(home / "runs.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tiny():
+    """Config knobs of a tiny CPU run (copy; tests override freely)."""
+    return dict(TINY)
+
+
+def _wait_for(predicate, timeout: float, every: float = 0.05):
+    """Poll ``predicate`` until it returns a truthy value (returned) or ``timeout`` seconds pass (None)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    return None
+
+
+@pytest.fixture
+def wait_for():
+    return _wait_for

@@ -1,0 +1,60 @@
+"""Tiny runs of the bench/ scripts so they keep working as the engine changes (a few seconds each)."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_smoke(capsys):
+    results = _script("throughput").main([
+        "--device", "cpu,cuda", "--models", "cnn_digits", "--steps", "1", "--warmup", "1", "--batch-size", "4",
+        "--mu", "1", "--log-every", "1", "--workers", "1", "--threads", "1",
+    ])
+    out = capsys.readouterr().out
+    assert [(r["device"], r["model"]) for r in results][0] == ("cpu", "cnn_digits")
+    assert all(v > 0 for r in results for v in (*r["a"], *r["b"], *r["ratio"]))
+    assert "(b)/(a)" in out
+
+
+def test_overhead_smoke(capsys):
+    out = _script("overhead").main([
+        "--steps", "2", "--warmup", "2", "--log-every", "2", "--batch-size", "4", "--mu", "1", "--runs", "1",
+        "--load-steps", "200", "--repeats", "1", "--threads", "1",
+    ])
+    assert out["logging"]["store_log_calls"] >= 2 and 0 < out["logging"]["share"] < 1
+    assert out["load"]["rows"] == {"scalars": 20, "class_train": 200, "evals": 2, "class_eval": 20, "confusion": 22}
+    assert "all readers" in capsys.readouterr().out
+
+
+def test_cifar10_lt_smoke(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cifar"
+    for split, n in (("train", 8), ("test", 2)):
+        for k in range(10):
+            folder = root / split / f"class{k}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    results = _script("cifar10_lt").main([
+        str(root), "--steps", "2", "--gamma", "2", "--n1", "4", "--m1", "4", "--batch-size", "4", "--mu", "1",
+        "--model", "cnn32", "--device", "cpu", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
+    ])
+    assert [r["preset"] for r in results] == ["fixmatch", "balanced"]
+    assert all(len(r["recall"]) == 10 and 0 <= r["balanced_accuracy"] <= 1 for r in results)
+    assert "balanced acc" in capsys.readouterr().out
+
+
+def test_cifar10_lt_needs_an_existing_folder(tmp_path):
+    with pytest.raises(SystemExit, match="never downloads"):
+        _script("cifar10_lt").main([str(tmp_path / "missing")])

@@ -1,0 +1,177 @@
+"""TrainConfig validation: property tests, YAML round trip, safe YAML, presets, and the Streamlit bind address."""
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+
+from sslviz.config import CONSTRAINTS, FIELD_NAMES, PRESETS, TrainConfig, from_preset, preset_values
+from sslviz.params import InvalidParameterError
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = r"The '{}' parameter of TrainConfig must be .* Got .* instead\."
+
+# Any value a YAML file or a form could hand us.
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.sampled_from(["digits", "toy2d", "fixed", "cpu", "auto", "none", "labeled"]),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+HASHABLE_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.sampled_from(list(PRESETS)),
+)
+
+
+def _valid_value(name: str):
+    """A strategy of values satisfying ``CONSTRAINTS[name]`` (and parseable back from YAML)."""
+    if name == "dataset":
+        return st.sampled_from(["digits", "toy2d", "/data/cifar"])
+    if name in ("name",):
+        return st.text(max_size=20)
+    if name == "preset":
+        return st.sampled_from(list(PRESETS))
+    strategies = []
+    for c in CONSTRAINTS[name]:
+        if type(c).__name__ == "NoneOK":
+            strategies.append(st.none())
+        elif type(c).__name__ == "Options":
+            strategies.append(st.sampled_from(c.options))
+        elif type(c).__name__ == "_Bool":
+            strategies.append(st.booleans())
+        elif type(c).__name__ == "Interval":
+            lo, hi = c.left, c.right
+            if c.type_.__name__ == "Integral":
+                strategies.append(st.integers(int(lo), int(hi) if hi is not None else 10**7))
+            else:
+                strategies.append(st.floats(lo, hi if hi is not None else 1e6,
+                                            exclude_min=c.closed in ("right", "neither"),
+                                            exclude_max=c.closed in ("left", "neither")))
+    return st.one_of(strategies)
+
+
+def _fields(value_for):
+    return st.fixed_dictionaries({}, optional={n: value_for(n) for n in FIELD_NAMES})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=_fields(lambda name: st.one_of(_valid_value(name), HASHABLE_VALUE)))
+def test_random_values_raise_only_invalid_parameter_error(values):
+    try:
+        cfg = TrainConfig.from_dict(values)
+    except InvalidParameterError as exc:
+        text = str(exc)
+        assert exc.field is None or exc.field in FIELD_NAMES
+        assert exc.field is None or exc.field in text  # the message names the field
+        return
+    assert TrainConfig.from_yaml(cfg.to_yaml()) == cfg
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=_fields(lambda name: HASHABLE_VALUE if name == "preset" else ANY_VALUE))
+def test_any_yaml_value_raises_only_invalid_parameter_error(values):
+    try:
+        TrainConfig.from_dict(values)
+    except InvalidParameterError as exc:
+        assert exc.field is None or exc.field in str(exc)
+
+
+@pytest.mark.parametrize("preset", [["fixmatch"], {"a": 1}])
+def test_unhashable_preset_value(preset):
+    with pytest.raises(InvalidParameterError, match="'preset' parameter"):
+        TrainConfig.from_dict({"preset": preset})
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=_fields(_valid_value))
+def test_valid_configs_round_trip_yaml(values):
+    if values.get("threshold_min", 0.5) > values.get("threshold", 0.95):
+        values["threshold_min"] = values.get("threshold", 0.95)
+    cfg = TrainConfig.from_dict(values)
+    text = cfg.to_yaml()
+    again = TrainConfig.from_yaml(text)
+    assert again == cfg
+    assert again.to_yaml() == text
+
+
+@pytest.mark.parametrize("name", [n for n in FIELD_NAMES if n not in ("dataset", "name", "preset")])
+def test_each_field_rejects_a_wrong_type_with_the_template(name):
+    bad = [] if name != "n1" else "many"
+    with pytest.raises(InvalidParameterError, match=TEMPLATE.format(name)) as info:
+        TrainConfig(**{name: bad})
+    assert info.value.field == name
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("gamma", 0.5, r"a float in the range \[1, inf\)"),
+    ("gamma", float("nan"), r"a float in the range \[1, inf\)"),
+    ("threshold", 0.0, r"a float in the range \(0, 1\]"),
+    ("threshold", 1.01, r"a float in the range \(0, 1\]"),
+    ("lambda_u", -1.0, r"a float in the range \[0, 100\]"),
+    ("weight_decay", -1e-4, r"a float in the range \[0, 1\]"),
+    ("aug_strength", -0.5, r"a float in the range \[0, 5\]"),
+    ("steps", 0, r"an int in the range \[1, 10000000\]"),
+    ("steps", 10.0, r"an int in the range"),
+    ("steps", True, r"an int in the range"),
+    ("threshold_schedule", "adamatch", r"a str among \{'fixed', 'flexmatch', 'freematch'\}"),
+])
+def test_bad_values_name_field_and_allowed(field, value, allowed):
+    with pytest.raises(InvalidParameterError, match=TEMPLATE.format(field)) as info:
+        TrainConfig(**{field: value})
+    assert info.value.field == field
+    assert re.search(allowed, str(info.value))
+
+
+def test_threshold_min_above_threshold():
+    with pytest.raises(InvalidParameterError, match=r"'threshold_min' parameter of TrainConfig must be <= threshold"):
+        TrainConfig(threshold=0.6, threshold_min=0.7)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(InvalidParameterError, match=r"'preset' parameter .* among \{'fixmatch', .*'balanced'\}. "
+                                                    r"Got 'nope' instead"):
+        from_preset("nope")
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_build_and_only_change_their_knobs(name):
+    cfg = from_preset(name)
+    assert cfg.preset == name
+    changed = {k: v for k, v in cfg.to_dict().items() if TrainConfig().to_dict()[k] != v}
+    assert changed == {**PRESETS[name], **({"preset": name} if name != "fixmatch" else {})}
+    assert preset_values(name)["preset"] == name
+
+
+def test_flags_override_the_preset():
+    cfg = from_preset("balanced", dist_align="none", gamma=10)
+    assert cfg.dist_align == "none" and cfg.gamma == 10 and cfg.class_weighting == "effective"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("gama: 10\n", r"Unknown config key 'gama'. Valid keys are: dataset, n1, gamma"),
+    ("gamma: ten\n", TEMPLATE.format("gamma")),
+    ("steps: 1.5\n", TEMPLATE.format("steps")),
+    ("flexmatch_warmup: 3\n", TEMPLATE.format("flexmatch_warmup")),
+    ("- 1\n- 2\n", r"A config must be a mapping of field: value, got list"),
+    ("gamma: [\n", r"The config is not valid YAML"),
+    ("preset: nope\n", r"'preset' parameter .* among"),
+])
+def test_bad_yaml(text, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        TrainConfig.from_yaml(text)
+
+
+def test_yaml_python_tags_are_rejected():
+    evil = "gamma: !!python/object/apply:os.system ['echo pwned']\nname: !!python/object:builtins.object {}\n"
+    with pytest.raises(InvalidParameterError, match="not valid YAML.*python/object"):
+        TrainConfig.from_yaml(evil)
+    with pytest.raises(yaml.YAMLError):  # and yaml.safe_load is what rejects it
+        yaml.safe_load(evil)
+
+
+def test_streamlit_binds_localhost_only():
+    conf = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert conf["server"]["address"] == "127.0.0.1"
+    assert conf["browser"]["gatherUsageStats"] is False

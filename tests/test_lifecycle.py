@@ -1,0 +1,310 @@
+"""Run lifecycle: heartbeat and 'process lost', SIGKILL + resume, graceful stop, checkpoints, the CPU slot queue."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sslviz import cli, trainer, worker
+from sslviz.config import TrainConfig
+from sslviz.store import RunStore
+from sslviz.techniques import cosine_lr
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def steps_of(store, run_id, table="scalars"):
+    return getattr(store, table)(run_id, None).step.tolist() if table != "evals" else store.evals(run_id).step.tolist()
+
+
+def expected_steps(cfg):
+    return list(range(cfg.log_every, cfg.steps + 1, cfg.log_every))
+
+
+def events(store, run_id):
+    return store.events(run_id).kind.tolist()
+
+
+# -- heartbeat / process lost (no real training) ----------------------------------------------------
+
+
+def _running(store, tiny, pid, heartbeat):
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    store.update_run(rid, status="running", pid=pid, device="cpu", heartbeat=heartbeat, started=heartbeat)
+    return rid
+
+
+def test_reap_keeps_live_runs_and_fails_silent_or_dead_ones(store, tiny):
+    now = time.time()
+    alive = _running(store, tiny, os.getpid(), now)
+    silent = _running(store, tiny, os.getpid(), now - worker.LOST_AFTER - 1)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    dead = _running(store, tiny, proc.pid, now)
+    store.log(dead, {"step": 5, "wall": 0.1, "scalars": {"loss": 1.0}})
+    worker.reap(store, spawn=False)
+    assert store.run(alive)["status"] == "running"
+    for rid in (silent, dead):
+        row = store.run(rid)
+        assert (row["status"], row["error"]) == ("failed", worker.PROCESS_LOST) and row["finished"]
+    assert steps_of(store, dead) == [5]  # metrics recorded before the death stay
+
+
+def test_concurrent_reaps_start_each_queued_run_once(store, tiny, monkeypatch):
+    """Two workers finishing together both call reap: no run may be spawned twice, no slot overfilled."""
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "2")
+    spawned = []
+
+    class SlowPopen:  # a process start slow enough for the reaps to interleave
+        def __init__(self, args, **kwargs):
+            time.sleep(0.3)
+            spawned.append(int(args[-1]))
+            self.pid = os.getpid()
+
+    monkeypatch.setattr(worker.subprocess, "Popen", SlowPopen)
+    ids = [store.create_run(TrainConfig(**tiny).to_dict()) for _ in range(3)]
+    threads = [threading.Thread(target=worker.reap, args=(store,)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(spawned) == ids[:2]
+    assert [store.run(i)["status"] for i in ids] == ["running", "running", "queued"]
+
+
+def test_resume_refuses_active_or_checkpointless_runs(store, tiny):
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    with pytest.raises(ValueError, match="is queued; only stopped or failed runs can be resumed"):
+        worker.resume(store, rid)
+    store.finish_run(rid, "failed", "x")
+    with pytest.raises(ValueError, match="has no checkpoint to resume from"):
+        worker.resume(store, rid)
+    with pytest.raises(ValueError, match="There is no run 999"):
+        worker.resume(store, 999)
+
+
+# -- in-process worker: stop, SIGTERM, resume, failures ---------------------------------------------
+
+
+def test_stop_is_graceful_and_resume_continues(store, tiny):
+    cfg = TrainConfig(**tiny)
+    rid = store.create_run(cfg.to_dict())
+    status = worker.run_worker(store, rid, progress=lambda step: step == 15 and store.request_stop(rid))
+    row = store.run(rid)
+    assert status == row["status"] == "stopped" and row["error"] is None and row["step"] == 15
+    assert steps_of(store, rid) == [5, 10, 15]  # the last interval was flushed
+    ckpt = trainer.load_checkpoint(worker.checkpoint_path(store, rid))
+    assert ckpt["step"] == 15 and TrainConfig.from_yaml(ckpt["config"]) == cfg
+
+    assert cli.main(["--store", str(store.path), "resume", str(rid)]) == 0
+    row = store.run(rid)
+    assert row["status"] == "finished" and row["step"] == cfg.steps
+    assert steps_of(store, rid) == expected_steps(cfg)  # no gap, no duplicate
+    assert steps_of(store, rid, "evals") == [20, 40]
+    walls = store.scalars(rid, None).wall
+    assert walls.is_monotonic_increasing  # wall time continues across the resume
+    assert "resumed" in events(store, rid)
+
+
+def test_sigterm_stops_gracefully(store, tiny):
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    status = worker.run_worker(store, rid, progress=lambda step: step == 10 and os.kill(os.getpid(), signal.SIGTERM))
+    assert status == "stopped" and store.run(rid)["step"] == 10
+    assert trainer.load_checkpoint(worker.checkpoint_path(store, rid))["step"] == 10
+
+
+def test_checkpoints_every_n_steps_and_load_weights_only(store, tiny, monkeypatch):
+    cfg = TrainConfig(**{**tiny, "checkpoint_every": 10})
+    rid = store.create_run(cfg.to_dict())
+    saved = []
+    real_save = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda path, state: (saved.append(state["step"]),
+                                                                         real_save(path, state)))
+    assert worker.run_worker(store, rid) == "finished"
+    assert saved == [10, 20, 30, 40]
+    path = worker.checkpoint_path(store, rid)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
+    assert ckpt["step"] == 40 and set(ckpt) >= {"model", "ema", "optimizer", "state", "generator", "config"}
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "run.pt"
+    trainer.save_checkpoint(path, {"step": 10, "w": torch.ones(3)})
+
+    def crash(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer.torch, "save", crash)
+    with pytest.raises(OSError):
+        trainer.save_checkpoint(path, {"step": 20, "w": torch.zeros(3)})
+    assert trainer.load_checkpoint(path)["step"] == 10  # the previous one is intact
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_checkpoint_with_pickled_object_is_refused(store, tiny):
+    path = worker.checkpoint_path(store, 1)
+    path.parent.mkdir(parents=True)
+    torch.save({"step": 5, "model": Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="(?s)Weights only load failed.*GLOBAL print was not an allowed global"):
+        trainer.load_checkpoint(path)
+
+    # The same file met by a resume: the run fails with the reason, its metrics stay.
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    assert rid == 1
+    store.log(rid, {"step": 5, "wall": 0.1, "scalars": {"loss": 1.0}})
+    assert worker.run_worker(store, rid) == "failed"
+    row = store.run(rid)
+    assert row["status"] == "failed" and "Weights only load failed" in row["error"]
+    assert steps_of(store, rid) == [5]
+
+
+def test_divergence_fails_the_run_and_keeps_metrics(store, tiny):
+    cfg = TrainConfig(**{**tiny, "lr": 10.0, "steps": 60})  # huge lr: the toy2d MLP blows up after step 5
+    rid = store.create_run(cfg.to_dict())
+    assert worker.run_worker(store, rid) == "failed"
+    row = store.run(rid)
+    assert row["error"].startswith("Training diverged at step ")
+    k = int(row["error"].split("step ")[1].split(":")[0])
+    assert "Lower lr or lambda_u" in row["error"]
+    assert steps_of(store, rid) == list(range(5, k, 5)) and len(steps_of(store, rid)) >= 1
+
+
+def test_nan_from_the_model_fails_the_run(store, tiny, monkeypatch):
+    """A model that emits NaN from step 12 on: the failure names the first log step after it."""
+    real_build = trainer.build_model
+    calls = {"n": 0}
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        real_forward = model.forward
+
+        def forward(x):
+            calls["n"] += 1
+            out = real_forward(x)
+            return out * float("nan") if calls["n"] > 2 * 12 else out  # 2 forwards per step
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", build)
+    cfg = TrainConfig(**{**tiny, "ema_decay": 0.0})
+    rid = store.create_run(cfg.to_dict())
+    assert worker.run_worker(store, rid) == "failed"
+    assert store.run(rid)["error"].startswith("Training diverged at step 15: the loss became nan")
+    assert steps_of(store, rid) == [5, 10]
+
+
+def test_cuda_out_of_memory_gives_advice(store, tiny, monkeypatch):
+    def oom(cfg, *, on_log, **kwargs):
+        on_log({"step": 5, "wall": 0.1, "scalars": {"loss": 1.0}})
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(worker, "train", oom)
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    assert worker.run_worker(store, rid) == "failed"
+    row = store.run(rid)
+    assert row["error"] == ("CUDA out of memory with batch_size=16, mu=2: lower batch_size or mu, "
+                            "or pick a smaller model.")
+    assert steps_of(store, rid) == [5]
+
+
+def test_unexpected_error_is_reported_with_traceback(store, tiny, monkeypatch):
+    def boom(cfg, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(worker, "train", boom)
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    assert worker.run_worker(store, rid) == "failed"
+    assert store.run(rid)["error"] == "RuntimeError: boom"
+    assert "traceback" in events(store, rid)
+
+
+# -- real worker processes ---------------------------------------------------------------------------
+
+
+def test_sigkill_is_reported_lost_and_resume_matches_an_unbroken_run(store, tiny, wait_for):
+    cfg = TrainConfig(**{**tiny, "steps": 120, "eval_every": 40, "checkpoint_every": 20})
+    rid = worker.submit(store, cfg)
+    assert store.run(rid)["status"] == "running"
+    row = wait_for(lambda: (r := store.run(rid))["step"] >= 25 and r, timeout=90)
+    assert row, f"worker never got going: {worker.log_path(store, rid).read_text()}"
+    assert row["status"] == "running"
+    os.kill(int(row["pid"]), signal.SIGKILL)
+    killed = time.monotonic()
+
+    def lost():
+        worker.reap(store, spawn=False)
+        return store.run(rid)["status"] == "failed"
+
+    assert wait_for(lost, timeout=10, every=0.2)
+    lost_after = time.monotonic() - killed
+    row = store.run(rid)
+    assert row["error"] == worker.PROCESS_LOST and lost_after < 10
+    before = steps_of(store, rid)
+    assert before == list(range(5, before[-1] + 1, 5)) and before[-1] >= 25  # kept
+
+    ckpt = torch.load(worker.checkpoint_path(store, rid), map_location="cpu", weights_only=True)
+    assert ckpt["step"] % 20 == 0 and ckpt["step"] >= 20
+
+    # `python -m sslviz --store X resume RUN`, in-process (a second interpreter would only add ~5 s of imports;
+    # the worker above already ran through `python -m sslviz worker`).
+    assert cli.main(["--store", str(store.path), "resume", str(rid)]) == 0
+    row = store.run(rid)
+    assert row["status"] == "finished" and row["error"] is None and row["step"] == 120
+    assert steps_of(store, rid) == expected_steps(cfg)  # every log step exactly once
+    assert steps_of(store, rid, "evals") == [40, 80, 120]
+    assert len(store.class_train(rid, None)) == 24 * 6
+    assert f"resumed from step {ckpt['step']}" in store.events(rid).message.tolist()
+
+    # The same config trained without interruption, on one thread like the worker.
+    torch.set_num_threads(1)
+    unbroken = trainer.train(cfg)
+    resumed_bacc = store.evals(rid).balanced_accuracy.iloc[-1]
+    assert abs(resumed_bacc - unbroken["balanced_accuracy"]) <= 0.1
+    print(f"\nSIGKILL -> 'process lost' in {lost_after:.2f} s; balanced accuracy resumed {resumed_bacc:.4f} "
+          f"vs unbroken {unbroken['balanced_accuracy']:.4f}")
+
+
+def test_three_concurrent_runs_share_two_cpu_slots(store, tiny, wait_for, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "2")
+    cfgs = [TrainConfig(**{**tiny, "steps": s, "lr": lr, "seed": i, "name": f"run{i}", "eval_every": 10})
+            for i, (s, lr) in enumerate([(20, 0.03), (25, 0.02), (30, 0.01)])]
+    ids = [worker.submit(store, cfg) for cfg in cfgs]
+    assert [store.run(i)["status"] for i in ids] == ["running", "running", "queued"]
+    statuses = []
+
+    def done():
+        now = [store.run(i)["status"] for i in ids]
+        statuses.append(now)
+        assert now.count("running") <= 2
+        return all(s in ("finished", "failed", "stopped") for s in now)
+
+    assert wait_for(done, timeout=150, every=0.2), [worker.log_path(store, i).read_text() for i in ids]
+    assert [store.run(i)["status"] for i in ids] == ["finished"] * 3
+    assert any(s[2] == "running" for s in statuses)  # the queued run was started by a finishing worker
+    for rid, cfg in zip(ids, cfgs):
+        sc = store.scalars(rid, None)
+        assert len(sc) == cfg.steps // cfg.log_every
+        assert sc.step.tolist() == expected_steps(cfg)
+        # Each run's lr column follows its own schedule: nobody wrote into another run's rows.
+        np.testing.assert_allclose(sc.lr, [cosine_lr(s - 1, cfg.steps, cfg.lr) for s in sc.step])
+        assert len(store.class_train(rid, None)) == len(sc) * 6
+        evals = sorted({*range(cfg.eval_every, cfg.steps + 1, cfg.eval_every), cfg.steps})  # and the last step
+        assert steps_of(store, rid, "evals") == evals
+        assert store.run(rid)["config"]["name"] == cfg.name
+        log = worker.log_path(store, rid).read_text()
+        assert "locked" not in log and "Traceback" not in log, log
+    assert len({store.run(i)["pid"] for i in ids}) == 3

@@ -1,0 +1,286 @@
+"""RunStore: WAL, one transaction per record, downsampling, truncate/delete, and clear StoreErrors."""
+import os
+import sqlite3
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sslviz import store as store_mod
+from sslviz.store import RunStore, StoreError
+
+K = 3
+
+
+def record(step: int, *, eval_: bool = False, loss: float = 1.0) -> dict:
+    """A trainer-shaped record for K classes."""
+    cls = dict(threshold=0.9, conf_pl=0.5, conf_true=0.5, n_pl=4, n_accepted=2, n_true=4, n_correct=1,
+               precision=0.5, recall=0.25)
+    rec = {"step": step, "wall": step / 10, "scalars": {"loss": loss, "loss_sup": loss, "loss_unsup": 0.0,
+                                                         "mask_rate": 0.5, "pl_accuracy": 0.5, "lr": 0.03},
+           "classes": [dict(cls) for _ in range(K)], "pseudo_confusion": np.eye(K, dtype=int).tolist()}
+    if eval_:
+        rec["eval"] = {"accuracy": 0.5, "balanced_accuracy": 0.4, "recall": [0.1, 0.2, 0.3],
+                       "confusion": np.eye(K, dtype=int).tolist()}
+    return rec
+
+
+def new_run(store, steps=100, **extra) -> int:
+    return store.create_run({"steps": steps, "name": "r", "preset": "fixmatch", **extra})
+
+
+def counts(store, run_id) -> dict:
+    conn = store._conn()
+    return {t: conn.execute(f"SELECT COUNT(*) FROM {t} WHERE run_id = ?", (run_id,)).fetchone()[0]
+            for t in (*store_mod.METRIC_TABLES, "events")}
+
+
+def test_wal_mode_and_busy_timeout(store):
+    conn = store._conn()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000
+
+
+def test_log_writes_every_table_and_runs_row(store):
+    rid = new_run(store)
+    store.log(rid, record(10, eval_=True) | {"snapshot": {"points": [[0, 0]]}})
+    c = counts(store, rid)
+    assert c["scalars"] == 1 and c["class_train"] == K and c["evals"] == 1 and c["class_eval"] == K
+    assert c["confusion"] == 2 and c["snapshots"] == 1  # test + pseudo confusion
+    assert store.run(rid)["step"] == 10
+    assert store.confusion(rid, "pseudo")[1].tolist() == np.eye(K).tolist()
+
+
+def test_log_is_one_transaction(store, monkeypatch):
+    """A failure on the last table leaves no row from the earlier tables (and runs.step unchanged)."""
+    rid = new_run(store)
+    store.log(rid, record(5))
+    calls = []
+    real_write = RunStore._write
+    monkeypatch.setattr(RunStore, "_write", lambda self, stmts: (calls.append(len(stmts)), real_write(self, stmts)))
+    store.log(rid, record(10, eval_=True))
+    assert len(calls) == 1  # every table in one _write call
+
+    store._conn().execute("CREATE TRIGGER boom BEFORE INSERT ON class_eval BEGIN SELECT RAISE(ABORT, 'boom'); END")
+    with pytest.raises(StoreError, match="boom"):
+        store.log(rid, record(15, eval_=True))
+    assert store.scalars(rid).step.tolist() == [5, 10]
+    assert 15 not in store.class_train(rid).step.tolist()
+    assert store.evals(rid).step.tolist() == [10]
+    assert store.run(rid)["step"] == 10
+    assert not store._conn().in_transaction
+
+
+@pytest.mark.parametrize("n, max_points", [(10, 3), (1000, 7), (100, 100), (101, 100), (5, 1), (2, 2), (50, 49)])
+def test_downsampling_caps_points_and_keeps_last(store, n, max_points):
+    rid = new_run(store, steps=n * 5)
+    store._write([("INSERT INTO scalars (run_id, step, wall, loss) VALUES (?, ?, ?, ?)",
+                   [(rid, 5 * (i + 1), float(i), float(i)) for i in range(n)])])
+    df = store.scalars(rid, max_points=max_points)
+    assert 1 <= len(df) <= max_points
+    assert df.step.iloc[-1] == 5 * n  # the latest point is always shown
+    assert df.step.is_monotonic_increasing and df.step.is_unique
+    assert len(store.scalars(rid, max_points=None)) == n
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), max_points=st.integers(1, 60))
+def test_downsampling_property(tmp_path_factory, n, max_points):
+    s = RunStore(tmp_path_factory.mktemp("ds") / "runs.db")
+    rid = new_run(s)
+    s._write([("INSERT INTO class_eval VALUES (?, ?, ?, ?)", [(rid, i, c, 0.5) for i in range(n) for c in range(2)])])
+    df = s.class_eval(rid, max_points=max_points)
+    steps = df.step.unique()
+    assert len(steps) <= max_points and steps[-1] == n - 1
+    assert len(df) == 2 * len(steps)  # every class of a kept step
+    s.close()
+
+
+def test_readers_see_committed_data_while_a_writer_holds_the_lock(store):
+    rid = new_run(store)
+    for step in (5, 10):
+        store.log(rid, record(step))
+    writer = sqlite3.connect(store.path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # hold the write lock with an uncommitted row
+    writer.execute("INSERT INTO scalars (run_id, step, wall) VALUES (?, 15, 0)", (rid,))
+    reader = RunStore(store.path)
+    t = time.perf_counter()
+    assert reader.scalars(rid).step.tolist() == [5, 10]
+    assert reader.runs().id.tolist() == [rid]
+    assert time.perf_counter() - t < 2.0  # no waiting on the writer
+    writer.execute("COMMIT")
+    assert reader.scalars(rid).step.tolist() == [5, 10, 15]
+    writer.close()
+    reader.close()
+
+
+def test_concurrent_writer_and_reader_threads(store):
+    rid = new_run(store, steps=1000)
+    errors, seen = [], {0: [], 1: []}
+
+    def write():
+        try:
+            for step in range(1, 201):
+                store.log(rid, record(step, eval_=step % 20 == 0))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def read(i):
+        reader = RunStore(store.path)
+        try:
+            while w.is_alive():
+                seen[i].append(len(reader.scalars(rid, None)))
+                reader.class_train(rid)
+                reader.runs()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            reader.close()
+
+    w = threading.Thread(target=write)
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    w.start()
+    for r in readers:
+        r.start()
+    w.join(60)
+    for r in readers:
+        r.join(10)
+    assert not errors, errors
+    for counts_seen in seen.values():  # each reader sees whole records, and counts only grow
+        assert counts_seen and counts_seen == sorted(counts_seen)
+    assert len(store.scalars(rid, None)) == 200 and len(store.class_train(rid, None)) == 200 * K
+
+
+def test_truncate_after(store):
+    rid, other = new_run(store), new_run(store)
+    for step in range(5, 55, 5):
+        store.log(rid, record(step, eval_=step % 20 == 0) | {"snapshot": {"s": step}})
+        store.log(other, record(step))
+    store.truncate_after(rid, 25)
+    assert store.scalars(rid).step.tolist() == [5, 10, 15, 20, 25]
+    assert store.class_train(rid).step.max() == 25 and store.evals(rid).step.tolist() == [20]
+    assert [s for s, _ in store.snapshots(rid)] == [5, 10, 15, 20, 25]
+    assert store.confusion(rid, "pseudo")[0] == 25
+    assert store.scalars(other).step.max() == 50  # other runs untouched
+
+
+def test_delete_run(store):
+    rid, other = new_run(store), new_run(store)
+    for r in (rid, other):
+        store.log(r, record(10, eval_=True))
+        store.add_event(r, "started", "x")
+    store.delete_run(rid)
+    assert store.run(rid) is None
+    assert all(v == 0 for v in counts(store, rid).values())
+    assert store.runs().id.tolist() == [other]
+    assert counts(store, other)["scalars"] == 1 and len(store.events(other)) == 1
+
+
+def test_export_is_unsampled(store, monkeypatch):
+    monkeypatch.setattr(store_mod, "MAX_POINTS", 3)
+    rid = new_run(store)
+    for step in range(1, 11):
+        store.log(rid, record(step))
+    out = store.export(rid)
+    assert set(out) == {"scalars", "class_train", "evals", "class_eval", "events"}
+    assert len(out["scalars"]) == 10 and len(out["class_train"]) == 10 * K
+
+
+# -- store failures: clear StoreError, earlier runs still readable -----------------------------------
+
+
+def _read_only_connect(real):
+    """sqlite3.connect opening the file with SQLite's read-only flag.
+
+    Tests run as root, which ignores file permission bits, so chmod cannot make the
+    store read-only here; mode=ro makes SQLite itself refuse writes with the same
+    "attempt to write a readonly database" error a chmod 444 file gives a normal user.
+    """
+    def connect(path, *args, **kwargs):
+        return real(f"file:{os.fspath(path)}?mode=ro", *args, uri=True, **kwargs)
+    return connect
+
+
+def test_read_only_store_gives_clear_error_and_stays_readable(store, monkeypatch):
+    rid = new_run(store)
+    store.log(rid, record(10, eval_=True))
+    store.close()
+    monkeypatch.setattr(store_mod.sqlite3, "connect", _read_only_connect(sqlite3.connect))
+    ro = RunStore(store.path)  # opening and reading still work
+    assert ro.runs().id.tolist() == [rid] and ro.evals(rid).step.tolist() == [10]
+    with pytest.raises(StoreError, match=r"is read-only; point SSLVIZ_HOME \(or --store\) at a writable folder"):
+        ro.create_run({"steps": 5})
+    with pytest.raises(StoreError, match="read-only"):
+        ro.log(rid, record(20))
+    assert ro.scalars(rid).step.tolist() == [10]
+    ro.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_chmod_read_only_store(store):
+    rid = new_run(store)
+    store.close()
+    for p in store.path.parent.glob("runs.db*"):
+        p.chmod(0o444)
+    ro = RunStore(store.path)
+    with pytest.raises(StoreError, match="read-only"):
+        ro.create_run({"steps": 5})
+    assert ro.run(rid) is not None
+
+
+@pytest.mark.parametrize("make_parent", ["file", "proc"])
+def test_store_in_unwritable_place(tmp_path, make_parent):
+    if make_parent == "file":
+        (tmp_path / "notadir").write_text("x")
+        path = tmp_path / "notadir" / "runs.db"
+    else:
+        path = "/proc/sslviz-no-such/runs.db"  # /proc refuses new folders even for root
+    with pytest.raises(StoreError, match="cannot be created"):
+        RunStore(path)
+
+
+def test_full_disk_gives_clear_error_and_rolls_back(store):
+    """A real SQLITE_FULL: cap the file at its current size with PRAGMA max_page_count."""
+    rid = new_run(store)
+    store.log(rid, record(5, eval_=True))
+    conn = store._conn()
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+    big = record(10, eval_=True) | {"snapshot": {"blob": "x" * 300_000}}
+    with pytest.raises(StoreError, match="cannot grow: the disk is full"):
+        store.log(rid, big)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.create_run({"steps": 5, "name": "y" * 300_000})
+    assert not conn.in_transaction
+    assert store.scalars(rid).step.tolist() == [5] and store.run(rid)["step"] == 5
+    assert store.runs().id.tolist() == [rid]
+    store.log(rid, record(10))  # small writes that fit still work afterwards
+    assert store.scalars(rid).step.tolist() == [5, 10]
+
+
+def test_full_disk_simulated_on_commit(store, monkeypatch):
+    """The error raised by any statement in a write maps to the disk-full text."""
+    rid = new_run(store)
+    store.log(rid, record(5))
+    real_conn = store._conn()
+
+    class Full:
+        def __getattr__(self, name):
+            return getattr(real_conn, name)
+
+        def executemany(self, *a):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_conn", lambda: Full() if threading.current_thread() is threading.main_thread() else real_conn)
+    with pytest.raises(StoreError, match="disk is full; free space or move the store with SSLVIZ_HOME"):
+        store.log(rid, record(10))
+    monkeypatch.undo()
+    assert store.scalars(rid).step.tolist() == [5] and not real_conn.in_transaction
+
+
+def test_not_a_database(tmp_path):
+    path = tmp_path / "runs.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=str(path)):
+        RunStore(path)

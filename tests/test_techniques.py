@@ -1,0 +1,123 @@
+"""Each technique against numbers worked out by hand."""
+import math
+
+import pytest
+import torch
+
+from sslviz import techniques as T
+
+
+def close(a, b, tol=1e-5):
+    return torch.allclose(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol)
+
+
+def test_fixed_threshold_and_mask():
+    probs = torch.tensor([[0.96, 0.04], [0.6, 0.4], [0.02, 0.98]])
+    pseudo, conf, mask = T.confidence_mask(probs, T.fixed_thresholds(0.95, 2))
+    assert pseudo.tolist() == [0, 0, 1]
+    assert mask.tolist() == [1.0, 0.0, 1.0]
+    assert close(conf, [0.96, 0.6, 0.98])
+
+
+def test_class_specific_mask_uses_threshold_of_predicted_class():
+    probs = torch.tensor([[0.7, 0.3], [0.3, 0.7]])
+    _, _, mask = T.confidence_mask(probs, torch.tensor([0.95, 0.6]))
+    assert mask.tolist() == [0.0, 1.0]
+
+
+def test_frequency_scaled_thresholds():
+    # tau * (n_c / n_max) ** 0.5 = 0.9 * [1, 0.5, 0.1] = [0.9, 0.45, 0.09] -> floor 0.3 lifts the last one
+    out = T.frequency_scaled_thresholds(torch.full((3,), 0.9), torch.tensor([100, 25, 1]), 0.5, 0.3)
+    assert close(out, [0.9, 0.45, 0.3])
+    # alpha = 0 leaves thresholds alone; the floor never raises a threshold above tau_c
+    assert close(T.frequency_scaled_thresholds(torch.tensor([0.2, 0.9]), torch.tensor([9, 1]), 0.0, 0.5), [0.2, 0.9])
+
+
+def test_flexmatch_thresholds_with_and_without_warmup():
+    predicted = torch.tensor([0, 0, 0, 1, -1, -1, -1, -1])
+    # sigma = [3, 1]; without warm-up beta = [1, 1/3] -> tau_c = beta / (2 - beta) * 0.9 = [0.9, 0.18]
+    assert close(T.flexmatch_thresholds(0.9, predicted, 2, warmup=False), [0.9, 0.18])
+    # with warm-up the 4 unused samples dominate: beta = [3/4, 1/4] -> [0.75/1.25, 0.25/1.75] * 0.9
+    assert close(T.flexmatch_thresholds(0.9, predicted, 2, warmup=True), [0.54, 0.9 / 7])
+    # nothing predicted yet: every threshold is 0 in the plain variant (FlexMatch's cold start)
+    assert close(T.flexmatch_thresholds(0.9, torch.full((4,), -1), 2, warmup=False), [0.0, 0.0])
+
+
+def test_freematch_update_and_thresholds():
+    g, c = torch.tensor(0.5), torch.tensor([0.5, 0.5])
+    probs = torch.tensor([[0.9, 0.1], [0.7, 0.3]])
+    g, c = T.freematch_update(g, c, probs, momentum=0.5)
+    # global: 0.5*0.5 + 0.5*mean(0.9, 0.7) = 0.65; class: 0.5*[.5,.5] + 0.5*[0.8, 0.2] = [0.65, 0.35]
+    assert close(g, 0.65) and close(c, [0.65, 0.35])
+    # tau_c = 0.65 * [0.65, 0.35] / 0.65 = [0.65, 0.35]
+    assert close(T.freematch_thresholds(g, c), [0.65, 0.35])
+
+
+def test_warmup_thresholds_linear_from_one():
+    tau = torch.tensor([0.5, 0.9])
+    assert close(T.warmup_thresholds(tau, 0, 10), [1.0, 1.0])
+    assert close(T.warmup_thresholds(tau, 5, 10), [0.75, 0.95])
+    assert close(T.warmup_thresholds(tau, 10, 10), tau)
+    assert close(T.warmup_thresholds(tau, 3, 0), tau)
+
+
+@pytest.mark.parametrize(
+    "scheme, expected",
+    [
+        ("none", [1.0, 1.0]),
+        # 1/n = [0.25, 1] -> mean-1 normalisation: * 2 / 1.25
+        ("inverse", [0.4, 1.6]),
+    ],
+)
+def test_class_weights(scheme, expected):
+    assert close(T.class_weights(torch.tensor([4.0, 1.0]), scheme), expected)
+
+
+def test_effective_number_weights():
+    beta = 0.9
+    # (1 - beta) / (1 - beta ** n): n=10 -> 0.1/0.6513216 = 0.153534; n=1 -> 1.0; normalised to mean 1
+    raw = [0.1 / (1 - 0.9**10), 1.0]
+    s = sum(raw)
+    assert close(T.class_weights(torch.tensor([10.0, 1.0]), "effective", beta), [2 * raw[0] / s, 2 * raw[1] / s])
+    with pytest.raises(ValueError, match="Unknown class weighting 'x'"):
+        T.class_weights(torch.tensor([1.0]), "x")
+
+
+def test_logit_adjustment_is_balanced_softmax():
+    prior = T.log_prior(torch.tensor([3.0, 1.0]))
+    assert close(prior, [math.log(0.75), math.log(0.25)])
+    adjusted = T.logit_adjust(torch.tensor([[1.0, 2.0]]), prior, 1.0)
+    assert close(adjusted, [[1 + math.log(0.75), 2 + math.log(0.25)]])
+    assert close(T.logit_adjust(torch.tensor([[1.0, 2.0]]), prior, 0.0), [[1.0, 2.0]])
+
+
+def test_unsup_class_scale():
+    # (n_max / n_c) ** 1 = [1, 4] -> mean-1: [0.4, 1.6]
+    assert close(T.unsup_class_scale(torch.tensor([4.0, 1.0]), 1.0), [0.4, 1.6])
+    assert close(T.unsup_class_scale(torch.tensor([4.0, 1.0]), 0.0), [1.0, 1.0])
+
+
+def test_distribution_alignment():
+    probs = torch.tensor([[0.6, 0.4]])
+    # p * target / p_model = [0.6 * 0.5 / 0.75, 0.4 * 0.5 / 0.25] = [0.4, 0.8] -> normalised [1/3, 2/3]
+    out = T.distribution_alignment(probs, torch.tensor([0.5, 0.5]), torch.tensor([0.75, 0.25]))
+    assert close(out, [[1 / 3, 2 / 3]])
+    assert close(out.sum(1), [1.0])
+
+
+def test_ema():
+    assert close(T.ema(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), 0.999), [0.999, 0.001])
+
+
+def test_debiased_probs():
+    # logits [0, 0] - 1 * log [0.8, 0.2] -> softmax gives [0.2, 0.8]
+    assert close(T.debiased_probs(torch.zeros(1, 2), torch.tensor([0.8, 0.2]), 1.0), [[0.2, 0.8]])
+    assert close(T.debiased_probs(torch.tensor([[2.0, 0.0]]), torch.tensor([0.8, 0.2]), 0.0),
+                 torch.softmax(torch.tensor([[2.0, 0.0]]), 1))
+
+
+def test_schedules():
+    assert T.cosine_lr(0, 100, 0.03) == pytest.approx(0.03)
+    assert T.cosine_lr(50, 100, 0.03) == pytest.approx(0.03 * math.cos(7 * math.pi / 32))
+    assert T.ema_model_decay(0, 0.999) == pytest.approx(0.1)
+    assert T.ema_model_decay(10**6, 0.999) == pytest.approx(0.999)
