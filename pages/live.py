@@ -117,8 +117,8 @@ def live_panel():
                                                        y_range=(0, 1.02), **kw), key="live_precision_time")
     with t_conf:
         c1, c2 = st.columns(2)
-        for col, kind, label, key in ((c1, "test", "Test set", "live_cm_test"),
-                                      (c2, "pseudo", "Pseudo-labels vs hidden truth", "live_cm_pseudo")):
+        for col, kind, label, key in ((c1, "test", "Test-set confusion matrix", "live_cm_test"),
+                                      (c2, "pseudo", "Pseudo-label confusion vs hidden truth", "live_cm_pseudo")):
             got = store.confusion(run_id, kind)
             title = f"{label} (step {got[0]})" if got else label
             col.plotly_chart(charts.make_confusion_figure(got[1] if got else None, names, normalize=normalize,

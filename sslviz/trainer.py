@@ -409,9 +409,10 @@ def train(
             "pseudo_confusion": host["pseudo_confusion"].reshape(K, K).astype(int).tolist(),
         }
         reset()
-        if step % cfg.eval_every == 0 or last:
+        # Also evaluate at a new run's first log step, so its test charts appear at once.
+        if step % cfg.eval_every == 0 or last or step == cfg.log_every:
             eval_model = ema_model if ema_model is not None else model
-            record["eval"] = evaluate(eval_model, x_test, ds.y_test, K, kind)
+            record["eval"] = final = evaluate(eval_model, x_test, ds.y_test, K, kind)
             if kind == "points" and n_u:
                 record["snapshot"] = snapshot_2d(eval_model, x_u, y_u, thresholds, kind, cfg.seed)
         if on_log is not None:
@@ -421,10 +422,15 @@ def train(
         if checkpoint_path is not None and (step % cfg.checkpoint_every == 0 or last):
             checkpoint(step)
         if should_stop is not None and not last and should_stop():
+            if "eval" not in record:  # a stopped run's final test metrics are recorded too
+                final = evaluate(ema_model if ema_model is not None else model, x_test, ds.y_test, K, kind)
+                if on_log is not None:
+                    on_log({"step": step, "wall": time.time() - t0, "eval": final})
             checkpoint(step)
             status = "stopped"
             break
 
-    final = evaluate(ema_model if ema_model is not None else model, x_test, ds.y_test, K, kind)
+    if step == start:  # nothing left to train (resumed a finished run)
+        final = evaluate(ema_model if ema_model is not None else model, x_test, ds.y_test, K, kind)
     return {"status": status, "step": step, "wall": time.time() - t0, "model": model_name, "device": str(device),
             **final}

@@ -20,6 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from .config import TrainConfig
@@ -105,7 +106,7 @@ def reap(store: RunStore, *, spawn: bool = True) -> None:
     runs = store.runs()
     now = time.time()
     for row in runs[runs.status == "running"].itertuples():
-        pid = None if row.pid != row.pid else int(row.pid)  # NaN check: pandas gives NaN for NULL
+        pid = int(row.pid) if pd.notna(row.pid) else None  # NULL arrives as None or NaN
         silent = now - (row.heartbeat or 0) > LOST_AFTER
         # pid is NULL only between another reap's claim and its Popen; the heartbeat covers that gap.
         if (pid is not None and not _alive(pid)) or silent:

@@ -107,7 +107,7 @@ def test_stop_is_graceful_and_resume_continues(store, tiny):
     row = store.run(rid)
     assert row["status"] == "finished" and row["step"] == cfg.steps
     assert steps_of(store, rid) == expected_steps(cfg)  # no gap, no duplicate
-    assert steps_of(store, rid, "evals") == [20, 40]
+    assert steps_of(store, rid, "evals") == [5, 15, 20, 40]  # first log step, the stop, then every eval_every
     walls = store.scalars(rid, None).wall
     assert walls.is_monotonic_increasing  # wall time continues across the resume
     assert "resumed" in events(store, rid)
@@ -192,9 +192,9 @@ def test_nan_from_the_model_fails_the_run(store, tiny, monkeypatch):
         real_forward = model.forward
 
         def forward(x):
-            calls["n"] += 1
+            calls["n"] += model.training  # evaluation forwards do not count
             out = real_forward(x)
-            return out * float("nan") if calls["n"] > 2 * 12 else out  # 2 forwards per step
+            return out * float("nan") if calls["n"] > 2 * 12 else out  # 2 training forwards per step
 
         model.forward = forward
         return model
@@ -265,7 +265,7 @@ def test_sigkill_is_reported_lost_and_resume_matches_an_unbroken_run(store, tiny
     row = store.run(rid)
     assert row["status"] == "finished" and row["error"] is None and row["step"] == 120
     assert steps_of(store, rid) == expected_steps(cfg)  # every log step exactly once
-    assert steps_of(store, rid, "evals") == [40, 80, 120]
+    assert steps_of(store, rid, "evals") == [5, 40, 80, 120]  # the first log step is evaluated too
     assert len(store.class_train(rid, None)) == 24 * 6
     assert f"resumed from step {ckpt['step']}" in store.events(rid).message.tolist()
 
@@ -302,7 +302,7 @@ def test_three_concurrent_runs_share_two_cpu_slots(store, tiny, wait_for, monkey
         # Each run's lr column follows its own schedule: nobody wrote into another run's rows.
         np.testing.assert_allclose(sc.lr, [cosine_lr(s - 1, cfg.steps, cfg.lr) for s in sc.step])
         assert len(store.class_train(rid, None)) == len(sc) * 6
-        evals = sorted({*range(cfg.eval_every, cfg.steps + 1, cfg.eval_every), cfg.steps})  # and the last step
+        evals = sorted({cfg.log_every, *range(cfg.eval_every, cfg.steps + 1, cfg.eval_every), cfg.steps})  # first log step, last step
         assert steps_of(store, rid, "evals") == evals
         assert store.run(rid)["config"]["name"] == cfg.name
         log = worker.log_path(store, rid).read_text()
