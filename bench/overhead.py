@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from sslviz.config import from_preset  # noqa: E402
+from sslviz.meter import IntervalMeter  # noqa: E402
 from sslviz.store import RunStore  # noqa: E402
 from sslviz.trainer import prepare, train  # noqa: E402
 
@@ -60,46 +61,18 @@ def _train_timed(cfg, p, store: RunStore | None, run_id: int | None, warm: int) 
 
 
 def accumulation_micro(uB: int, log_every: int, reps: int = 200) -> tuple[float, float]:
-    """(seconds per step of the accumulation ops, seconds per interval of host copy + record build)."""
+    """(seconds per step of the trainer's IntervalMeter.update, seconds per interval of its flush)."""
     g = torch.Generator().manual_seed(0)
     pseudo = torch.randint(K, (uB,), generator=g)
     yu = torch.randint(K, (uB,), generator=g)
     conf = torch.rand(uB, generator=g)
     mask = (conf > 0.5).float()
-    loss = torch.rand(3)
-    z = lambda *s: torch.zeros(*s)  # noqa: E731
-    acc = dict(losses=z(4), n_pl=z(K), conf_pl=z(K), n_true=z(K), conf_true=z(K), n_accepted=z(K),
-               n_correct=z(K), pseudo_confusion=z(K * K), steps=0)
+    losses = torch.rand(4, generator=g)
+    thresholds = torch.full((K,), 0.95)
+    meter = IntervalMeter(K, "cpu")
 
-    def step():  # the same ops as trainer.train's "accumulate metrics on the device" block
-        with torch.no_grad():
-            acc["losses"] += torch.stack([loss[0], loss[1], loss[2], mask.mean()])
-            acc["steps"] += 1
-            ones = torch.ones_like(conf)
-            correct = (pseudo == yu).float() * mask
-            acc["n_pl"].index_add_(0, pseudo, ones)
-            acc["conf_pl"].index_add_(0, pseudo, conf)
-            acc["n_true"].index_add_(0, yu, ones)
-            acc["conf_true"].index_add_(0, yu, conf)
-            acc["n_accepted"].index_add_(0, pseudo, mask)
-            acc["n_correct"].index_add_(0, pseudo, correct)
-            acc["pseudo_confusion"].index_add_(0, yu * K + pseudo, mask)
-
-    def interval():  # host copy + a record of the trainer's shape (K classes, K x K confusion)
-        host = {k: (v.cpu().numpy() if torch.is_tensor(v) else v) for k, v in acc.items()}
-        n = max(host["steps"], 1)
-        losses = host["losses"] / n
-        n_acc, n_cor, n_true = host["n_accepted"], host["n_correct"], host["n_true"]
-        return {
-            "scalars": {"loss": float(losses[0]), "loss_sup": float(losses[1]), "loss_unsup": float(losses[2]),
-                        "mask_rate": float(losses[3]),
-                        "pl_accuracy": float(n_cor.sum() / n_acc.sum()) if n_acc.sum() else None},
-            "classes": [{"conf_pl": float(host["conf_pl"][c] / host["n_pl"][c]) if host["n_pl"][c] else None,
-                         "n_pl": int(host["n_pl"][c]), "n_accepted": int(n_acc[c]), "n_true": int(n_true[c]),
-                         "precision": float(n_cor[c] / n_acc[c]) if n_acc[c] else None,
-                         "recall": float(n_cor[c] / n_true[c]) if n_true[c] else None} for c in range(K)],
-            "pseudo_confusion": host["pseudo_confusion"].reshape(K, K).astype(int).tolist(),
-        }
+    def step():
+        meter.update(losses, pseudo, conf, mask, yu)
 
     for _ in range(10):
         step()
@@ -107,10 +80,12 @@ def accumulation_micro(uB: int, log_every: int, reps: int = 200) -> tuple[float,
     for _ in range(reps):
         step()
     per_step = (time.perf_counter() - t) / reps
+    intervals = reps // log_every or 1
     t = time.perf_counter()
-    for _ in range(reps // log_every or 1):
-        interval()
-    per_interval = (time.perf_counter() - t) / (reps // log_every or 1)
+    for _ in range(intervals):
+        step()  # a flush of an empty meter would skip the real work
+        meter.flush(thresholds)
+    per_interval = (time.perf_counter() - t) / intervals - per_step
     return per_step, per_interval
 
 

@@ -26,6 +26,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 from . import augment, techniques
 from .config import TrainConfig
 from .data import Dataset, default_counts, load_dataset
+from .meter import IntervalMeter
 from .models import build_model, default_model_name
 from .splits import Split, make_split, split_frame
 
@@ -273,17 +274,7 @@ def train(
             tau = techniques.frequency_scaled_thresholds(tau, counts_l, cfg.threshold_class_alpha, cfg.threshold_min)
         return techniques.warmup_thresholds(tau, step, cfg.threshold_warmup_steps)
 
-    # Device-side accumulators, reset every log interval.
-    def zeros(*shape):
-        return torch.zeros(*shape, device=device)
-
-    acc = {}
-
-    def reset():
-        acc.update(losses=zeros(4), n_pl=zeros(K), conf_pl=zeros(K), n_true=zeros(K), conf_true=zeros(K),
-                   n_accepted=zeros(K), n_correct=zeros(K), pseudo_confusion=zeros(K * K), steps=0)
-
-    reset()
+    meter = IntervalMeter(K, device)  # device-side sums, flushed every log interval
     t0 = time.time() - wall0  # wall time continues across resumes
     model.train()
     thresholds = thresholds_at(start)
@@ -358,57 +349,22 @@ def train(
                     eb.copy_(b)
 
         # -- accumulate metrics on the device ----------------------------------
-        with torch.no_grad():
-            acc["losses"] += torch.stack([loss.detach(), loss_sup.detach(), loss_unsup.detach(),
-                                          mask.mean() if uB else torch.zeros((), device=device)])
-            acc["steps"] += 1
-            if uB:
-                ones = torch.ones_like(conf)
-                correct = (pseudo == yu).float() * mask
-                acc["n_pl"].index_add_(0, pseudo, ones)
-                acc["conf_pl"].index_add_(0, pseudo, conf)
-                acc["n_true"].index_add_(0, yu, ones)
-                acc["conf_true"].index_add_(0, yu, conf)
-                acc["n_accepted"].index_add_(0, pseudo, mask)
-                acc["n_correct"].index_add_(0, pseudo, correct)
-                acc["pseudo_confusion"].index_add_(0, yu * K + pseudo, mask)
+        zero = torch.zeros((), device=device)
+        losses = torch.stack([loss.detach(), loss_sup.detach(), loss_unsup.detach(), mask.mean() if uB else zero])
+        if uB:
+            meter.update(losses, pseudo, conf, mask, yu)
+        else:
+            meter.update(losses)
 
         # -- log: one host sync per interval ---------------------------------
         last = step == cfg.steps
         if step % cfg.log_every and not last:
             continue
-        host = {k: (v.cpu().numpy() if torch.is_tensor(v) else v) for k, v in acc.items()}
-        n = host["steps"]
-        losses = host["losses"] / n
-        if not np.isfinite(losses[:3]).all():
-            raise Diverged(f"Training diverged at step {step}: the loss became {losses[0]}. "
+        record = {"step": step, "wall": time.time() - t0, **meter.flush(thresholds)}
+        record["scalars"]["lr"] = lr
+        if not np.isfinite(record["scalars"]["loss"]):
+            raise Diverged(f"Training diverged at step {step}: the loss became {record['scalars']['loss']}. "
                            "Lower lr or lambda_u, or raise the threshold.")
-        thr = thresholds.float().cpu().numpy()
-        n_acc, n_cor, n_true = host["n_accepted"], host["n_correct"], host["n_true"]
-        record = {
-            "step": step,
-            "wall": time.time() - t0,
-            "scalars": {
-                "loss": float(losses[0]), "loss_sup": float(losses[1]), "loss_unsup": float(losses[2]),
-                "mask_rate": float(losses[3]),
-                "pl_accuracy": float(n_cor.sum() / n_acc.sum()) if n_acc.sum() else None,
-                "lr": lr,
-            },
-            "classes": [
-                {
-                    "threshold": float(thr[c]),
-                    "conf_pl": float(host["conf_pl"][c] / host["n_pl"][c]) if host["n_pl"][c] else None,
-                    "conf_true": float(host["conf_true"][c] / n_true[c]) if n_true[c] else None,
-                    "n_pl": int(host["n_pl"][c]), "n_accepted": int(n_acc[c]), "n_true": int(n_true[c]),
-                    "n_correct": int(n_cor[c]),
-                    "precision": float(n_cor[c] / n_acc[c]) if n_acc[c] else None,
-                    "recall": float(n_cor[c] / n_true[c]) if n_true[c] else None,
-                }
-                for c in range(K)
-            ],
-            "pseudo_confusion": host["pseudo_confusion"].reshape(K, K).astype(int).tolist(),
-        }
-        reset()
         # Also evaluate at a new run's first log step, so its test charts appear at once.
         if step % cfg.eval_every == 0 or last or step == cfg.log_every:
             eval_model = ema_model if ema_model is not None else model
