@@ -204,7 +204,8 @@ def train(
     torch.manual_seed(cfg.seed)
     model_name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
     model = build_model(model_name, input_shape=ds.input_shape, num_classes=K).to(device)
-    if kind == "image" and device.type == "cuda":
+    channels_last = kind == "image"  # faster convolutions on both CPU and CUDA (bench/RESULTS.md)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema_model = copy.deepcopy(model) if cfg.ema_decay > 0 else None
     optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
@@ -297,8 +298,9 @@ def train(
             iu = torch.randint(n_u, (uB,), generator=gen, device=device)
             xu, yu = x_u[iu], y_u[iu]
             # -- pseudo-labels from the weak view --------------------------------
+            xu_w = _views(xu, kind, ds.hflip, None, gen)
             with torch.no_grad(), amp:
-                logits_w = forward(_views(xu, kind, ds.hflip, None, gen)).float()
+                logits_w = forward(xu_w.contiguous(memory_format=torch.channels_last) if channels_last else xu_w).float()
             probs = F.softmax(logits_w, dim=1)
             if cfg.debias_tau > 0:
                 state["p_hat"] = techniques.ema(state["p_hat"], probs.mean(0), cfg.dist_align_momentum)
@@ -320,7 +322,7 @@ def train(
             inputs = torch.cat([xl, xu_s])
         else:
             inputs = xl
-        if kind == "image" and device.type == "cuda":
+        if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
 
         # -- losses ----------------------------------------------------------
