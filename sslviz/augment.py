@@ -252,7 +252,7 @@ def _sharpness_degenerate(x: Tensor) -> Tensor:
     return (box_sum + 4 * x) / 13
 
 
-def _colour_ops(x: Tensor, op: Tensor, magnitude: Tensor, signed: Tensor) -> Tensor:
+def _colour_ops(x: Tensor, op: Tensor, magnitude: Tensor, signed: Tensor, *, whole_batch: bool | None = None) -> Tensor:
     """Apply each sample's colour op (geometric and identity ops pass ``x`` through).
 
     On CUDA every op runs on the whole batch and ``torch.where`` picks per sample:
@@ -271,7 +271,7 @@ def _colour_ops(x: Tensor, op: Tensor, magnitude: Tensor, signed: Tensor) -> Ten
         "sharpness": lambda x, f, m: _blend(_sharpness_degenerate(x), x, f),
         "solarize": lambda x, f, m: _solarize(x, m),
     }
-    if x.is_cuda:
+    if x.is_cuda if whole_batch is None else whole_batch:
         out = x
         for name, apply in ops.items():
             out = torch.where(_op_mask(op, name)[:, None, None, None], apply(x, factor, magnitude), out)

@@ -182,3 +182,19 @@ def test_cpu_and_cuda_agree_statistically():
         rtol=0,
         atol=0,
     )
+
+
+def test_cpu_subset_colour_ops_equal_the_whole_batch_path_used_on_cuda():
+    # The CUDA branch (every op on the whole batch, torch.where per sample) runs here on the CPU,
+    # so the GPU path's outputs are checked against the CPU path's without a GPU.
+    from sslviz.augment import OPS, _colour_ops
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(256, 3, 16, 16, generator=g)
+    op = torch.randint(0, len(OPS), (256,), generator=g)
+    magnitude = torch.rand(256, generator=g) * 1.5
+    signed = torch.where(torch.rand(256, generator=g) < 0.5, -magnitude, magnitude)
+    subset = _colour_ops(x, op, magnitude, signed, whole_batch=False)
+    batched = _colour_ops(x, op, magnitude, signed, whole_batch=True)
+    torch.testing.assert_close(subset, batched, rtol=0, atol=1e-6)
+    assert not torch.equal(subset, x)  # the ops did change the colour-op samples
