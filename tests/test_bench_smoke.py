@@ -58,3 +58,9 @@ def test_cifar10_lt_smoke(tmp_path, capsys):
 def test_cifar10_lt_needs_an_existing_folder(tmp_path):
     with pytest.raises(SystemExit, match="never downloads"):
         _script("cifar10_lt").main([str(tmp_path / "missing")])
+
+
+def test_cpu_choices_smoke(capsys):
+    _script("cpu_choices").main(["--repeats", "1", "--batch", "16"])
+    out = capsys.readouterr().out
+    assert "colour ops" in out and out.count("channels_last") == 2
