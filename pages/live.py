@@ -21,7 +21,9 @@ if runs.empty:
 
 # -- which run: ?run= wins when it changes, else the selectbox (default latest) --
 ids = runs["id"].astype(int).tolist()
-labels = {int(r["id"]): ui.run_label(r) for _, r in runs.iterrows()}
+# No status in the label: the browser keeps showing the old text of the selected option after the
+# run-ended rerun, so "(running)" would linger; the status line below is always current.
+labels = {int(r["id"]): ui.run_label(r, status=False) for _, r in runs.iterrows()}
 qp_id = ui.query_run_id(store)
 if qp_id is not None and st.session_state.get("live_qp") != qp_id:
     st.session_state["live_run"] = qp_id

@@ -222,8 +222,8 @@ def coerce_field(name: str, value):
 
 
 # -- runs ------------------------------------------------------------------
-def run_label(row) -> str:
-    """'#3 balanced · toy2d (running)' for a runs() row or run() dict."""
+def run_label(row, status: bool = True) -> str:
+    """'#3 balanced · toy2d (running)' for a runs() row or run() dict; without the status if ``status`` is False."""
     cfg = row.get("config")
     if isinstance(cfg, str):
         import json
@@ -236,7 +236,8 @@ def run_label(row) -> str:
     name = row.get("name") or row.get("preset") or "run"
     dataset = cfg.get("dataset", "")
     dataset = dataset if dataset in BUILTIN_DATASETS else Path(str(dataset)).name
-    return f"#{int(row['id'])} {name} · {dataset} ({row.get('status', '?')})"
+    label = f"#{int(row['id'])} {name} · {dataset}"
+    return f"{label} ({row.get('status', '?')})" if status else label
 
 
 def run_config(row) -> dict:

@@ -116,7 +116,8 @@ def test_start_watch_stop_in_chromium(server, tmp_path):
         assert total == 500  # the balanced digits test set: 50 images per class
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
 
-        page.get_by_role("button", name="Stop").click()
+        # The keyed run button, not the "Stop" of Streamlit's own status widget shown while a script runs.
+        page.locator(".st-key-live_stop button").click()
         page.get_by_text("stopped").first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
         browser.close()
