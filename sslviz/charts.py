@@ -428,7 +428,12 @@ def make_snapshot_figure(payload: dict, class_names=None, *, title: str = "Decis
             ))
     fig.update_xaxes(range=[xmin, xmax], constrain="domain")
     fig.update_yaxes(range=[ymin, ymax], scaleanchor="x", scaleratio=1, constrain="domain")
-    return _layout(fig, title, "x₁", "x₂", uirevision, height=480, legend_title="pseudo-label (hollow = below threshold)")
+    fig = _layout(fig, title, "x₁", "x₂", uirevision, height=520, legend_title="pseudo-label (hollow = below threshold)")
+    # Legend below the plot: on the right it takes half of a half-width column and the
+    # equal-aspect plot shrinks to a thumbnail.
+    return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0,
+                                         title=dict(side="top")),
+                             margin=dict(l=50, r=20, t=60, b=40))
 
 
 # -- data page --------------------------------------------------------------
