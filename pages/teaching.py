@@ -61,7 +61,13 @@ if not all_steps:
 
 step = all_steps[0]
 if len(all_steps) > 1:
-    step = st.select_slider("Training step", options=all_steps, value=all_steps[-1], key="teach_step",
+    # Follow the newest snapshot while the slider sits at the end (new evals, other runs picked);
+    # keep the user's step otherwise.
+    if st.session_state.get("teach_step") not in all_steps or \
+            st.session_state.get("teach_step") == st.session_state.get("teach_step_last"):
+        st.session_state["teach_step"] = all_steps[-1]
+    st.session_state["teach_step_last"] = all_steps[-1]
+    step = st.select_slider("Training step", options=all_steps, key="teach_step",
                             help="Each run shows its latest snapshot at or before this step.")
 else:
     st.caption(f"One snapshot so far, at step {step}.")

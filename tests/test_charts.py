@@ -135,6 +135,8 @@ def test_snapshot_figure_marks_rejected_points_hollow():
     np.testing.assert_allclose(a_ok.x, [0.1])
     np.testing.assert_allclose(a_low.y, [-0.4])
     assert b_ok.marker.color == charts.class_color(1) and a_ok.marker.color == charts.class_color(0)
+    # legend below the plot, so the equal-aspect plot keeps the column's width
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
 
 def test_image_mosaic_places_each_class_in_its_row():
     x = np.zeros((4, 1, 2, 2), dtype=np.uint8)
