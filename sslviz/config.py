@@ -192,7 +192,8 @@ PRESETS: dict[str, dict] = {
         "threshold_class_alpha": 0.5,
         "threshold_min": 0.8,
         "aug_class_alpha": 0.5,
-        "class_weighting": "inverse",
+        "class_weighting": "effective",
+        "effective_beta": 0.99,
         "dist_align": "labeled",
     },
 }
@@ -202,7 +203,7 @@ PRESET_DESCRIPTIONS = {
     "fixmatch-la": "FixMatch + logit-adjusted supervised loss (logits + log prior).",
     "flexmatch": "FlexMatch curriculum thresholds: classes the model learns slowly get lower thresholds.",
     "freematch": "FreeMatch self-adaptive thresholds from EMAs of global and per-class confidence.",
-    "balanced": "Frequency-scaled thresholds + rare classes augmented harder + inverse-frequency weights + DA.",
+    "balanced": "Frequency-scaled thresholds + rare classes augmented harder + effective-number weights + DA.",
 }
 
 

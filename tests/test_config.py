@@ -146,7 +146,7 @@ def test_presets_build_and_only_change_their_knobs(name):
 
 def test_flags_override_the_preset():
     cfg = from_preset("balanced", dist_align="none", gamma=10)
-    assert cfg.dist_align == "none" and cfg.gamma == 10 and cfg.class_weighting == "inverse"
+    assert cfg.dist_align == "none" and cfg.gamma == 10 and cfg.class_weighting == "effective"
 
 
 @pytest.mark.parametrize("text, match", [
