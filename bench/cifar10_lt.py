@@ -12,6 +12,7 @@ evaluated with its EMA model on the full test set.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def main(argv=None) -> list[dict]:
     cache_dir = Path(args.cache_dir) if args.cache_dir else home_dir() / "cache"
     base = dict(dataset=str(path.resolve()), n1=args.n1, gamma=args.gamma, m1=args.m1, gamma_u=args.gamma,
                 unlabeled_shape="consistent", model=args.model, steps=steps, batch_size=args.batch_size,
-                mu=args.mu, device=device.type, eval_every=args.eval_every or steps, log_every=min(10, steps),
+                mu=args.mu, device=device.type, eval_every=args.eval_every or steps, log_every=math.gcd(10, steps),
                 seed=args.seed)
     t = time.perf_counter()
     prepared = prepare(from_preset("fixmatch", **base), cache_dir)

@@ -91,7 +91,7 @@ def accumulation_micro(uB: int, log_every: int, reps: int = 200) -> tuple[float,
 
 def logging_share(steps: int, warm: int, log_every: int, batch: int, mu: int, repeats: int) -> dict:
     cfg = from_preset("fixmatch", dataset="digits", steps=warm + steps + log_every, batch_size=batch, mu=mu,
-                      device="cpu", log_every=log_every, eval_every=warm + steps + log_every + 1, seed=0)
+                      device="cpu", log_every=log_every, eval_every=log_every * ((warm + steps) // log_every + 2), seed=0)  # past the end: no eval
     p = prepare(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(Path(tmp) / "runs.db")

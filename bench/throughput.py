@@ -189,7 +189,7 @@ def run_sslviz(p: Prepared, model_name: str, device: torch.device, *, batch: int
     measured = max(log_every, math.ceil(steps / log_every) * log_every)
     total = warm + measured + log_every  # the final interval also runs an eval: not timed
     cfg = from_preset("fixmatch", dataset=p.dataset.name, model=model_name, steps=total, batch_size=batch, mu=mu,
-                      device=device.type, log_every=log_every, eval_every=total + 1, seed=0)
+                      device=device.type, log_every=log_every, eval_every=log_every * (total // log_every + 1), seed=0)  # past the end: no eval
     stamps: dict[int, float] = {}
 
     def progress(step: int) -> None:

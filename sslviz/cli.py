@@ -6,11 +6,12 @@ precedence is preset < ``--config`` YAML < flags. Bad input exits non-zero with 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .config import PRESET_DESCRIPTIONS, PRESETS, TrainConfig
+from .config import PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
 from .data import DatasetError
 from .params import InvalidParameterError
 from .splits import SplitError
@@ -88,21 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_config(args) -> TrainConfig:
-    import yaml
-
     values = {}
     if args.config is not None:
         try:
-            values = yaml.safe_load(args.config.read_text()) or {}
+            text = args.config.read_text()
         except OSError as exc:
             raise FileNotFoundError(f"Cannot read config file {args.config}: {exc.strerror}.") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)  # PyYAML's text spans lines; the CLI prints one
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise InvalidParameterError(f"{args.config} is not valid YAML{where}: {problem}") from None
-        if not isinstance(values, dict):
-            raise InvalidParameterError(f"{args.config} must hold a mapping of knob: value.")
+        values = parse_yaml(text, source=str(args.config))
     # args.preset (None unless --preset) is passed below, not merged: it must not erase the YAML's preset.
     values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig)
                    if f.name != "preset" and hasattr(args, f.name)})
@@ -177,32 +170,27 @@ def main(argv=None) -> int:
                 args.save_config.write_text(cfg.to_yaml())
                 print(f"wrote {args.save_config}")
                 return 0
-            if args.background:
-                from .worker import submit
+            from . import worker
 
-                print(f"run {submit(store, cfg)} queued in {store.path}")
+            if args.background:
+                print(f"run {worker.submit(store, cfg)} queued in {store.path}")
                 return 0
-            from .trainer import prepare, resolve_device, run_info
-            from .models import default_model_name
-
-            prepared = prepare(cfg, store.path.parent / "cache")
-            device = resolve_device(cfg.device)
-            model = default_model_name(prepared.dataset.input_shape, device.type) if cfg.model == "auto" else cfg.model
-            run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model, device))
-            return _train_foreground(store, run_id)
+            return _train_foreground(store, worker.record(store, cfg, pid=os.getpid()))
         if args.command == "resume":
-            from .worker import resume
+            from . import worker
 
             if args.background:
-                resume(store, args.run)
+                worker.resume(store, args.run)
                 print(f"run {args.run} queued to resume")
                 return 0
-            row = store.run(args.run)
-            if row is None or row["status"] in ("queued", "running"):
-                resume(store, args.run)  # raises the explanatory error
+            worker.check_resumable(store, args.run)
+            store.update_run(args.run, stop_requested=0)  # the Stop that ended it is spent
             return _train_foreground(store, args.run)
         if args.command == "stop":
-            store.request_stop(args.run)
+            if store.run(args.run) is None:
+                raise ValueError(f"There is no run {args.run} in {store.path}.")
+            if not store.request_stop(args.run):
+                raise ValueError(f"Run {args.run} is {store.run(args.run)['status']}; only queued or running runs stop.")
             print(f"stop requested for run {args.run}")
         elif args.command == "list":
             runs = store.runs()

@@ -7,7 +7,7 @@ from numbers import Integral, Real
 
 import yaml
 
-from .params import InvalidParameterError, Interval, NoneOK, Options, check_params
+from .params import Bool, InvalidParameterError, Interval, NoneOK, Options, Str, check_params
 
 THRESHOLD_SCHEDULES = ("fixed", "flexmatch", "freematch")
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
@@ -71,6 +71,14 @@ class TrainConfig:
 
     def __post_init__(self):
         check_params(dataclasses.asdict(self), CONSTRAINTS, "TrainConfig")
+        for name in ("eval_every", "checkpoint_every"):
+            # Evaluation and checkpoints happen at log steps, after the interval's metrics are flushed.
+            if getattr(self, name) % self.log_every:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of TrainConfig must be a multiple of log_every ({self.log_every}). "
+                    f"Got {getattr(self, name)!r} instead.",
+                    field=name,
+                )
         if self.threshold_min > self.threshold:
             raise InvalidParameterError(
                 f"The 'threshold_min' parameter of TrainConfig must be <= threshold ({self.threshold:g}). "
@@ -101,13 +109,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, text: str) -> "TrainConfig":
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
-            raise InvalidParameterError(f"The config is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
-        return cls.from_dict(values or {})
+        return cls.from_dict(parse_yaml(text))
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -121,24 +123,8 @@ def _int(lo, hi=None):
     return Interval(Integral, lo, hi, "both")
 
 
-class _Bool:
-    def is_satisfied_by(self, value) -> bool:
-        return isinstance(value, bool)
-
-    def __str__(self) -> str:
-        return "a bool"
-
-
-class _Str:
-    def is_satisfied_by(self, value) -> bool:
-        return isinstance(value, str)
-
-    def __str__(self) -> str:
-        return "a str"
-
-
 CONSTRAINTS = {
-    "dataset": [_Str()],
+    "dataset": [Str()],
     "n1": [_int(1), NoneOK()],
     "gamma": [_real(1, None)],
     "m1": [_int(0), NoneOK()],
@@ -157,7 +143,7 @@ CONSTRAINTS = {
     "threshold_class_alpha": [_real(0, 5)],
     "threshold_min": [_real(0, 1)],
     "threshold_warmup_steps": [_int(0)],
-    "flexmatch_warmup": [_Bool()],
+    "flexmatch_warmup": [Bool()],
     "freematch_momentum": [_real(0, 1, "left")],
     "class_weighting": [Options(CLASS_WEIGHTINGS)],
     "effective_beta": [_real(0, 1, "neither")],
@@ -175,9 +161,9 @@ CONSTRAINTS = {
     "log_every": [_int(1)],
     "eval_every": [_int(1)],
     "checkpoint_every": [_int(1)],
-    "compile": [_Bool()],
-    "preset": [_Str()],
-    "name": [_Str()],
+    "compile": [Bool()],
+    "preset": [Str()],
+    "name": [Str()],
 }
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 
@@ -205,6 +191,22 @@ PRESET_DESCRIPTIONS = {
     "freematch": "FreeMatch self-adaptive thresholds from EMAs of global and per-class confidence.",
     "balanced": "Frequency-scaled thresholds + rare classes augmented harder + effective-number weights + DA.",
 }
+
+
+def parse_yaml(text: str, source: str = "The config") -> dict:
+    """``yaml.safe_load`` a mapping of knobs; errors name ``source`` and fit on one line."""
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)  # PyYAML's own text spans several lines
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidParameterError(f"{source} is not valid YAML{where}: {problem}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InvalidParameterError(f"{source} must be a mapping of field: value, got {type(values).__name__}.")
+    return values
 
 
 def preset_values(name: str) -> dict:

@@ -36,7 +36,7 @@ class Interval:
     def is_satisfied_by(self, value) -> bool:
         if isinstance(value, bool) or not isinstance(value, self.type_):
             return False
-        if isinstance(value, float) and math.isnan(value):
+        if isinstance(value, float) and not math.isfinite(value):  # NaN and +-inf are never a valid knob
             return False
         if self.left is not None:
             if value < self.left or (value == self.left and self.closed in ("right", "neither")):
@@ -72,6 +72,26 @@ class Options:
         return "a str among {" + ", ".join(repr(o) for o in self.options) + "}"
 
 
+class Bool:
+    """True or False (not 0/1: YAML's `3` for a flag is a mistake worth reporting)."""
+
+    def is_satisfied_by(self, value) -> bool:
+        return isinstance(value, bool)
+
+    def __str__(self) -> str:
+        return "a bool"
+
+
+class Str:
+    """Any string."""
+
+    def is_satisfied_by(self, value) -> bool:
+        return isinstance(value, str)
+
+    def __str__(self) -> str:
+        return "a str"
+
+
 class NoneOK:
     """The value None."""
 
@@ -94,6 +114,18 @@ def check_params(values: dict, constraints: dict, caller: str) -> None:
         value = values[name]
         if not any(c.is_satisfied_by(value) for c in allowed):
             raise InvalidParameterError(
-                f"The {name!r} parameter of {caller} must be {describe(allowed)}. Got {value!r} instead.",
+                f"The {name!r} parameter of {caller} must be {describe(allowed)}. Got {value!r} instead."
+                + _number_hint(value, allowed),
                 field=name,
             )
+
+
+def _number_hint(value, allowed) -> str:
+    # YAML 1.1 reads 3e-2 (no dot) as a string; say so instead of leaving the user puzzled.
+    if isinstance(value, str) and any(isinstance(c, Interval) for c in allowed):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (YAML reads {value} as text; write it with a dot, e.g. {float(value)!r})"
+    return ""

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-STATUSES = ("queued", "running", "finished", "failed", "stopped")
 ACTIVE = ("queued", "running")
 CHECKPOINT_WAL_EVERY = 20  # commits between passive WAL checkpoints
 MAX_POINTS = 2000  # default cap on steps returned per series
@@ -92,14 +91,15 @@ def home_dir() -> Path:
 
 
 def default_store_path() -> Path:
-    return home_dir() / "runs.db"
+    """``$SSLVIZ_STORE``, else ``runs.db`` in :func:`home_dir`."""
+    return Path(os.environ.get("SSLVIZ_STORE") or home_dir() / "runs.db")
 
 
 def _explain(exc: sqlite3.Error, path: Path) -> StoreError:
     text = str(exc)
     if "readonly" in text or "read-only" in text:
         why = "is read-only; point SSLVIZ_HOME (or --store) at a writable folder"
-    elif "disk is full" in text or "full" in text:
+    elif "full" in text:
         why = "cannot grow: the disk is full; free space or move the store with SSLVIZ_HOME"
     elif "unable to open" in text:
         why = "cannot be opened; check that its folder exists and is writable"
@@ -169,15 +169,19 @@ class RunStore:
             self._local.conn = None
 
     # -- run registry -----------------------------------------------------
-    def create_run(self, config: dict, *, info: dict | None = None) -> int:
-        """Record a new queued run; returns its id."""
+    def create_run(self, config: dict, *, info: dict | None = None, pid: int | None = None) -> int:
+        """Record a new run, queued, or already running in process ``pid`` (a foreground CLI run,
+        claimed in the same transaction so no reaper can start a second worker for it); returns its id."""
         conn = self._conn()
+        now = time.time()
         try:
             conn.execute("BEGIN IMMEDIATE")
             cur = conn.execute(
-                "INSERT INTO runs (name, preset, config, status, created, total_steps, info) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                (config.get("name", ""), config.get("preset", ""), json.dumps(config), time.time(),
-                 int(config["steps"]), json.dumps(info or {})),
+                "INSERT INTO runs (name, preset, config, status, created, total_steps, info, pid, heartbeat, started) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (config.get("name", ""), config.get("preset", ""), json.dumps(config),
+                 "queued" if pid is None else "running", now, int(config["steps"]), json.dumps(info or {}),
+                 pid, None if pid is None else now, None if pid is None else now),
             )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -195,8 +199,9 @@ class RunStore:
 
     def claim_run(self, run_id: int, pid: int, device: str) -> None:
         now = time.time()
+        # stop_requested is kept: a Stop pressed while the worker was booting still counts.
         self.update_run(run_id, status="running", pid=pid, device=device, started=now, heartbeat=now, error=None,
-                        finished=None, stop_requested=0)
+                        finished=None)
 
     def claim_queued(self, run_id: int, device: str, slots: int) -> bool:
         """Mark queued ``run_id`` running on ``device`` ("cpu"/"cuda") if fewer than ``slots`` runs run there.
@@ -224,14 +229,27 @@ class RunStore:
             raise _explain(exc, self.path) from None
         return cur.rowcount == 1
 
+    def set_pid(self, run_id: int, pid: int, heartbeat: float) -> None:
+        """Record a just-spawned worker's pid, unless it has already claimed (or finished) the run itself."""
+        self._write([("UPDATE runs SET pid = ?, heartbeat = ? WHERE id = ? AND status = 'running' AND pid IS NULL",
+                      (pid, heartbeat, run_id))])
+
     def finish_run(self, run_id: int, status: str, error: str | None = None) -> None:
         self.update_run(run_id, status=status, error=error, finished=time.time())
 
     def heartbeat(self, run_id: int) -> None:
         self.update_run(run_id, heartbeat=time.time())
 
-    def request_stop(self, run_id: int) -> None:
-        self._write([("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))])
+    def request_stop(self, run_id: int) -> bool:
+        """Ask a running run to stop; a queued run is stopped at once. False if the run is not active."""
+        row = self._conn().execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row[0] not in ACTIVE:
+            return False
+        self._write([
+            ("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,)),
+            ("UPDATE runs SET status = 'stopped', finished = ? WHERE id = ? AND status = 'queued'", (time.time(), run_id)),
+        ])
+        return True
 
     def stop_requested(self, run_id: int) -> bool:
         row = self._conn().execute("SELECT stop_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -266,7 +284,8 @@ class RunStore:
 
     def truncate_after(self, run_id: int, step: int) -> None:
         """Drop metrics recorded after ``step`` (a resume restarts from the checkpoint there)."""
-        self._write([(f"DELETE FROM {t} WHERE run_id = ? AND step > ?", (run_id, step)) for t in METRIC_TABLES])
+        self._write([*((f"DELETE FROM {t} WHERE run_id = ? AND step > ?", (run_id, step)) for t in METRIC_TABLES),
+                     ("UPDATE runs SET step = ? WHERE id = ?", (step, run_id))])
 
     def add_event(self, run_id: int, kind: str, message: str) -> None:
         self._write([("INSERT INTO events (run_id, wall, kind, message) VALUES (?, ?, ?, ?)",

@@ -49,9 +49,12 @@ class Prepared:
     gamma_u: float
 
 
-def prepare(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) -> Prepared:
-    """Load the dataset and build the split; raises DatasetError / SplitError with user-facing text."""
-    dataset = load_dataset(cfg.dataset, cache_dir)
+def prepare(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, *, dataset: Dataset | None = None) -> Prepared:
+    """Load the dataset (unless given, e.g. from a UI cache) and build the split.
+
+    Raises DatasetError / SplitError with user-facing text.
+    """
+    dataset = dataset if dataset is not None else load_dataset(cfg.dataset, cache_dir)
     n1_default, m1_default = default_counts(dataset)
     n1 = cfg.n1 if cfg.n1 is not None else n1_default
     m1 = cfg.m1 if cfg.m1 is not None else m1_default
@@ -63,9 +66,10 @@ def prepare(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) -> Pre
     return Prepared(dataset, split, n1, m1, gamma_u)
 
 
-def preview_split(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def preview_split(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, *,
+                  dataset: Dataset | None = None) -> pd.DataFrame:
     """Per-class labeled / unlabeled / test counts of ``cfg``'s split (long format), before any training."""
-    p = prepare(cfg, cache_dir)
+    p = prepare(cfg, cache_dir, dataset=dataset)
     return split_frame(p.split, p.dataset.y_test, p.dataset.class_names)
 
 

@@ -26,47 +26,77 @@ import torch
 from .config import TrainConfig
 from .store import RunStore, StoreError
 from .trainer import Diverged, load_checkpoint, prepare, resolve_device, run_info, train
-from .models import default_model_name
+from .models import build_model, default_model_name
 
 HEARTBEAT_EVERY = 2.0  # seconds between heartbeats
-LOST_AFTER = 8.0  # a running run silent this long, or whose pid is gone, is "process lost"
+# A run whose pid is gone is "process lost" at the next reap (the dashboard reaps every 1.5 s). Silence alone
+# counts only after LOST_AFTER, longer than the store's 30 s busy timeout a live heartbeat may wait out.
+LOST_AFTER = 45.0
 STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
 PROCESS_LOST = "process lost"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def device_slots(device_type: str) -> int:
-    """Simultaneous runs allowed per device type: ``SSLVIZ_GPU_SLOTS`` per GPU (1), ``SSLVIZ_CPU_SLOTS`` (2)."""
-    if device_type == "cuda":
-        return int(os.environ.get("SSLVIZ_GPU_SLOTS", "1")) * max(1, torch.cuda.device_count())
-    return int(os.environ.get("SSLVIZ_CPU_SLOTS", "2"))
+    """Simultaneous runs allowed: ``SSLVIZ_GPU_SLOTS`` (default 1) on the GPU, ``SSLVIZ_CPU_SLOTS`` (2) on the CPU.
+
+    Every CUDA run uses the current device (cuda:0), so GPU slots are not multiplied by the GPU count.
+    """
+    name, default = ("SSLVIZ_GPU_SLOTS", "1") if device_type == "cuda" else ("SSLVIZ_CPU_SLOTS", "2")
+    raw = os.environ.get(name, default)
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number >= 0 (simultaneous runs); got {raw!r}.")
+    return int(raw)
+
+
+def _run_files(store: RunStore, kind: str, run_id: int, suffix: str) -> Path:
+    # Named after the store file, so two stores in one folder never share a run's checkpoint.
+    return store.path.parent / kind / f"{store.path.stem}-run{run_id}{suffix}"
 
 
 def checkpoint_path(store: RunStore, run_id: int) -> Path:
-    return store.path.parent / "checkpoints" / f"run_{run_id}.pt"
+    return _run_files(store, "checkpoints", run_id, ".pt")
+
+
+def log_path(store: RunStore, run_id: int) -> Path:
+    return _run_files(store, "logs", run_id, ".log")
 
 
 def cache_dir(store: RunStore) -> Path:
     return store.path.parent / "cache"
 
 
-def log_path(store: RunStore, run_id: int) -> Path:
-    return store.path.parent / "logs" / f"run_{run_id}.log"
+def delete(store: RunStore, run_id: int) -> None:
+    """Delete a finished run: its rows, checkpoint and log file."""
+    row = store.run(run_id)
+    if row is not None and row["status"] in ("queued", "running"):
+        raise ValueError(f"Run {run_id} is {row['status']}; stop it before deleting it.")
+    checkpoint_path(store, run_id).unlink(missing_ok=True)
+    log_path(store, run_id).unlink(missing_ok=True)
+    store.delete_run(run_id)
 
 
 def submit(store: RunStore, cfg: TrainConfig) -> int:
     """Validate ``cfg`` against its data, record it as queued and start it if a slot is free."""
-    prepared = prepare(cfg, cache_dir(store))
-    device = resolve_device(cfg.device)
-    model = default_model_name(prepared.dataset.input_shape, device.type) if cfg.model == "auto" else cfg.model
-    run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model, device))
-    store.add_event(run_id, "queued", f"queued on {device.type}")
+    run_id = record(store, cfg)
+    store.add_event(run_id, "queued", "queued")
     reap(store)
     return run_id
 
 
-def resume(store: RunStore, run_id: int) -> None:
-    """Queue a stopped or failed run again; its worker continues from the last checkpoint."""
+def record(store: RunStore, cfg: TrainConfig, pid: int | None = None) -> int:
+    """Check ``cfg`` against its data and model (so mistakes surface now, not in a background process)
+    and store the run: queued, or running in ``pid``."""
+    prepared = prepare(cfg, cache_dir(store))
+    device = resolve_device(cfg.device)
+    ds = prepared.dataset
+    model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+    build_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)  # raises for a wrong input shape
+    return store.create_run(cfg.to_dict(), info=run_info(prepared, model, device), pid=pid)
+
+
+def check_resumable(store: RunStore, run_id: int) -> None:
+    """Raise ValueError saying why ``run_id`` cannot be resumed, if it cannot."""
     row = store.run(run_id)
     if row is None:
         raise ValueError(f"There is no run {run_id} in {store.path}.")
@@ -74,6 +104,11 @@ def resume(store: RunStore, run_id: int) -> None:
         raise ValueError(f"Run {run_id} is {row['status']}; only stopped or failed runs can be resumed.")
     if not checkpoint_path(store, run_id).exists():
         raise ValueError(f"Run {run_id} has no checkpoint to resume from; start a new run with its config instead.")
+
+
+def resume(store: RunStore, run_id: int) -> None:
+    """Queue a stopped or failed run again; its worker continues from the last checkpoint."""
+    check_resumable(store, run_id)
     store.update_run(run_id, status="queued", error=None, finished=None, stop_requested=0, pid=None)
     store.add_event(run_id, "resume", "queued to resume from its last checkpoint")
     reap(store)
@@ -136,20 +171,27 @@ def _spawn(store: RunStore, run_id: int, device: str) -> None:
         )
     # A heartbeat in the future gives the worker time to boot; a dead pid is still caught at once.
     now = time.time()
-    store.update_run(run_id, status="running", pid=proc.pid, device=device, heartbeat=now + STARTUP_GRACE, started=now)
+    store.set_pid(run_id, proc.pid, heartbeat=now + STARTUP_GRACE)
 
 
 class _Heartbeat(threading.Thread):
+    """Beats every HEARTBEAT_EVERY s; sets ``lost`` if the store no longer lists this process as the run's worker
+    (a reaper gave up on it), so the trainer stops instead of writing into a run marked failed."""
+
     def __init__(self, store: RunStore, run_id: int):
         super().__init__(daemon=True)
-        self.store, self.run_id, self.done = store, run_id, threading.Event()
+        self.store, self.run_id = store, run_id
+        self.done, self.lost = threading.Event(), threading.Event()
 
     def run(self):
         while not self.done.wait(HEARTBEAT_EVERY):
             try:
                 self.store.heartbeat(self.run_id)
+                row = self.store.run(self.run_id)
             except StoreError:
-                pass  # the main thread reports store failures
+                continue  # the main thread reports store failures
+            if row is None or row["status"] != "running" or row["pid"] != os.getpid():
+                self.lost.set()
 
 
 def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
@@ -164,21 +206,32 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         # Share the cores between the runs allowed to train at once.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // device_slots("cpu")))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, device_slots("cpu"))))
     store.claim_run(run_id, os.getpid(), str(device))
     ckpt = checkpoint_path(store, run_id)
     resume_from = ckpt.exists()
 
     terminate = threading.Event()
+
+    def graceful(signum, frame):  # first SIGTERM / Ctrl-C: stop at the next log step; a second Ctrl-C: now
+        if terminate.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        terminate.set()
+
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: terminate.set())
+        previous = {sig: signal.signal(sig, graceful) for sig in (signal.SIGTERM, signal.SIGINT)}
     heartbeat = _Heartbeat(store, run_id)
     heartbeat.start()
     status, error = "failed", None
     try:
         # Inside the try: an unreadable checkpoint fails the run with its reason, not as "process lost".
         if resume_from:
-            step = int(load_checkpoint(ckpt)["step"])
+            saved = load_checkpoint(ckpt)
+            # A checkpoint of another config (a store rebuilt under the same name) is not this run's.
+            resume_from = saved["config"] == cfg.to_yaml()
+        if resume_from:
+            step = int(saved["step"])
             store.truncate_after(run_id, step)
             store.add_event(run_id, "resumed", f"resumed from step {step}")
         else:
@@ -186,7 +239,7 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
         summary = train(
             cfg,
             on_log=lambda record: store.log(run_id, record),
-            should_stop=lambda: terminate.is_set() or store.stop_requested(run_id),
+            should_stop=lambda: terminate.is_set() or heartbeat.lost.is_set() or store.stop_requested(run_id),
             checkpoint_path=ckpt,
             resume=resume_from,
             cache_dir=cache_dir(store),
@@ -207,6 +260,10 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
         store.add_event(run_id, "traceback", traceback.format_exc())
     finally:
         heartbeat.done.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if heartbeat.lost.is_set():  # already marked failed by a reaper; leave its verdict
+        return "failed"
     store.finish_run(run_id, status, error)
     store.add_event(run_id, status, error or status)
     reap(store)

@@ -122,7 +122,7 @@ def test_submit_refuses_bad_data_before_recording(recorded, values):
                        r"Got 'fifty' instead\."),
     ("steps: 10.5\n", r"The 'steps' parameter of TrainConfig must be an int in the range"),
     ("compile: yes please\n", r"The 'compile' parameter of TrainConfig must be a bool\. Got 'yes please'"),
-    ("[1, 2]\n", r"must hold a mapping of knob: value"),
+    ("[1, 2]\n", r"must be a mapping of field: value, got list"),
     ("gamma: [1,\n", r"is not valid YAML \(line 2, column 1\): expected the node content, but found '<stream end>'"),
     ("gamma: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
      r"is not valid YAML \(line 1, column 8\): could not determine a constructor for the tag "

@@ -89,6 +89,8 @@ def test_unhashable_preset_value(preset):
 def test_valid_configs_round_trip_yaml(values):
     if values.get("threshold_min", 0.5) > values.get("threshold", 0.95):
         values["threshold_min"] = values.get("threshold", 0.95)
+    for name in ("eval_every", "checkpoint_every"):  # must be multiples of log_every
+        values[name] = values.get(name, 100) * values.get("log_every", 10)
     cfg = TrainConfig.from_dict(values)
     text = cfg.to_yaml()
     again = TrainConfig.from_yaml(text)
@@ -154,7 +156,7 @@ def test_flags_override_the_preset():
     ("gamma: ten\n", TEMPLATE.format("gamma")),
     ("steps: 1.5\n", TEMPLATE.format("steps")),
     ("flexmatch_warmup: 3\n", TEMPLATE.format("flexmatch_warmup")),
-    ("- 1\n- 2\n", r"A config must be a mapping of field: value, got list"),
+    ("- 1\n- 2\n", r"The config must be a mapping of field: value, got list"),
     ("gamma: [\n", r"The config is not valid YAML"),
     ("preset: nope\n", r"'preset' parameter .* among"),
 ])
@@ -175,3 +177,20 @@ def test_streamlit_binds_localhost_only():
     conf = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert conf["server"]["address"] == "127.0.0.1"
     assert conf["browser"]["gatherUsageStats"] is False
+
+
+def test_eval_and_checkpoint_intervals_must_be_multiples_of_log_every():
+    with pytest.raises(InvalidParameterError, match=r"'eval_every' parameter .* multiple of log_every \(10\)\. Got 15"):
+        TrainConfig(eval_every=15)
+    with pytest.raises(InvalidParameterError, match=r"'checkpoint_every' .* multiple of log_every \(20\)"):
+        TrainConfig(log_every=20, eval_every=100, checkpoint_every=250)
+
+
+def test_non_finite_numbers_are_refused():
+    with pytest.raises(InvalidParameterError, match=r"'gamma' parameter .* Got inf instead"):
+        TrainConfig.from_yaml("gamma: .inf\n")
+
+
+def test_yaml_exponent_without_dot_gets_a_hint():
+    with pytest.raises(InvalidParameterError, match=r"YAML reads 3e-2 as text; write it with a dot, e.g. 0.03"):
+        TrainConfig.from_yaml("lr: 3e-2\n")

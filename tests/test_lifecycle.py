@@ -308,3 +308,55 @@ def test_three_concurrent_runs_share_two_cpu_slots(store, tiny, wait_for, monkey
         log = worker.log_path(store, rid).read_text()
         assert "locked" not in log and "Traceback" not in log, log
     assert len({store.run(i)["pid"] for i in ids}) == 3
+
+
+# -- found in review: queued stop, stale checkpoints, a worker given up on -------------------------
+
+
+def test_stopping_a_queued_run_stops_it_and_it_never_starts(store, tiny, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # nothing may start
+    rid = worker.submit(store, TrainConfig(**tiny))
+    assert store.run(rid)["status"] == "queued"
+    assert store.request_stop(rid) is True
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "2")
+    worker.reap(store)
+    assert store.run(rid)["status"] == "stopped"
+    assert store.request_stop(rid) is False  # nothing left to stop
+
+
+def test_checkpoint_of_another_config_is_not_resumed(store, tiny):
+    first = store.create_run(TrainConfig(**tiny).to_dict())
+    assert worker.run_worker(store, first) == "finished"
+    # the same run id in a store rebuilt under the same name, with another config
+    other = TrainConfig(**{**tiny, "seed": 7})
+    store.delete_run(first)
+    rid = store.create_run(other.to_dict())
+    assert worker.checkpoint_path(store, rid).exists() == (rid == first)
+    assert worker.run_worker(store, rid) == "finished"
+    assert "resumed" not in events(store, rid) and "started" in events(store, rid)
+    assert steps_of(store, rid) == expected_steps(other)
+
+
+def test_a_worker_marked_lost_stops_and_keeps_the_verdict(store, tiny, monkeypatch):
+    monkeypatch.setattr(worker, "HEARTBEAT_EVERY", 0.05)
+    cfg = TrainConfig(**{**tiny, "steps": 100_000, "eval_every": 100_000})
+    rid = store.create_run(cfg.to_dict())
+
+    def give_up(step):  # a reaper on another machine decided this run was lost
+        if step == 20:
+            store.finish_run(rid, "failed", worker.PROCESS_LOST)
+
+    assert worker.run_worker(store, rid, progress=give_up) == "failed"
+    row = store.run(rid)
+    assert row["status"] == "failed" and row["error"] == worker.PROCESS_LOST and row["step"] < 100_000
+
+
+def test_cli_stop_of_unknown_or_finished_run_is_an_error(store, tiny, capsys):
+    from sslviz import cli
+
+    assert cli.main(["--store", str(store.path), "stop", "999"]) == 2
+    assert "There is no run 999" in capsys.readouterr().err
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    store.finish_run(rid, "finished")
+    assert cli.main(["--store", str(store.path), "stop", str(rid)]) == 2
+    assert "only queued or running runs stop" in capsys.readouterr().err
