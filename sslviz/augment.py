@@ -134,9 +134,8 @@ def strong_images(
 
 def jitter_points(x: Tensor, sigma: Tensor | float, *, generator: torch.Generator) -> Tensor:
     """Add Gaussian noise ``N(0, sigma^2)`` to 2-D points ``(B, 2)``; ``sigma`` is a float or ``(B,)``."""
-    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x + sigma[:, None] * noise
+    return x + (sigma[:, None] if torch.is_tensor(sigma) else sigma) * noise
 
 
 def class_strength_multiplier(
@@ -200,8 +199,7 @@ def _gather_rows_cols(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
 def _grey(x: Tensor) -> Tensor:
     """Luma ``(B, 1, H, W)``, ITU-R 601 weights for RGB (as PIL's ``convert('L')``)."""
     if x.shape[1] == 3:
-        weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
-        return (x * weights[:, None, None]).sum(1, keepdim=True)
+        return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
     return x.mean(1, keepdim=True)
 
 
@@ -308,8 +306,11 @@ def _warp(x: Tensor, inverse_map: Tensor) -> Tensor:
     """Resample ``x`` through pixel-unit maps ``(B, 3, 3)``; outside pixels become grey."""
     _, _, H, W = x.shape
     # Pixel offsets u from the centre are normalised as 2u/W (align_corners=False).
-    to_norm = torch.diag(torch.tensor([2.0 / W, 2.0 / H, 1.0], dtype=x.dtype, device=x.device))
-    to_pixel = torch.diag(torch.tensor([W / 2.0, H / 2.0, 1.0], dtype=x.dtype, device=x.device))
+    # Built from Python scalars: torch.tensor([...], device=cuda) would be a blocking host-to-device copy.
+    to_norm = torch.eye(3, dtype=x.dtype, device=x.device)
+    to_pixel = torch.eye(3, dtype=x.dtype, device=x.device)
+    to_norm[0, 0], to_norm[1, 1] = 2.0 / W, 2.0 / H
+    to_pixel[0, 0], to_pixel[1, 1] = W / 2.0, H / 2.0
     theta = (to_norm @ inverse_map @ to_pixel)[:, :2]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Zero padding of (x - grey) fills with grey, as FixMatch's fill=(128, 128, 128).
@@ -320,8 +321,8 @@ def _cutout(x: Tensor, strength: Tensor, generator: torch.Generator) -> Tensor:
     """Grey square of side ``min(0.5 * strength, 0.75) * H`` at a uniform centre, clipped at borders."""
     B, _, H, W = x.shape
     side = ((CUTOUT_FRACTION * strength).clamp(max=CUTOUT_MAX_FRACTION) * H).round().long()
-    size = torch.tensor([[H], [W]], device=x.device)
-    centre = (torch.rand(2, B, generator=generator, device=x.device) * size).long()
+    u = torch.rand(2, B, generator=generator, device=x.device)
+    centre = torch.stack([u[0] * H, u[1] * W]).long()
     start = centre - side // 2  # (2, B)
     rows = torch.arange(H, device=x.device)
     cols = torch.arange(W, device=x.device)

@@ -27,7 +27,7 @@ _FOLDER_COUNTS = (1500, 3000)  # CIFAR-10-LT protocol
 
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_FILES = _CIFAR_TRAIN + ("test_batch",)
-_RESIZE_TO = (32, 32)  # used only when a folder's images differ in size
+_RESIZE_TO = (32, 32)  # folder images of mixed sizes, or of sizes the models do not take (not <= 16 or 32)
 
 
 class DatasetError(ValueError):
@@ -231,11 +231,25 @@ def _load_cifar(folder: Path, name: str) -> Dataset:
     )
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickler that builds numpy arrays and plain containers only: a crafted pickle cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are expected")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
-    """Load one CIFAR pickle (a local file the user pointed us at)."""
+    """Load one CIFAR pickle (a local file the user pointed us at) without running code from it."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _ArraysOnly(f, encoding="bytes").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise DatasetError(f"CIFAR-10 file {str(path)!r} could not be read: {exc}") from exc
 
@@ -343,7 +357,9 @@ def _decode_all(files: list[Path], n_first: int) -> tuple[np.ndarray, np.ndarray
     chunks = [files[i : i + 500] for i in range(0, len(files), 500)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         sizes = set().union(*pool.map(lambda c: {_image_size(p) for p in c}, chunks))
-        target = next(iter(sizes)) if len(sizes) == 1 else _RESIZE_TO
+        common = next(iter(sizes)) if len(sizes) == 1 else None
+        # Keep a common size the models take (cnn_digits: up to 16x16; cnn32 / WRN: 32x32), else resize.
+        target = common if common and (max(common) <= 16 or common == _RESIZE_TO) else _RESIZE_TO
         images = [
             im for c in pool.map(lambda c: [_decode_image(p, target) for p in c], chunks) for im in c
         ]

@@ -6,6 +6,7 @@ and turns them into the per-class record the store and charts read.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -54,7 +55,9 @@ class IntervalMeter:
     def flush(self, thresholds: Tensor) -> dict:
         """Copy the sums to the host (the interval's one sync), reset, and return
         ``{"scalars", "classes", "pseudo_confusion"}`` with means over the interval."""
-        h = {k: v.cpu().numpy() for k, v in vars(self).items() if torch.is_tensor(v)}
+        sums = {k: v for k, v in vars(self).items() if torch.is_tensor(v)}
+        flat = torch.cat(list(sums.values())).cpu().numpy()  # one device-to-host copy
+        h = dict(zip(sums, np.split(flat, np.cumsum([v.numel() for v in sums.values()])[:-1])))
         steps, thr = max(self.steps, 1), thresholds.float().cpu().numpy()
         self.reset()
         losses = h["losses"] / steps

@@ -50,7 +50,9 @@ def flexmatch_thresholds(tau: float, predicted: Tensor, num_classes: int, warmup
     >>> flexmatch_thresholds(0.9, torch.tensor([0, 0, 0, 1, -1, -1]), 2, warmup=False)
     tensor([0.9000, 0.1800])
     """
-    sigma = torch.bincount(predicted[predicted >= 0], minlength=num_classes).float()
+    # scatter_add instead of bincount(predicted[predicted >= 0]): no boolean indexing, so no host sync on CUDA.
+    used = (predicted >= 0).float()
+    sigma = torch.zeros(num_classes, device=predicted.device).scatter_add_(0, predicted.clamp(min=0), used)
     denom = sigma.max()
     if warmup:
         denom = torch.maximum(denom, (predicted < 0).sum().float())

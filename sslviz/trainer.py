@@ -162,7 +162,7 @@ def snapshot_2d(model, x_unlabeled, y_unlabeled, thresholds, kind: str, gen_seed
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     # As in FixMatch: no weight decay on biases and BatchNorm parameters.
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -212,17 +212,20 @@ def train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema_model = copy.deepcopy(model) if cfg.ema_decay > 0 else None
+    eval_model = ema_model if ema_model is not None else model
     optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     forward = torch.compile(model) if cfg.compile else model
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     # Everything the loop touches lives on the device: images stay uint8 until augmented.
-    as_t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-    x_l, y_l = as_t(ds.x_train[split.labeled_idx]), as_t(ds.y_train[split.labeled_idx])
-    x_u, y_u = as_t(ds.x_train[split.unlabeled_idx]), as_t(ds.y_train[split.unlabeled_idx])
-    x_test = as_t(ds.x_test)
+    def on_device(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, device=device)
+
+    x_l, y_l = on_device(ds.x_train[split.labeled_idx]), on_device(ds.y_train[split.labeled_idx])
+    x_u, y_u = on_device(ds.x_train[split.unlabeled_idx]), on_device(ds.y_train[split.unlabeled_idx])
+    x_test = on_device(ds.x_test)
     n_l, n_u = len(x_l), len(x_u)
-    B, uB = cfg.batch_size, cfg.mu * cfg.batch_size if n_u else 0
+    B, uB = cfg.batch_size, (cfg.mu * cfg.batch_size if n_u else 0)  # no unlabeled data: supervised only
 
     # Per-class constants of the mitigations.
     counts_l = torch.as_tensor(split.labeled_counts, dtype=torch.float32, device=device)
@@ -287,16 +290,19 @@ def train(
     step = start
     for step in range(start + 1, cfg.steps + 1):
         # -- learning rate ---------------------------------------------------
-        lr = techniques.cosine_lr(step - 1, cfg.steps, cfg.lr)
+        lr = techniques.cosine_lr(step - 1, cfg.steps, cfg.lr)  # steps count from 1; the schedule from 0
         for group in optimizer.param_groups:
             group["lr"] = lr
 
         # -- sample a labeled batch and an unlabeled batch (with replacement) --
         il = torch.randint(n_l, (B,), generator=gen, device=device)
         xl, yl = x_l[il], y_l[il]
-        # Labeled samples of rare classes get extra augmentation when aug_class_alpha > 0.
-        l_strength = (cfg.aug_strength * (aug_mult[yl] - 1)).clamp(max=cfg.aug_strength)
-        xl = _views(xl, kind, ds.hflip, l_strength if cfg.aug_class_alpha > 0 else None, gen)
+        # Labeled samples of rare classes get extra augmentation when aug_class_alpha > 0: strength
+        # aug_strength * (multiplier - 1), so the head class (multiplier 1) keeps the plain weak view.
+        l_strength = None
+        if cfg.aug_class_alpha > 0:
+            l_strength = (cfg.aug_strength * (aug_mult[yl] - 1)).clamp(max=cfg.aug_strength)
+        xl = _views(xl, kind, ds.hflip, l_strength, gen)
 
         if uB:
             iu = torch.randint(n_u, (uB,), generator=gen, device=device)
@@ -352,7 +358,7 @@ def train(
                 ema_p, p_ = list(ema_model.parameters()), list(model.parameters())
                 torch._foreach_lerp_(ema_p, p_, 1.0 - decay)
                 for eb, b in zip(ema_model.buffers(), model.buffers()):
-                    eb.copy_(b)
+                    eb.copy_(b)  # BatchNorm statistics are already running averages: copy, do not average
 
         # -- accumulate metrics on the device ----------------------------------
         zero = torch.zeros((), device=device)
@@ -373,7 +379,6 @@ def train(
                            "Lower lr or lambda_u, or raise the threshold.")
         # Also evaluate at a new run's first log step, so its test charts appear at once.
         if step % cfg.eval_every == 0 or last or step == cfg.log_every:
-            eval_model = ema_model if ema_model is not None else model
             record["eval"] = final = evaluate(eval_model, x_test, ds.y_test, K, kind)
             if kind == "points" and n_u:
                 record["snapshot"] = snapshot_2d(eval_model, x_u, y_u, thresholds, kind, cfg.seed)
@@ -381,18 +386,20 @@ def train(
             on_log(record)
         if progress is not None:
             progress(step)
-        if checkpoint_path is not None and (step % cfg.checkpoint_every == 0 or last):
+        saved = step % cfg.checkpoint_every == 0 or last
+        if saved:
             checkpoint(step)
         if should_stop is not None and not last and should_stop():
             if "eval" not in record:  # a stopped run's final test metrics are recorded too
-                final = evaluate(ema_model if ema_model is not None else model, x_test, ds.y_test, K, kind)
+                final = evaluate(eval_model, x_test, ds.y_test, K, kind)
                 if on_log is not None:
                     on_log({"step": step, "wall": time.time() - t0, "eval": final})
-            checkpoint(step)
+            if not saved:
+                checkpoint(step)
             status = "stopped"
             break
 
     if step == start:  # nothing left to train (resumed a finished run)
-        final = evaluate(ema_model if ema_model is not None else model, x_test, ds.y_test, K, kind)
+        final = evaluate(eval_model, x_test, ds.y_test, K, kind)
     return {"status": status, "step": step, "wall": time.time() - t0, "model": model_name, "device": str(device),
             **final}

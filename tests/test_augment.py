@@ -198,3 +198,21 @@ def test_cpu_subset_colour_ops_equal_the_whole_batch_path_used_on_cuda():
     batched = _colour_ops(x, op, magnitude, signed, whole_batch=True)
     torch.testing.assert_close(subset, batched, rtol=0, atol=1e-6)
     assert not torch.equal(subset, x)  # the ops did change the colour-op samples
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_strong_view_and_thresholds_never_sync_with_the_host_on_cuda():
+    from sslviz import techniques
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.rand(64, 3, 32, 32, device="cuda")
+    strength = torch.rand(64, device="cuda") * 2
+    predicted = torch.randint(-1, 10, (500,), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        weak_images(x, hflip=True, generator=g)
+        strong_images(x, strength, hflip=True, generator=g)
+        techniques.flexmatch_thresholds(0.95, predicted, 10, warmup=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -241,3 +241,23 @@ def test_test_classes_differ(tmp_path):
     (tmp_path / "test" / "owl").rename(tmp_path / "test" / "emu")
     with pytest.raises(DatasetError, match=r"missing in test: \['owl'\]; extra in test: \['emu'\]"):
         load_dataset(str(tmp_path))
+
+
+class _Boom:
+    def __reduce__(self):  # what a malicious pickle would carry: a call on load
+        return (print, ("pwned",))
+
+
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path, capsys):
+    write_cifar(tmp_path)
+    (tmp_path / "data_batch_2").write_bytes(pickle.dumps({b"data": _Boom(), b"labels": []}))
+    with pytest.raises(DatasetError, match=r"data_batch_2.*refusing to load builtins.print"):
+        load_dataset(str(tmp_path))
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_folder_of_a_size_no_model_takes_is_resized_to_32(tmp_path):
+    root = make_folder(tmp_path / "big", classes=("cat", "dog"))
+    for png in root.rglob("*.png"):
+        write_png(png, (10, 20, 30), size=(48, 48))
+    assert load_dataset(str(root)).input_shape == (3, 32, 32)

@@ -236,7 +236,8 @@ def test_unexpected_error_is_reported_with_traceback(store, tiny, monkeypatch):
 
 
 def test_sigkill_is_reported_lost_and_resume_matches_an_unbroken_run(store, tiny, wait_for):
-    cfg = TrainConfig(**{**tiny, "steps": 120, "eval_every": 40, "checkpoint_every": 20})
+    # Long enough (~2-3 s of toy2d steps) that the kill always lands mid-run, even on a loaded machine.
+    cfg = TrainConfig(**{**tiny, "steps": 2000, "eval_every": 400, "checkpoint_every": 20})
     rid = worker.submit(store, cfg)
     assert store.run(rid)["status"] == "running"
     row = wait_for(lambda: (r := store.run(rid))["step"] >= 25 and r, timeout=90)
@@ -263,10 +264,10 @@ def test_sigkill_is_reported_lost_and_resume_matches_an_unbroken_run(store, tiny
     # the worker above already ran through `python -m sslviz worker`).
     assert cli.main(["--store", str(store.path), "resume", str(rid)]) == 0
     row = store.run(rid)
-    assert row["status"] == "finished" and row["error"] is None and row["step"] == 120
+    assert row["status"] == "finished" and row["error"] is None and row["step"] == 2000
     assert steps_of(store, rid) == expected_steps(cfg)  # every log step exactly once
-    assert steps_of(store, rid, "evals") == [5, 40, 80, 120]  # the first log step is evaluated too
-    assert len(store.class_train(rid, None)) == 24 * 6
+    assert steps_of(store, rid, "evals") == [5, 400, 800, 1200, 1600, 2000]  # the first log step too
+    assert len(store.class_train(rid, None)) == 400 * 6
     assert f"resumed from step {ckpt['step']}" in store.events(rid).message.tolist()
 
     # The same config trained without interruption, on one thread like the worker.
