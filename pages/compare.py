@@ -6,15 +6,7 @@ from sslviz import bias, charts, ui
 
 ui.require_router()
 
-store = ui.get_store()
-ui.reap(store)
-runs = store.runs()
-
-st.title("Compare runs")
-if runs.empty:
-    st.info("No runs yet — start one on Setup.")
-    st.page_link(ui.PAGES["setup"], label="Go to Setup", icon=":material/tune:")
-    st.stop()
+store, runs = ui.runs_or_empty_state("Compare runs")
 
 configs = {int(r["id"]): ui.run_config(r) for _, r in runs.iterrows()}
 labels = {int(r["id"]): ui.run_label(r) for _, r in runs.iterrows()}
@@ -95,6 +87,8 @@ else:
     st.plotly_chart(charts.make_bias_figure(summary, uirevision=rev), key="compare_bias_chart")
 
 # -- delete, with confirmation ----------------------------------------------
+for message in st.session_state.pop("delete_errors", None) or []:  # from the rerun after "Yes, delete"
+    st.error(message)
 with st.expander("Delete runs"):
     doomed = st.multiselect("Runs to delete", ids, key="delete_runs", format_func=lambda i: labels.get(i, f"#{i}"))
     active = [i for i in doomed if ui.is_active(runs.loc[runs["id"] == i, "status"].iloc[0])]
@@ -102,15 +96,16 @@ with st.expander("Delete runs"):
         st.warning(f"Stop {', '.join(f'#{i}' for i in active)} on the Live page before deleting.")
     if st.session_state.get("confirm_delete"):
         pending = st.session_state["confirm_delete"]
-        st.warning(f"Delete {', '.join(f'#{i}' for i in pending)} and all their metrics? This cannot be undone.")
+        st.warning(f"Delete {', '.join(f'#{i}' for i in pending)} with their metrics, checkpoints and logs? This cannot be undone.")
         d1, d2 = st.columns(2)
         if d1.button("Yes, delete", type="primary", key="delete_yes"):
-            for i in pending:
-                store.delete_run(int(i))
+            errors = [e for e in (ui.delete(store, int(i)) for i in pending) if e is not None]
             st.session_state["confirm_delete"] = None
+            st.session_state["delete_errors"] = errors
             st.session_state.pop("delete_runs", None)
             st.session_state.pop("compare_runs", None)
-            st.toast(f"Deleted {len(pending)} run(s).")
+            if len(errors) < len(pending):
+                st.toast(f"Deleted {len(pending) - len(errors)} run(s).")
             st.rerun()
         if d2.button("Cancel", key="delete_no"):
             st.session_state["confirm_delete"] = None

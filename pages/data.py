@@ -35,7 +35,7 @@ st.caption(f"dataset **{cfg.dataset}** · γ = {cfg.gamma:g} · N₁ = {cfg.n1 o
 try:
     split = ui.preview_split(cfg)
     ds = ui.load_dataset(cfg.dataset)
-except ui.engine_errors() as exc:
+except ui.ENGINE_ERRORS as exc:
     st.error(str(exc))
     st.stop()
 

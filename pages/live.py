@@ -9,15 +9,7 @@ ui.require_router()
 
 REFRESH_S = 1.5
 
-store = ui.get_store()
-ui.reap(store)
-runs = store.runs()
-
-st.title("Live run")
-if runs.empty:
-    st.info("No runs yet — start one on Setup.")
-    st.page_link(ui.PAGES["setup"], label="Go to Setup", icon=":material/tune:")
-    st.stop()
+store, runs = ui.runs_or_empty_state("Live run")
 
 # -- which run: ?run= wins when it changes, else the selectbox (default latest) --
 ids = runs["id"].astype(int).tolist()
@@ -59,7 +51,7 @@ def live_panel():
     # -- status, progress, stop / resume --
     scal = store.scalars(run_id)
     s1, s2 = st.columns([4, 1])
-    s1.markdown(ui.status_line(run))
+    s1.markdown(ui.status_line(run, wall=None if scal.empty else float(scal["wall"].iloc[-1])))
     total = max(int(run["total_steps"]), 1)
     eta = charts.estimate_eta(scal["step"], scal["wall"], total) if status == "running" and not scal.empty else None
     text = f"{int(run['step'])} / {total} steps"

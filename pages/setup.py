@@ -1,27 +1,11 @@
 """Setup: configure a run (dataset, imbalance, every TrainConfig knob), preview the split, start it."""
 import streamlit as st
 
-from sslviz import charts, ui
-from sslviz.config import FIELD_NAMES, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, preset_values
-from sslviz.params import InvalidParameterError
+from sslviz import charts, setup_form as form, ui
+from sslviz.config import PRESET_DESCRIPTIONS, PRESETS
 
 ui.require_router()
 
-FOLDER = "Local folder…"
-IMBALANCE = ("n1", "gamma", "m1", "gamma_u", "unlabeled_shape")
-GROUPS = {  # expander title -> fields, in TrainConfig order
-    "Thresholds": ("threshold", "threshold_schedule", "threshold_class_alpha", "threshold_min",
-                   "threshold_warmup_steps", "flexmatch_warmup", "freematch_momentum"),
-    "Supervised loss": ("class_weighting", "effective_beta", "logit_adjust_tau"),
-    "Unsupervised loss and distribution alignment": ("lambda_u", "unsup_class_alpha", "dist_align",
-                                                     "dist_align_momentum", "debias_tau"),
-    "Augmentation": ("aug_strength", "aug_class_alpha", "aug_max_multiplier"),
-    "Model and optimiser": ("model", "lr", "momentum", "weight_decay", "ema_decay", "compile"),
-    "Budget, batches, seed and device": ("steps", "batch_size", "mu", "seed", "device", "log_every", "eval_every",
-                                         "checkpoint_every"),
-}
-TECHNIQUE_FIELDS = GROUPS["Thresholds"] + GROUPS["Supervised loss"] + GROUPS[
-    "Unsupervised loss and distribution alignment"] + GROUPS["Augmentation"]
 LABELS = {
     "n1": "N₁ (labeled, head class)",
     "gamma": "γ = N₁ / N_K (labeled)",
@@ -40,67 +24,9 @@ FLOAT_STEPS = {"gamma": 1.0, "gamma_u": 1.0, "weight_decay": 1e-4, "lr": 0.01, "
 HELP = ui.field_help()
 
 
-def _key(field: str) -> str:
-    return f"cfg_{field}"
-
-
-def _set_widgets(values: dict) -> None:
-    """Copy a full field dict into the widget keys (and the copy that survives page switches)."""
-    st.session_state["setup_values"] = dict(values)
-    for f in FIELD_NAMES:
-        if f != "dataset":
-            st.session_state[_key(f)] = ui.coerce_field(f, values[f])
-    ds = values["dataset"]
-    st.session_state["ds_choice"] = ds if ds in ui.BUILTIN_DATASETS else FOLDER
-    st.session_state["ds_path"] = "" if ds in ui.BUILTIN_DATASETS else ds
-
-
-def _current_values() -> dict:
-    values = {f: st.session_state.get(_key(f)) for f in FIELD_NAMES if f != "dataset"}
-    choice = st.session_state.get("ds_choice", "digits")
-    values["dataset"] = (st.session_state.get("ds_path") or "").strip() if choice == FOLDER else choice
-    return values
-
-
-def _apply_preset() -> None:
-    """Reset the technique knobs to the chosen preset; data, model and budget stay."""
-    name = st.session_state[_key("preset")]
-    base = preset_values(name)
-    values = _current_values()
-    values.update({f: base[f] for f in TECHNIQUE_FIELDS}, preset=name)
-    _set_widgets(values)
-
-
-def _apply_yaml() -> None:
-    upload = st.session_state.get("yaml_file")
-    text = upload.getvalue().decode("utf-8", errors="replace") if upload is not None else st.session_state.get("yaml_text", "")
-    st.session_state["yaml_error"] = None
-    st.session_state["yaml_ok"] = None
-    if not (text or "").strip():
-        st.session_state["yaml_error"] = "Upload a YAML file or paste YAML text first."
-        return
-    try:
-        cfg = TrainConfig.from_yaml(text)
-    except InvalidParameterError as exc:
-        st.session_state["yaml_error"] = str(exc)
-        return
-    _set_widgets(cfg.to_dict())
-    st.session_state["yaml_ok"] = f"Loaded a {cfg.preset!r} config on {cfg.dataset!r}."
-
-
-def _validate(values: dict) -> tuple[TrainConfig | None, InvalidParameterError | None]:
-    if not values["dataset"]:
-        return None, InvalidParameterError("Enter the path of a dataset folder (CIFAR-10 pickles or an ImageFolder tree).",
-                                           field="dataset")
-    try:
-        return TrainConfig(**values), None
-    except InvalidParameterError as exc:
-        return None, exc
-
-
 def _widget(field: str, container) -> None:
     kind, options = ui.field_kind(field)
-    label, key, help_ = LABELS.get(field, field.replace("_", " ")), _key(field), HELP.get(field)
+    label, key, help_ = LABELS.get(field, field.replace("_", " ")), form.key(field), HELP.get(field)
     if kind == "options":
         container.selectbox(label, options, key=key, help=help_)
     elif kind == "bool":
@@ -114,15 +40,10 @@ def _widget(field: str, container) -> None:
         container.text_input(label, key=key, help=help_)
 
 
-# -- state: restored after visiting other pages ---------------------------
-if "setup_values" not in st.session_state:
-    st.session_state["setup_values"] = preset_values("fixmatch")
-if any(_key(f) not in st.session_state for f in FIELD_NAMES if f != "dataset") or "ds_choice" not in st.session_state:
-    _set_widgets(st.session_state["setup_values"])
-
+form.init_state()
 store = ui.get_store()
-values = _current_values()
-cfg, error = _validate(values)
+values = form.current_values()
+cfg, error = form.validate(values)
 error_field = error.field if error is not None else None
 
 st.title("Set up a run")
@@ -130,24 +51,23 @@ st.caption("Configure FixMatch under class imbalance, check the split, then star
 
 # -- preset ---------------------------------------------------------------
 pc1, pc2 = st.columns([1, 2])
-pc1.selectbox("Preset", list(PRESETS), key=_key("preset"), on_change=_apply_preset,
+pc1.selectbox("Preset", list(PRESETS), key=form.key("preset"), on_change=form.apply_preset,
               help="Choosing a preset resets the technique knobs (thresholds, losses, augmentation).")
-pc2.markdown(f"**{st.session_state[_key('preset')]}** — {PRESET_DESCRIPTIONS.get(st.session_state[_key('preset')], '')}")
+preset = st.session_state[form.key("preset")]
+pc2.markdown(f"**{preset}** — {PRESET_DESCRIPTIONS.get(preset, '')}")
 
 # -- dataset --------------------------------------------------------------
 st.subheader("Dataset")
 dc1, dc2 = st.columns([1, 2])
-choice = dc1.selectbox("Dataset", [*ui.BUILTIN_DATASETS, FOLDER], key="ds_choice",
+choice = dc1.selectbox("Dataset", [*ui.BUILTIN_DATASETS, form.FOLDER], key="ds_choice",
                        help="digits: sklearn 8×8 digits (10 classes). toy2d: six overlapping 2-D blobs. "
                             "Or a CIFAR-10 pickle folder / ImageFolder tree (train/<class>/, test/<class>/).")
-if choice == FOLDER:
+if choice == form.FOLDER:
     dc2.text_input("Dataset folder", key="ds_path", placeholder="/data/cifar-10-batches-py or /data/my_images")
     if dc2.button("Check it loads", key="check_dataset"):
-        from sslviz.data import DatasetError
-
         try:
             ds = ui.load_dataset((st.session_state.get("ds_path") or "").strip())
-        except DatasetError as exc:
+        except ui.ENGINE_ERRORS as exc:
             dc2.error(str(exc))
         else:
             dc2.success(f"Loaded {len(ds.y_train)} training and {len(ds.y_test)} test {ds.kind}s of shape "
@@ -157,17 +77,17 @@ if error_field == "dataset":
 
 # -- imbalance with a live preview ----------------------------------------
 st.subheader("Imbalance")
-cols = st.columns(len(IMBALANCE))
-for f, col in zip(IMBALANCE, cols):
+cols = st.columns(len(form.IMBALANCE))
+for f, col in zip(form.IMBALANCE, cols):
     _widget(f, col)
-if error_field in IMBALANCE:
+if error_field in form.IMBALANCE:
     st.error(str(error))
 
 split_error = None
 if cfg is not None:
     try:
         split = ui.preview_split(cfg)
-    except ui.engine_errors() as exc:
+    except ui.ENGINE_ERRORS as exc:
         split_error = str(exc)
         st.error(split_error)
     else:
@@ -177,7 +97,7 @@ if cfg is not None:
 
 # -- every other knob, grouped ---------------------------------------------
 st.subheader("Training knobs")
-for title, fields in GROUPS.items():
+for title, fields in form.GROUPS.items():
     with st.expander(title, expanded=error_field in fields):
         if error_field in fields:
             st.error(str(error))
@@ -189,7 +109,7 @@ for title, fields in GROUPS.items():
 with st.expander("Import / export YAML"):
     st.file_uploader("YAML config file", type=["yaml", "yml"], key="yaml_file")
     st.text_area("…or paste YAML", key="yaml_text", height=150, placeholder="preset: balanced\ndataset: toy2d\ngamma: 20")
-    st.button("Apply YAML", key="apply_yaml", on_click=_apply_yaml)
+    st.button("Apply YAML", key="apply_yaml", on_click=form.apply_yaml)
     if st.session_state.get("yaml_error"):
         st.error(st.session_state["yaml_error"])
     elif st.session_state.get("yaml_ok"):
@@ -201,15 +121,15 @@ with st.expander("Import / export YAML"):
 # -- start ---------------------------------------------------------------------
 st.divider()
 sc1, sc2 = st.columns([2, 1])
-sc1.text_input("Run name (optional)", key=_key("name"), placeholder="e.g. fixmatch γ=50")
-if error is not None and error_field not in (*IMBALANCE, "dataset", *[f for g in GROUPS.values() for f in g]):
+sc1.text_input("Run name (optional)", key=form.key("name"), placeholder="e.g. fixmatch γ=50")
+if error is not None and error_field not in form.SECTION_FIELDS:
     st.error(str(error))
 if error is not None:
     sc2.caption("Fix the highlighted setting to enable Start.")
 elif split_error is not None:
     sc2.caption("Fix the split to enable Start.")
 start = sc2.button("Start run", type="primary", key="start", disabled=cfg is None or split_error is not None)
-st.session_state["setup_values"] = _current_values()
+form.save()
 
 if start and cfg is not None:
     run_id = ui.submit(store, cfg)

@@ -1,22 +1,25 @@
 """Streamlit helpers shared by the pages: the store singleton, cached data, run pickers.
 
-The only module besides ``app.py`` and ``pages/`` that imports Streamlit.
-The worker and trainer are imported lazily so the dashboard loads (and the
-parts that do not need them work) before those modules exist.
+With ``setup_form`` (the Setup page's form state), the only modules besides
+``app.py`` and ``pages/`` that import Streamlit.
 """
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import time
+from numbers import Integral
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from . import config as cfgmod
-from .params import InvalidParameterError
+from . import data, trainer, worker
+from .charts import format_seconds
+from .params import Bool, Interval, NoneOK, Options, Str
 from .store import ACTIVE, RunStore, StoreError, default_store_path
 
 PAGES = {
@@ -73,109 +76,93 @@ def get_store() -> RunStore:
         st.stop()
 
 
-# -- lazily imported engine parts ----------------------------------------
-def worker_module():
-    """``sslviz.worker`` or None while it does not exist yet."""
-    try:
-        from . import worker
-    except ImportError:
-        return None
-    return worker
-
-
-def engine_errors() -> tuple[type[BaseException], ...]:
-    """The exception types whose messages are meant for the user.
-
-    DatasetError, SplitError and InvalidParameterError are ValueErrors, as are
-    the worker's "cannot resume" / "no CUDA here" refusals.
-    """
-    return ValueError, StoreError
+# -- engine calls ------------------------------------------------------------
+# Exceptions whose messages are meant for the user: DatasetError, SplitError and
+# InvalidParameterError are ValueErrors, as are the worker's refusals ("cannot resume",
+# "stop it before deleting it", "no CUDA here").
+ENGINE_ERRORS = (ValueError, StoreError)
 
 
 def reap(store: RunStore) -> None:
-    """Let the worker mark dead runs failed and start queued ones (no-op without a worker)."""
-    worker = worker_module()
-    if worker is None or not hasattr(worker, "reap"):
-        return
+    """Let the worker mark dead runs failed and start queued ones."""
     try:
         worker.reap(store)
-    except engine_errors() as exc:
+    except ENGINE_ERRORS as exc:
         st.warning(str(exc))
 
 
 def submit(store: RunStore, cfg) -> int | None:
     """``worker.submit``; user-facing errors are shown with st.error and give None."""
-    worker = worker_module()
-    if worker is None or not hasattr(worker, "submit"):
-        st.error("The background worker (sslviz.worker) is not available in this install, so runs cannot start.")
-        return None
     try:
         with st.spinner("Checking the data and starting the run…"):
             return int(worker.submit(store, cfg))
-    except engine_errors() as exc:
+    except ENGINE_ERRORS as exc:
         st.error(str(exc))
         return None
 
 
 def resume(store: RunStore, run_id: int) -> bool:
-    worker = worker_module()
-    if worker is None or not hasattr(worker, "resume"):
-        st.error("The background worker (sslviz.worker) is not available, so runs cannot resume.")
-        return False
+    """``worker.resume``; False (after st.error) when the run cannot resume."""
     try:
         worker.resume(store, run_id)
-    except engine_errors() as exc:
+    except ENGINE_ERRORS as exc:
         st.error(str(exc))
         return False
     return True
 
 
+def delete(store: RunStore, run_id: int) -> str | None:
+    """``worker.delete`` (rows, checkpoint and log file); the reason as text when it refuses (a queued or running run)."""
+    try:
+        worker.delete(store, run_id)
+    except ENGINE_ERRORS as exc:
+        return str(exc)
+    return None
+
+
+def runs_or_empty_state(title: str) -> tuple[RunStore, pd.DataFrame]:
+    """Page header for the run pages: reap, show ``title``, and stop with a link to Setup if there are no runs."""
+    store = get_store()
+    reap(store)
+    runs = store.runs()
+    st.title(title)
+    if runs.empty:
+        st.info("No runs yet — start one on Setup.")
+        st.page_link(PAGES["setup"], label="Go to Setup", icon=":material/tune:")
+        st.stop()
+    return store, runs
+
+
 # -- datasets and split previews -------------------------------------------
 def dataset_cache_dir() -> Path:
-    """Where decoded ImageFolder arrays are cached: next to the store, as the worker does."""
-    return store_path().parent / "cache"
+    """Where decoded ImageFolder arrays are cached: the worker's cache next to the store."""
+    return worker.cache_dir(get_store())
 
 
 @st.cache_resource(show_spinner="Loading dataset…", max_entries=4)
-def load_dataset(source: str):
-    """`sslviz.data.load_dataset` once per source (arrays shared, not copied)."""
-    from .data import load_dataset as _load
-
-    return _load(source, dataset_cache_dir())
+def _load_dataset(source: str, cache_dir: str) -> data.Dataset:
+    return data.load_dataset(source, cache_dir)  # shared, not copied: callers must not modify the arrays
 
 
-def _local_preview_split(cfg) -> pd.DataFrame:
-    """What ``trainer.preview_split`` computes, without importing the trainer (and torch)."""
-    from .data import default_counts
-    from .splits import make_split, split_frame
-
-    ds = load_dataset(cfg.dataset)
-    n1_default, m1_default = default_counts(ds)
-    n1 = cfg.n1 if cfg.n1 is not None else n1_default
-    m1 = cfg.m1 if cfg.m1 is not None else m1_default
-    split = make_split(ds.y_train, ds.num_classes, n1=n1, gamma=cfg.gamma, m1=m1,
-                       gamma_u=cfg.gamma if cfg.gamma_u is None else cfg.gamma_u, shape=cfg.unlabeled_shape,
-                       seed=cfg.seed, class_names=ds.class_names)
-    return split_frame(split, ds.y_test, ds.class_names)
+def load_dataset(source: str) -> data.Dataset:
+    """``sslviz.data.load_dataset``, loaded once per source and cache dir."""
+    return _load_dataset(source, str(dataset_cache_dir()))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _preview(dataset: str, n1, gamma: float, m1, gamma_u, shape: str, seed: int) -> pd.DataFrame:
-    cfg = cfgmod.TrainConfig(dataset=dataset, n1=n1, gamma=gamma, m1=m1, gamma_u=gamma_u, unlabeled_shape=shape,
+def _preview(source: str, cache_dir: str, n1, gamma: float, m1, gamma_u, shape: str, seed: int) -> pd.DataFrame:
+    cfg = cfgmod.TrainConfig(dataset=source, n1=n1, gamma=gamma, m1=m1, gamma_u=gamma_u, unlabeled_shape=shape,
                              seed=seed)
-    try:
-        from .trainer import preview_split
-    except ImportError:
-        return _local_preview_split(cfg)
-    return preview_split(cfg, dataset_cache_dir())
+    return trainer.preview_split(cfg, cache_dir, dataset=_load_dataset(source, cache_dir))
 
 
 def preview_split(cfg) -> pd.DataFrame:
     """Counts per class and set (``class, class_name, set, count``) of the split ``cfg`` would draw.
 
+    Cached on the split's own fields, so changing other knobs does not recompute it.
     Raises DatasetError / SplitError with the engine's message.
     """
-    return _preview(cfg.dataset, cfg.n1, float(cfg.gamma), cfg.m1,
+    return _preview(cfg.dataset, str(dataset_cache_dir()), cfg.n1, float(cfg.gamma), cfg.m1,
                     None if cfg.gamma_u is None else float(cfg.gamma_u), cfg.unlabeled_shape, int(cfg.seed))
 
 
@@ -190,23 +177,20 @@ def field_help() -> dict[str, str]:
             for m in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", source, re.M)}
 
 
-def field_kind(name: str) -> tuple[str, object]:
+def field_kind(name: str) -> tuple[str, tuple | None]:
     """('options', tuple) | ('bool', None) | ('int', None) | ('float', None) | ('str', None) for a field."""
-    constraints = cfgmod.CONSTRAINTS[name]
-    for c in constraints:
-        if hasattr(c, "options"):
+    for c in cfgmod.CONSTRAINTS[name]:
+        if isinstance(c, Options):
             return "options", tuple(c.options)
-        if type(c).__name__ == "_Bool":
+        if isinstance(c, Bool):
             return "bool", None
-        if hasattr(c, "type_"):
-            from numbers import Integral
-
+        if isinstance(c, Interval):
             return ("int" if c.type_ is Integral else "float"), None
-    return "str", None
-
-
-def field_optional(name: str) -> bool:
-    return any(type(c).__name__ == "NoneOK" for c in cfgmod.CONSTRAINTS[name])
+        if isinstance(c, Str):
+            return "str", None
+        if not isinstance(c, NoneOK):
+            raise TypeError(f"No widget for the {name!r} constraint {c!r}.")
+    raise TypeError(f"No widget for {name!r}: it only allows None.")
 
 
 def coerce_field(name: str, value):
@@ -226,8 +210,6 @@ def run_label(row, status: bool = True) -> str:
     """'#3 balanced · toy2d (running)' for a runs() row or run() dict; without the status if ``status`` is False."""
     cfg = row.get("config")
     if isinstance(cfg, str):
-        import json
-
         try:
             cfg = json.loads(cfg)
         except ValueError:
@@ -243,8 +225,6 @@ def run_label(row, status: bool = True) -> str:
 def run_config(row) -> dict:
     cfg = row.get("config") if hasattr(row, "get") else None
     if isinstance(cfg, str):
-        import json
-
         return json.loads(cfg)
     return cfg or {}
 
@@ -265,22 +245,22 @@ def present(value) -> bool:
     return value is not None and not (isinstance(value, float) and value != value)
 
 
-def status_line(run: dict) -> str:
-    """'▶️ **running** · step 340 / 1000 · device `cpu` · elapsed 1m 05s'."""
+def status_line(run: dict, wall: float | None = None) -> str:
+    """'▶️ **running** · step 340 / 1000 · device `cpu` · elapsed 1m 05s'.
+
+    ``wall`` is the trainer's clock at its latest log row; it keeps counting across
+    resumes, unlike ``started``, so it is the elapsed time when given.
+    """
     status = run["status"]
     parts = [f"{STATUS_ICONS.get(status, '')} **{status}**", f"step {int(run['step'])} / {int(run['total_steps'])}"]
     if present(run.get("device")):
         parts.append(f"device `{run['device']}`")
-    if present(run.get("started")):
+    if present(wall):
+        parts.append(f"elapsed {format_seconds(wall)}")
+    elif present(run.get("started")):
         end = run["finished"] if status not in ACTIVE and present(run.get("finished")) else time.time()
-        parts.append(f"elapsed {format_elapsed(end - run['started'])}")
+        parts.append(f"elapsed {format_seconds(end - run['started'])}")
     return " · ".join(parts)
-
-
-def format_elapsed(seconds) -> str:
-    from .charts import format_seconds
-
-    return format_seconds(seconds)
 
 
 def query_run_id(store: RunStore) -> int | None:

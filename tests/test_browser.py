@@ -5,6 +5,7 @@ non-zero counts, press Stop, check the status. Skips cleanly where /usr/bin/chro
 or playwright is missing; `.ci/run` installs both.
 """
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,29 +59,61 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_leftover_runs(store_path: Path, grace_s: float = 5.0) -> None:
+    """Stop runs a failed test left queued or running: request a stop, then kill worker processes still alive."""
+    if not store_path.exists():
+        return
+    store = RunStore(store_path)
+
+    def active():
+        return store.runs().query("status in ('queued', 'running')")
+
+    for rid in active()["id"]:
+        store.request_stop(int(rid))
+    deadline = time.time() + grace_s
+    while not active().empty and time.time() < deadline:
+        time.sleep(0.2)
+    for pid in active()["pid"].dropna().astype(int):
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    store.close()
+
+
 @pytest.fixture
 def server(tmp_path):
     port = _free_port()
-    env = {**os.environ, "SSLVIZ_HOME": str(tmp_path / "home"), "SSLVIZ_STORE": str(tmp_path / "home" / "runs.db")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=open(tmp_path / "server.log", "wb"), stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    store_path = tmp_path / "home" / "runs.db"
+    env = {**os.environ, "SSLVIZ_HOME": str(tmp_path / "home"), "SSLVIZ_STORE": str(store_path)}
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
         try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not become healthy: " + (tmp_path / "server.log").read_text()[-2000:])
-    yield url, tmp_path / "home" / "runs.db"
-    proc.terminate()
-    proc.wait(timeout=20)
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    time.sleep(0.3)
+            else:
+                pytest.fail("streamlit did not become healthy: " + (tmp_path / "server.log").read_text()[-2000:])
+            yield url, store_path
+        finally:
+            _stop_leftover_runs(store_path)
+            proc.terminate()
+            proc.wait(timeout=20)
 
 
 def _wait_idle(page, timeout=60_000):
