@@ -71,21 +71,43 @@ if len(all_steps) > 1:
                             help="Each run shows its latest snapshot at or before this step.")
 else:
     st.caption(f"One snapshot so far, at step {step}.")
-c1, c2 = st.columns(2)
 
-for col, rid, side in zip((c1, c2), picked, ("left", "right")):
-    run = store.run(rid)
-    names = ui.class_names_of(run)
-    earlier = [(s, p) for s, p in snaps[rid] if s <= step] or snaps[rid][:1]
-    if not earlier:
-        col.info(f"{labels[rid]}: no snapshot yet.")
-        continue
-    s, payload = earlier[-1]
-    pts = np.asarray(payload.get("points") or np.zeros((0, 6)), dtype=float).reshape(-1, 6)
-    fig = charts.make_snapshot_figure(payload, names, title=f"{labels[rid]} — step {s}", uirevision=f"teach-{side}-{rid}")
-    col.plotly_chart(fig, key=f"teach_chart_{side}")
-    if len(pts):
-        accepted = pts[:, 4] > 0
-        correct = (pts[:, 2] == pts[:, 5]) & accepted
-        col.caption(f"{int(accepted.sum())} of {len(pts)} shown points accepted; "
-                    f"{correct.sum() / max(accepted.sum(), 1):.0%} of accepted pseudo-labels are correct.")
+
+def panels(step: int) -> None:
+    """Both runs' snapshots at (or just before) ``step``, side by side."""
+    c1, c2 = st.columns(2)
+    for col, rid, side in zip((c1, c2), picked, ("left", "right")):
+        run = store.run(rid)
+        names = ui.class_names_of(run)
+        earlier = [(s, p) for s, p in snaps[rid] if s <= step] or snaps[rid][:1]
+        if not earlier:
+            col.info(f"{labels[rid]}: no snapshot yet.")
+            continue
+        s, payload = earlier[-1]
+        pts = np.asarray(payload.get("points") or np.zeros((0, 6)), dtype=float).reshape(-1, 6)
+        fig = charts.make_snapshot_figure(payload, names, title=f"{labels[rid]} — step {s}", uirevision=f"teach-{side}-{rid}")
+        col.plotly_chart(fig, key=f"teach_chart_{side}")
+        if len(pts):
+            accepted = pts[:, 4] > 0
+            correct = (pts[:, 2] == pts[:, 5]) & accepted
+            col.caption(f"{int(accepted.sum())} of {len(pts)} shown points accepted; "
+                        f"{correct.sum() / max(accepted.sum(), 1):.0%} of accepted pseudo-labels are correct.")
+
+
+playing = st.toggle("Animate over training", key="teach_play",
+                    help="Steps through the recorded snapshots, one per second; switch off to use the slider.")
+
+
+@st.fragment(run_every=1.0 if playing else None)
+def animated() -> None:
+    # A frame counter of its own: the slider's value cannot be changed from inside a fragment rerun.
+    shown = step
+    if st.session_state.get("teach_play") and len(all_steps) > 1:
+        i = st.session_state.get("teach_frame", 0) % len(all_steps)
+        st.session_state["teach_frame"] = i + 1
+        shown = all_steps[i]
+        st.caption(f"Animating: step {shown} ({i + 1} of {len(all_steps)} snapshots)")
+    panels(shown)
+
+
+animated()

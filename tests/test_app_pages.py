@@ -255,3 +255,9 @@ def test_teaching_two_runs_with_snapshots(store):
     assert "step 40" in specs["teach_chart_left"]["layout"]["title"]["text"]
     at.select_slider(key="teach_step").set_value(20).run()
     assert "step 20" in plotly_specs(at)["teach_chart_left"]["layout"]["title"]["text"]
+    # Animation: each (fragment) rerun shows the next snapshot, from the first one.
+    at.toggle(key="teach_play").set_value(True).run()
+    assert "step 0" in plotly_specs(at)["teach_chart_left"]["layout"]["title"]["text"]
+    at.run()
+    assert "step 20" in plotly_specs(at)["teach_chart_left"]["layout"]["title"]["text"]
+    assert any("Animating: step 20 (2 of 3 snapshots)" in c.value for c in at.caption)
