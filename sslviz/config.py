@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from numbers import Integral, Real
 
 import yaml
 
+from .splits import SHAPES
 from .params import Bool, InvalidParameterError, Interval, NoneOK, Options, Str, check_params
 
 THRESHOLD_SCHEDULES = ("fixed", "flexmatch", "freematch")
 CLASS_WEIGHTINGS = ("none", "inverse", "effective")
 DIST_ALIGN_TARGETS = ("none", "labeled", "uniform")
-UNLABELED_SHAPES = ("consistent", "uniform", "reversed")
+UNLABELED_SHAPES = SHAPES
 DEVICES = ("auto", "cpu", "cuda")
-MODEL_NAMES = ("auto", "mlp", "cnn_digits", "cnn32", "wrn28_2")
+MODEL_NAMES = ("auto", "mlp", "cnn_digits", "cnn32", "wrn28_2")  # "auto" + models.MODELS (a test checks)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 WRN_BN_MOMENTUM = 0.001  # FixMatch's WRN: BN statistics average over ~1000 steps

@@ -254,7 +254,10 @@ def train(
             ema_model.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = {k: v.to(device) for k, v in ckpt["state"].items()}
-        gen.set_state(ckpt["generator"])
+        if ckpt.get("device", device.type) == device.type:
+            gen.set_state(ckpt["generator"])
+        else:  # a CUDA generator state does not fit a CPU generator (and back): a fresh, still seeded stream
+            gen.manual_seed(cfg.seed + int(ckpt["step"]))
         start, wall0 = int(ckpt["step"]), float(ckpt["wall"])
 
     def checkpoint(step: int) -> None:
@@ -268,6 +271,7 @@ def train(
             "optimizer": optimizer.state_dict(),
             "state": {k: v.cpu() for k, v in state.items()},
             "generator": gen.get_state(),
+            "device": device.type,
             "config": cfg.to_yaml(),
         })
 

@@ -17,7 +17,7 @@ from sslviz.config import TrainConfig
 from sslviz.data import DatasetError, load_dataset
 from sslviz.params import InvalidParameterError
 from sslviz.splits import SplitError
-from sslviz.store import RunStore, StoreError
+from sslviz.store import RunStore
 from sslviz.trainer import prepare
 
 PRESET_LIST = r"among \{'fixmatch', 'fixmatch-da', 'fixmatch-la', 'flexmatch', 'freematch', 'balanced'\}"

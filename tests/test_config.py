@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sslviz.config import CONSTRAINTS, FIELD_NAMES, PRESETS, TrainConfig, from_preset, preset_values
 from sslviz.params import InvalidParameterError
@@ -194,3 +194,10 @@ def test_non_finite_numbers_are_refused():
 def test_yaml_exponent_without_dot_gets_a_hint():
     with pytest.raises(InvalidParameterError, match=r"YAML reads 3e-2 as text; write it with a dot, e.g. 0.03"):
         TrainConfig.from_yaml("lr: 3e-2\n")
+
+
+def test_model_choices_are_the_registry():
+    from sslviz.config import MODEL_NAMES
+    from sslviz.models import MODELS
+
+    assert MODEL_NAMES == ("auto", *MODELS)

@@ -3,7 +3,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,6 @@ import torch
 
 from sslviz import cli, trainer, worker
 from sslviz.config import TrainConfig
-from sslviz.store import RunStore
 from sslviz.techniques import cosine_lr
 
 ROOT = Path(__file__).resolve().parent.parent
