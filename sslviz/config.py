@@ -180,7 +180,7 @@ PRESETS: dict[str, dict] = {
         "threshold_min": 0.8,
         "aug_class_alpha": 0.5,
         "class_weighting": "effective",
-        "effective_beta": 0.99,
+        "effective_beta": 0.95,
         "dist_align": "labeled",
     },
 }
