@@ -149,6 +149,15 @@ def test_start_watch_stop_in_chromium(server, tmp_path):
         assert total == 500  # the balanced digits test set: 50 images per class
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
 
+        # A second tab on the same link watches the same run (it lives in the store, not the session).
+        second = browser.new_page(viewport={"width": 1400, "height": 1000})
+        second.goto(page.url)
+        _wait_idle(second)
+        assert second.url.endswith(page.url.split("/")[-1])
+        second.get_by_role("tab", name="Confusion").click()
+        second.wait_for_function(f"({CONFUSION_TOTAL_JS})() > 0", timeout=60_000)
+        second.close()
+
         # The keyed run button, not the "Stop" of Streamlit's own status widget shown while a script runs.
         page.locator(".st-key-live_stop button").click()
         page.get_by_text("stopped").first.wait_for(timeout=60_000)
