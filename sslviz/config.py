@@ -42,7 +42,7 @@ class TrainConfig:
     threshold: float = 0.95  # confidence threshold tau for a pseudo-label to count
     threshold_schedule: str = "fixed"  # "fixed", "flexmatch" (curriculum) or "freematch" (self-adaptive)
     threshold_class_alpha: float = 0.0  # tau_c = tau * (n_c / n_max) ** alpha: lower for rare classes
-    threshold_min: float = 0.5  # frequency scaling never lowers a threshold below this
+    threshold_min: float = 0.5  # frequency scaling never lowers a threshold below this (nor raises one to it)
     threshold_warmup_steps: int = 0  # thresholds fall linearly from 1.0 to their value over this many steps
     flexmatch_warmup: bool = True  # FlexMatch: count not-yet-predicted samples as a class (threshold warm-up)
     freematch_momentum: float = 0.999  # FreeMatch EMA momentum for global / per-class confidence
@@ -80,12 +80,6 @@ class TrainConfig:
                     f"Got {getattr(self, name)!r} instead.",
                     field=name,
                 )
-        if self.threshold_min > self.threshold:
-            raise InvalidParameterError(
-                f"The 'threshold_min' parameter of TrainConfig must be <= threshold ({self.threshold:g}). "
-                f"Got {self.threshold_min!r} instead.",
-                field="threshold_min",
-            )
 
     # -- conversions -------------------------------------------------------
     @classmethod

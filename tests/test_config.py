@@ -87,8 +87,6 @@ def test_unhashable_preset_value(preset):
 @settings(max_examples=100, deadline=None)
 @given(values=_fields(_valid_value))
 def test_valid_configs_round_trip_yaml(values):
-    if values.get("threshold_min", 0.5) > values.get("threshold", 0.95):
-        values["threshold_min"] = values.get("threshold", 0.95)
     for name in ("eval_every", "checkpoint_every"):  # must be multiples of log_every
         values[name] = values.get(name, 100) * values.get("log_every", 10)
     cfg = TrainConfig.from_dict(values)
@@ -126,9 +124,17 @@ def test_bad_values_name_field_and_allowed(field, value, allowed):
     assert re.search(allowed, str(info.value))
 
 
-def test_threshold_min_above_threshold():
-    with pytest.raises(InvalidParameterError, match=r"'threshold_min' parameter of TrainConfig must be <= threshold"):
-        TrainConfig(threshold=0.6, threshold_min=0.7)
+def test_threshold_min_above_threshold_is_allowed_and_never_raises_a_threshold():
+    # e.g. the balanced preset (floor 0.8) with tau lowered to 0.6: the floor is capped at tau.
+    import torch
+
+    from sslviz.techniques import frequency_scaled_thresholds
+
+    cfg = from_preset("balanced", threshold=0.6)
+    assert cfg.threshold_min == 0.8
+    tau = frequency_scaled_thresholds(torch.full((3,), cfg.threshold), torch.tensor([100.0, 10.0, 1.0]),
+                                      cfg.threshold_class_alpha, cfg.threshold_min)
+    assert torch.allclose(tau, torch.full((3,), 0.6))
 
 
 def test_unknown_preset_lists_the_valid_ones():
