@@ -1,1 +1,3 @@
 """sslviz: semi-supervised learning under class imbalance."""
+
+__version__ = "0.2.0"

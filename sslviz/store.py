@@ -8,22 +8,29 @@ always catch up; the writer runs a passive checkpoint every few commits and
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import __version__, records
+from .records import CONFUSION_KINDS, SPLITS
+
 ACTIVE = ("queued", "running")
 CHECKPOINT_WAL_EVERY = 20  # commits between passive WAL checkpoints
 MAX_POINTS = 2000  # default cap on steps returned per series
+SCHEMA_VERSION = 1  # PRAGMA user_version of the files this code writes; bump it with a new step in UPGRADES
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+RUNS_SQL = """
+CREATE TABLE runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL DEFAULT '',
     preset TEXT NOT NULL DEFAULT '',
@@ -39,50 +46,65 @@ CREATE TABLE IF NOT EXISTS runs (
     stop_requested INTEGER NOT NULL DEFAULT 0,
     step INTEGER NOT NULL DEFAULT 0,
     total_steps INTEGER NOT NULL,
-    info TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS scalars (
-    run_id INTEGER NOT NULL, step INTEGER NOT NULL, wall REAL NOT NULL,
-    loss REAL, loss_sup REAL, loss_unsup REAL, mask_rate REAL, pl_accuracy REAL, lr REAL,
-    PRIMARY KEY (run_id, step)
-);
-CREATE TABLE IF NOT EXISTS class_train (
-    run_id INTEGER NOT NULL, step INTEGER NOT NULL, cls INTEGER NOT NULL,
-    threshold REAL, conf_pl REAL, conf_true REAL,
-    n_pl INTEGER, n_accepted INTEGER, n_true INTEGER, n_correct INTEGER,
-    precision REAL, recall REAL,
-    PRIMARY KEY (run_id, step, cls)
-);
-CREATE TABLE IF NOT EXISTS evals (
-    run_id INTEGER NOT NULL, step INTEGER NOT NULL, wall REAL NOT NULL,
-    accuracy REAL, balanced_accuracy REAL,
-    PRIMARY KEY (run_id, step)
-);
-CREATE TABLE IF NOT EXISTS class_eval (
-    run_id INTEGER NOT NULL, step INTEGER NOT NULL, cls INTEGER NOT NULL, recall REAL,
-    PRIMARY KEY (run_id, step, cls)
-);
-CREATE TABLE IF NOT EXISTS confusion (
-    run_id INTEGER NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL, matrix TEXT NOT NULL,
-    PRIMARY KEY (run_id, step, kind)
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    run_id INTEGER NOT NULL, step INTEGER NOT NULL, payload TEXT NOT NULL,
-    PRIMARY KEY (run_id, step)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id INTEGER NOT NULL, wall REAL NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_run ON events (run_id);
-"""
-METRIC_TABLES = ("scalars", "class_train", "evals", "class_eval", "confusion", "snapshots")
-SCALAR_COLUMNS = ("loss", "loss_sup", "loss_unsup", "mask_rate", "pl_accuracy", "lr")
-CLASS_COLUMNS = ("threshold", "conf_pl", "conf_true", "n_pl", "n_accepted", "n_true", "n_correct", "precision", "recall")
+    info TEXT NOT NULL DEFAULT '{}',
+    code_version TEXT
+)"""
+METRIC_TABLES = tuple(r.TABLE for r in records.METRIC_ROWS)
+
+
+# -- schema upgrades: one frozen step per version, never edited once released ---------------------
+def _rebuild(conn: sqlite3.Connection, table: str, create: str, select: str) -> None:
+    """Replace ``table`` by the one ``create`` declares, copying ``select`` from the old rows.
+
+    SQLite cannot alter a primary key, so: create a new table, copy, drop the old one, rename.
+    """
+    conn.execute(create.format(name=f"{table}_new"))
+    conn.execute(f"INSERT INTO {table}_new SELECT {select} FROM {table}")
+    conn.execute(f"DROP TABLE {table}")
+    conn.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+
+
+def _v0_to_v1(conn: sqlite3.Connection) -> None:
+    """The validation split: evals and class_eval keyed by split (every older evaluation was the test set),
+    a technique table for techniques' live state, and the code version of each run."""
+    _rebuild(conn, "evals", "CREATE TABLE {name} (run_id INTEGER NOT NULL, step INTEGER NOT NULL, "
+             "split TEXT NOT NULL, wall REAL NOT NULL, accuracy REAL, balanced_accuracy REAL, "
+             "PRIMARY KEY (run_id, step, split))",
+             "run_id, step, 'test', wall, accuracy, balanced_accuracy")
+    _rebuild(conn, "class_eval", "CREATE TABLE {name} (run_id INTEGER NOT NULL, step INTEGER NOT NULL, "
+             "split TEXT NOT NULL, cls INTEGER NOT NULL, recall REAL, PRIMARY KEY (run_id, step, split, cls))",
+             "run_id, step, 'test', cls, recall")
+    conn.execute("CREATE TABLE technique (run_id INTEGER NOT NULL, step INTEGER NOT NULL, name TEXT NOT NULL, "
+                 "cls INTEGER NOT NULL, value REAL, PRIMARY KEY (run_id, step, name, cls))")
+    conn.execute("ALTER TABLE runs ADD COLUMN code_version TEXT")
+
+
+UPGRADES = (_v0_to_v1,)  # UPGRADES[v] turns a version-v file into version v + 1
+
+
+def _create_current(conn: sqlite3.Connection) -> None:
+    """A fresh file goes straight to the current version, from the record declarations."""
+    for sql in (RUNS_SQL, *(stmt for row in records.ROWS for stmt in records.create_sql(row))):
+        conn.execute(sql)
+
+
+@functools.cache
+def code_version() -> str:
+    """``__version__``, plus ``+g<commit>`` when the package sits in a git checkout ("0.2.0+g9912014").
+
+    Computed once per process; a missing git, or no checkout, gives the bare version.
+    """
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    commit = out.stdout.strip()
+    return f"{__version__}+g{commit}" if out.returncode == 0 and commit else __version__
 
 
 class StoreError(RuntimeError):
-    """The store file cannot be opened or written (read-only, full disk, not a database)."""
+    """The store file cannot be opened or written (read-only, full disk, not a database, too new)."""
 
 
 def home_dir() -> Path:
@@ -117,37 +139,62 @@ class RunStore:
         self._commits = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._conn()
-            conn.executescript(SCHEMA)
+            # A bare connection first: a file newer than this code must not even be switched to WAL.
+            conn = self._connect()
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                conn.close()
         except (sqlite3.Error, OSError) as exc:
             raise _explain(exc, self.path) if isinstance(exc, sqlite3.Error) else StoreError(
                 f"Run store {self.path} cannot be created: {exc}."
             ) from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"Run store {self.path} has schema version {version}, but this sslviz ({__version__}) "
+                             f"reads versions up to {SCHEMA_VERSION}; upgrade sslviz, or point SSLVIZ_HOME "
+                             "(or --store) at another store. The file was left unchanged.")
+        if version < SCHEMA_VERSION:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring the file to SCHEMA_VERSION in one transaction: create it, or apply the missing UPGRADES."""
+        with self._transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have just done it
+            if version >= SCHEMA_VERSION:
+                return
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
+                for step in UPGRADES[version:]:
+                    step(conn)
+            else:
+                _create_current(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connection -------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row  # rows are read by column name
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
     def _conn(self) -> sqlite3.Connection:
         # One connection per thread: Streamlit serves sessions from several threads.
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn = self._connect()
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA journal_size_limit = 8388608")
             self._local.conn = conn
         return conn
 
-    def _write(self, statements) -> None:
-        """Run ``[(sql, params | [params...]), ...]`` in one IMMEDIATE transaction."""
+    @contextmanager
+    def _transaction(self):
+        """One IMMEDIATE transaction on this thread's connection; SQLite errors become StoreErrors."""
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    if isinstance(params, list):
-                        conn.executemany(sql, params)
-                    else:
-                        conn.execute(sql, params)
+                yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # SQLITE_FULL (and some I/O errors) already rolled it back
@@ -155,12 +202,24 @@ class RunStore:
                 raise
         except sqlite3.Error as exc:
             raise _explain(exc, self.path) from None
+
+    def _write(self, statements) -> None:
+        """Run ``[(sql, params | [params...]), ...]`` in one IMMEDIATE transaction."""
+        with self._transaction() as conn:
+            for sql, params in statements:
+                if isinstance(params, list):
+                    conn.executemany(sql, params)
+                else:
+                    conn.execute(sql, params)
         self._commits += 1
         if self._commits % CHECKPOINT_WAL_EVERY == 0:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _read(self, sql: str, params=()) -> pd.DataFrame:
         return pd.read_sql_query(sql, self._conn(), params=params)
+
+    def _one(self, sql: str, params=()) -> sqlite3.Row | None:
+        return self._conn().execute(sql, params).fetchone()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -171,23 +230,16 @@ class RunStore:
     # -- run registry -----------------------------------------------------
     def create_run(self, config: dict, *, info: dict | None = None, pid: int | None = None) -> int:
         """Record a new run, queued, or already running in process ``pid`` (a foreground CLI run,
-        claimed in the same transaction so no reaper can start a second worker for it); returns its id."""
-        conn = self._conn()
+        claimed in the same transaction so no reaper can start a second worker for it); returns its id.
+        The run remembers the code that computes it (`code_version`)."""
         now = time.time()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            cur = conn.execute(
-                "INSERT INTO runs (name, preset, config, status, created, total_steps, info, pid, heartbeat, started) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (config.get("name", ""), config.get("preset", ""), json.dumps(config),
-                 "queued" if pid is None else "running", now, int(config["steps"]), json.dumps(info or {}),
-                 pid, None if pid is None else now, None if pid is None else now),
-            )
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise _explain(exc, self.path) from None
+        running = pid is not None
+        row = dict(name=config.get("name", ""), preset=config.get("preset", ""), config=json.dumps(config),
+                   status="running" if running else "queued", created=now, total_steps=int(config["steps"]),
+                   info=json.dumps(info or {}), pid=pid, heartbeat=now if running else None,
+                   started=now if running else None, code_version=code_version())
+        with self._transaction() as conn:
+            cur = conn.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", row)
         return int(cur.lastrowid)
 
     def update_run(self, run_id: int, **fields) -> None:
@@ -210,23 +262,13 @@ class RunStore:
         or overfill a device. Returns whether this caller claimed it.
         """
         now = time.time()
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.execute(
-                    "UPDATE runs SET status = 'running', device = ?, heartbeat = ?, started = ?, pid = NULL "
-                    "WHERE id = ? AND status = 'queued' AND (SELECT COUNT(*) FROM runs WHERE status = 'running' "
-                    "AND (CASE WHEN device LIKE 'cuda%' THEN 'cuda' ELSE 'cpu' END) = ?) < ?",
-                    (device, now, now, run_id, device, slots),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise _explain(exc, self.path) from None
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET status = 'running', device = ?, heartbeat = ?, started = ?, pid = NULL "
+                "WHERE id = ? AND status = 'queued' AND (SELECT COUNT(*) FROM runs WHERE status = 'running' "
+                "AND (CASE WHEN device LIKE 'cuda%' THEN 'cuda' ELSE 'cpu' END) = ?) < ?",
+                (device, now, now, run_id, device, slots),
+            )
         return cur.rowcount == 1
 
     def set_pid(self, run_id: int, pid: int, heartbeat: float) -> None:
@@ -242,8 +284,8 @@ class RunStore:
 
     def request_stop(self, run_id: int) -> bool:
         """Ask a running run to stop; a queued run is stopped at once. False if the run is not active."""
-        row = self._conn().execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None or row[0] not in ACTIVE:
+        row = self._one("SELECT status FROM runs WHERE id = ?", (run_id,))
+        if row is None or row["status"] not in ACTIVE:
             return False
         self._write([
             ("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,)),
@@ -252,8 +294,8 @@ class RunStore:
         return True
 
     def stop_requested(self, run_id: int) -> bool:
-        row = self._conn().execute("SELECT stop_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return bool(row and row[0])
+        row = self._one("SELECT stop_requested FROM runs WHERE id = ?", (run_id,))
+        return bool(row and row["stop_requested"])
 
     def run(self, run_id: int) -> dict | None:
         """One run's registry row with ``config`` and ``info`` decoded, or None."""
@@ -266,20 +308,22 @@ class RunStore:
         return row
 
     def runs(self) -> pd.DataFrame:
-        """All runs, newest first, with their latest accuracy and balanced accuracy."""
-        return self._read(
-            """
-            SELECT r.id, r.name, r.preset, r.status, r.error, r.step, r.total_steps, r.device,
-                   r.created, r.started, r.finished, r.heartbeat, r.pid, r.config,
-                   e.accuracy, e.balanced_accuracy
-            FROM runs r LEFT JOIN evals e
-              ON e.run_id = r.id AND e.step = (SELECT MAX(step) FROM evals WHERE run_id = r.id)
-            ORDER BY r.id DESC
-            """
+        """All runs, newest first, with the code that computed them and their latest evaluation per split:
+        ``val_accuracy``, ``val_balanced_accuracy``, ``test_accuracy``, ``test_balanced_accuracy`` (NaN when
+        that split was never evaluated, e.g. validation in runs recorded before the split existed)."""
+        metrics = {f"{s}_{m}": f"{s}.{m}" for s in SPLITS for m in ("accuracy", "balanced_accuracy")}
+        joins = " ".join(
+            f"LEFT JOIN evals {s} ON {s}.run_id = r.id AND {s}.split = '{s}' AND {s}.step = "
+            f"(SELECT MAX(step) FROM evals WHERE run_id = r.id AND split = '{s}')" for s in SPLITS)
+        df = self._read(
+            "SELECT r.id, r.name, r.preset, r.status, r.error, r.step, r.total_steps, r.device, r.created, r.started, "
+            "r.finished, r.heartbeat, r.pid, r.config, r.code_version, "
+            f"{', '.join(f'{v} AS {k}' for k, v in metrics.items())} FROM runs r {joins} ORDER BY r.id DESC"
         )
+        return df.astype({k: float for k in metrics})  # NULL -> NaN even when no run has that split
 
     def delete_run(self, run_id: int) -> None:
-        stmts = [(f"DELETE FROM {t} WHERE run_id = ?", (run_id,)) for t in (*METRIC_TABLES, "events")]
+        stmts = [(f"DELETE FROM {r.TABLE} WHERE run_id = ?", (run_id,)) for r in records.ROWS]
         self._write([*stmts, ("DELETE FROM runs WHERE id = ?", (run_id,))])
 
     def truncate_after(self, run_id: int, step: int) -> None:
@@ -288,87 +332,75 @@ class RunStore:
                      ("UPDATE runs SET step = ? WHERE id = ?", (step, run_id))])
 
     def add_event(self, run_id: int, kind: str, message: str) -> None:
-        self._write([("INSERT INTO events (run_id, wall, kind, message) VALUES (?, ?, ?, ?)",
-                      (run_id, time.time(), kind, message))])
+        row = dict(run_id=run_id, wall=time.time(), kind=kind, message=message)
+        self._write([(records.insert_sql(records.Event), row)])
 
     # -- metrics ----------------------------------------------------------
     def log(self, run_id: int, record: dict) -> None:
-        """Write one trainer record (see ``trainer.train``'s ``on_log``) in a single transaction."""
-        step, wall = int(record["step"]), float(record["wall"])
-        stmts = [("UPDATE runs SET step = ?, heartbeat = ? WHERE id = ?", (step, time.time(), run_id))]
-        if "scalars" in record:
-            s = record["scalars"]
-            stmts.append((
-                f"INSERT OR REPLACE INTO scalars (run_id, step, wall, {', '.join(SCALAR_COLUMNS)}) VALUES (?, ?, ?{', ?' * len(SCALAR_COLUMNS)})",
-                (run_id, step, wall, *(s.get(c) for c in SCALAR_COLUMNS)),
-            ))
-        if "classes" in record:
-            stmts.append((
-                f"INSERT OR REPLACE INTO class_train (run_id, step, cls, {', '.join(CLASS_COLUMNS)}) VALUES (?, ?, ?{', ?' * len(CLASS_COLUMNS)})",
-                [(run_id, step, c, *(row[k] for k in CLASS_COLUMNS)) for c, row in enumerate(record["classes"])],
-            ))
-        if "eval" in record:
-            e = record["eval"]
-            stmts.append(("INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?)",
-                          (run_id, step, wall, e["accuracy"], e["balanced_accuracy"])))
-            stmts.append(("INSERT OR REPLACE INTO class_eval VALUES (?, ?, ?, ?)",
-                          [(run_id, step, c, float(r)) for c, r in enumerate(e["recall"])]))
-            stmts.append(("INSERT OR REPLACE INTO confusion VALUES (?, ?, 'test', ?)",
-                          (run_id, step, json.dumps(np.asarray(e["confusion"]).tolist()))))
-        if "pseudo_confusion" in record:
-            stmts.append(("INSERT OR REPLACE INTO confusion VALUES (?, ?, 'pseudo', ?)",
-                          (run_id, step, json.dumps(np.asarray(record["pseudo_confusion"]).tolist()))))
-        if "snapshot" in record:
-            stmts.append(("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
-                          (run_id, step, json.dumps(record["snapshot"]))))
-        self._write(stmts)
+        """Write one trainer record (`sslviz.records`) in a single transaction."""
+        rows = records.to_rows(run_id, record)
+        self._write([("UPDATE runs SET step = ?, heartbeat = ? WHERE id = ?", (int(record["step"]), time.time(), run_id)),
+                     *((records.insert_sql(kind), batch) for kind, batch in rows.items())])
 
-    def _step_filter(self, table: str, run_id: int, max_points: int | None) -> tuple[str, tuple]:
-        """SQL condition keeping at most ``max_points`` evenly spaced steps (always the last one)."""
+    def _step_filter(self, table: str, where: str, params: tuple, max_points: int | None) -> tuple[str, tuple]:
+        """SQL condition keeping at most ``max_points`` evenly spaced steps among the rows ``where`` selects
+        (always the last one)."""
         if not max_points:
             return "", ()
-        n = self._conn().execute(f"SELECT COUNT(DISTINCT step) FROM {table} WHERE run_id = ?", (run_id,)).fetchone()[0]
+        n = self._one(f"SELECT COUNT(DISTINCT step) AS n FROM {table} WHERE {where}", params)["n"]
         if n <= max_points:
             return "", ()
         stride = -(-n // max_points)
         # Count back from the last step: at most ceil(n / stride) <= max_points steps, the last always kept.
         return (
             f" AND step IN (SELECT step FROM (SELECT step, ROW_NUMBER() OVER (ORDER BY step) - 1 AS i FROM "
-            f"(SELECT DISTINCT step FROM {table} WHERE run_id = ?)) WHERE (? - 1 - i) % ? = 0)",
-            (run_id, n, stride),
+            f"(SELECT DISTINCT step FROM {table} WHERE {where})) WHERE (? - 1 - i) % ? = 0)",
+            (*params, n, stride),
         )
 
-    def _series(self, table: str, columns: str, run_id: int, max_points: int | None, order: str = "step") -> pd.DataFrame:
-        cond, params = self._step_filter(table, run_id, max_points)
-        return self._read(f"SELECT {columns} FROM {table} WHERE run_id = ?{cond} ORDER BY {order}", (run_id, *params))
+    def _series(self, row: type, run_id: int, max_points: int | None = None, **equal) -> pd.DataFrame:
+        """One run's rows of ``row`` kind in key order, by column name; ``equal`` filters (None = any)."""
+        equal = {k: v for k, v in equal.items() if v is not None}
+        where = " AND ".join(["run_id = ?", *(f"{k} = ?" for k in equal)])
+        params = (run_id, *equal.values())
+        cond, extra = self._step_filter(row.TABLE, where, params, max_points)
+        order = ", ".join(k for k in row.KEY if k != "run_id")
+        return self._read(f"SELECT {', '.join(records.value_columns(row))} FROM {row.TABLE} WHERE {where}{cond} "
+                          f"ORDER BY {order}", (*params, *extra))
 
     def scalars(self, run_id: int, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
         """Columns step, wall, loss, loss_sup, loss_unsup, mask_rate, pl_accuracy, lr."""
-        return self._series("scalars", "step, wall, " + ", ".join(SCALAR_COLUMNS), run_id, max_points)
+        return self._series(records.Scalars, run_id, max_points)
 
     def class_train(self, run_id: int, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
         """Long format: one row per (step, cls) with thresholds, confidences and pseudo-label counts."""
-        return self._series("class_train", "step, cls, " + ", ".join(CLASS_COLUMNS), run_id, max_points, "step, cls")
+        return self._series(records.ClassTrain, run_id, max_points)
 
-    def evals(self, run_id: int) -> pd.DataFrame:
-        return self._read("SELECT step, wall, accuracy, balanced_accuracy FROM evals WHERE run_id = ? ORDER BY step", (run_id,))
+    def evals(self, run_id: int, split: str | None = None) -> pd.DataFrame:
+        """Columns step, split ('val' | 'test'), wall, accuracy, balanced_accuracy; every split when ``split`` is None."""
+        return self._series(records.Eval, run_id, split=_checked(split, SPLITS, "split"))
 
-    def class_eval(self, run_id: int, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
-        return self._series("class_eval", "step, cls, recall", run_id, max_points, "step, cls")
+    def class_eval(self, run_id: int, split: str | None = None, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
+        """Long format: step, split, cls, recall; one split, or every split when ``split`` is None."""
+        return self._series(records.ClassEval, run_id, max_points, split=_checked(split, SPLITS, "split"))
+
+    def technique(self, run_id: int, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
+        """Techniques' live state, long format: step, name, cls (-1 for a single number), value."""
+        return self._series(records.Technique, run_id, max_points)
 
     def confusion(self, run_id: int, kind: str = "test", step: int | None = None) -> tuple[int, np.ndarray] | None:
-        """The (step, matrix) of the latest (or given) confusion matrix of ``kind`` 'test' or 'pseudo'."""
+        """The (step, matrix) of the latest (or given) confusion matrix of ``kind`` 'val', 'test' or 'pseudo'."""
         sql = "SELECT step, matrix FROM confusion WHERE run_id = ? AND kind = ?"
-        params: tuple = (run_id, kind)
+        params: tuple = (run_id, _checked(kind, CONFUSION_KINDS, "kind"))
         if step is not None:
             sql += " AND step <= ?"
             params += (step,)
-        row = self._conn().execute(sql + " ORDER BY step DESC LIMIT 1", params).fetchone()
-        return None if row is None else (int(row[0]), np.array(json.loads(row[1])))
+        row = self._one(sql + " ORDER BY step DESC LIMIT 1", params)
+        return None if row is None else (int(row["step"]), np.array(json.loads(row["matrix"])))
 
     def snapshots(self, run_id: int) -> list[tuple[int, dict]]:
         rows = self._conn().execute("SELECT step, payload FROM snapshots WHERE run_id = ? ORDER BY step", (run_id,))
-        return [(int(s), json.loads(p)) for s, p in rows.fetchall()]
+        return [(int(r["step"]), json.loads(r["payload"])) for r in rows.fetchall()]
 
     def events(self, run_id: int) -> pd.DataFrame:
         return self._read("SELECT wall, kind, message FROM events WHERE run_id = ? ORDER BY id", (run_id,))
@@ -379,6 +411,14 @@ class RunStore:
             "scalars": self.scalars(run_id, None),
             "class_train": self.class_train(run_id, None),
             "evals": self.evals(run_id),
-            "class_eval": self.class_eval(run_id, None),
+            "class_eval": self.class_eval(run_id, max_points=None),
+            "technique": self.technique(run_id, None),
             "events": self.events(run_id),
         }
+
+
+def _checked(value: str | None, allowed: tuple[str, ...], what: str) -> str | None:
+    """``value`` if it is one of ``allowed`` (or None); a ValueError naming them otherwise."""
+    if value is not None and value not in allowed:
+        raise ValueError(f"Unknown {what} {value!r}; expected one of {list(allowed)}.")
+    return value

@@ -8,22 +8,28 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sslviz import store as store_mod
+import sslviz
+from sslviz import records, store as store_mod
 from sslviz.store import RunStore, StoreError
 
 K = 3
 
 
+def evaluation(acc: float = 0.5) -> dict:
+    """One split's evaluation for K classes."""
+    return {"accuracy": acc, "balanced_accuracy": acc - 0.1, "recall": [0.1, 0.2, 0.3],
+            "confusion": np.eye(K, dtype=int).tolist()}
+
+
 def record(step: int, *, eval_: bool = False, loss: float = 1.0) -> dict:
-    """A trainer-shaped record for K classes."""
+    """A trainer-shaped record for K classes; ``eval_`` adds a validation and a test evaluation."""
     cls = dict(threshold=0.9, conf_pl=0.5, conf_true=0.5, n_pl=4, n_accepted=2, n_true=4, n_correct=1,
                precision=0.5, recall=0.25)
     rec = {"step": step, "wall": step / 10, "scalars": {"loss": loss, "loss_sup": loss, "loss_unsup": 0.0,
                                                          "mask_rate": 0.5, "pl_accuracy": 0.5, "lr": 0.03},
            "classes": [dict(cls) for _ in range(K)], "pseudo_confusion": np.eye(K, dtype=int).tolist()}
     if eval_:
-        rec["eval"] = {"accuracy": 0.5, "balanced_accuracy": 0.4, "recall": [0.1, 0.2, 0.3],
-                       "confusion": np.eye(K, dtype=int).tolist()}
+        rec["eval"] = {"val": evaluation(0.6), "test": evaluation(0.5)}
     return rec
 
 
@@ -47,8 +53,8 @@ def test_log_writes_every_table_and_runs_row(store):
     rid = new_run(store)
     store.log(rid, record(10, eval_=True) | {"snapshot": {"points": [[0, 0]]}})
     c = counts(store, rid)
-    assert c["scalars"] == 1 and c["class_train"] == K and c["evals"] == 1 and c["class_eval"] == K
-    assert c["confusion"] == 2 and c["snapshots"] == 1  # test + pseudo confusion
+    assert c["scalars"] == 1 and c["class_train"] == K and c["evals"] == 2 and c["class_eval"] == 2 * K
+    assert c["confusion"] == 3 and c["snapshots"] == 1  # val + test + pseudo confusion
     assert store.run(rid)["step"] == 10
     assert store.confusion(rid, "pseudo")[1].tolist() == np.eye(K).tolist()
 
@@ -68,7 +74,7 @@ def test_log_is_one_transaction(store, monkeypatch):
         store.log(rid, record(15, eval_=True))
     assert store.scalars(rid).step.tolist() == [5, 10]
     assert 15 not in store.class_train(rid).step.tolist()
-    assert store.evals(rid).step.tolist() == [10]
+    assert store.evals(rid, "test").step.tolist() == [10]
     assert store.run(rid)["step"] == 10
     assert not store._conn().in_transaction
 
@@ -90,8 +96,9 @@ def test_downsampling_caps_points_and_keeps_last(store, n, max_points):
 def test_downsampling_property(tmp_path_factory, n, max_points):
     s = RunStore(tmp_path_factory.mktemp("ds") / "runs.db")
     rid = new_run(s)
-    s._write([("INSERT INTO class_eval VALUES (?, ?, ?, ?)", [(rid, i, c, 0.5) for i in range(n) for c in range(2)])])
-    df = s.class_eval(rid, max_points=max_points)
+    s._write([("INSERT INTO class_eval (run_id, step, split, cls, recall) VALUES (?, ?, ?, ?, ?)",
+               [(rid, i, split, c, 0.5) for i in range(n) for split in ("val", "test") for c in range(2)])])
+    df = s.class_eval(rid, "val", max_points=max_points)
     steps = df.step.unique()
     assert len(steps) <= max_points and steps[-1] == n - 1
     assert len(df) == 2 * len(steps)  # every class of a kept step
@@ -160,7 +167,7 @@ def test_truncate_after(store):
         store.log(other, record(step))
     store.truncate_after(rid, 25)
     assert store.scalars(rid).step.tolist() == [5, 10, 15, 20, 25]
-    assert store.class_train(rid).step.max() == 25 and store.evals(rid).step.tolist() == [20]
+    assert store.class_train(rid).step.max() == 25 and store.evals(rid, "val").step.tolist() == [20]
     assert [s for s, _ in store.snapshots(rid)] == [5, 10, 15, 20, 25]
     assert store.confusion(rid, "pseudo")[0] == 25
     assert store.scalars(other).step.max() == 50  # other runs untouched
@@ -178,13 +185,96 @@ def test_delete_run(store):
     assert counts(store, other)["scalars"] == 1 and len(store.events(other)) == 1
 
 
+def test_val_test_and_technique_round_trip(store):
+    rid = new_run(store)
+    rec = record(10, eval_=True) | {"technique": {"da.p_model": [0.5, 0.3, 0.2], "freematch.tau_t": 0.7}}
+    rec["eval"]["val"]["confusion"] = [[2, 0, 0], [1, 1, 0], [0, 0, 3]]
+    store.log(rid, rec)
+    ev = store.evals(rid)
+    assert list(ev.columns) == ["step", "split", "wall", "accuracy", "balanced_accuracy"]
+    assert dict(zip(ev.split, ev.accuracy)) == {"val": 0.6, "test": 0.5}
+    assert store.evals(rid, "val").balanced_accuracy.tolist() == [pytest.approx(0.5)]
+    assert store.class_eval(rid, "test").recall.tolist() == [0.1, 0.2, 0.3]
+    assert list(store.class_eval(rid).columns) == ["step", "split", "cls", "recall"]
+    assert store.confusion(rid, "val")[1].tolist() == [[2, 0, 0], [1, 1, 0], [0, 0, 3]]
+    assert store.confusion(rid, "test")[1].tolist() == np.eye(K).tolist()
+    tech = store.technique(rid)
+    assert list(tech.columns) == ["step", "name", "cls", "value"]
+    assert tech[tech.name == "da.p_model"].value.tolist() == [0.5, 0.3, 0.2]
+    assert tech[tech.name == "freematch.tau_t"][["cls", "value"]].values.tolist() == [[-1, 0.7]]
+    row = store.runs().iloc[0]
+    assert (row.val_accuracy, row.val_balanced_accuracy, row.test_accuracy) == (0.6, pytest.approx(0.5), 0.5)
+    with pytest.raises(ValueError, match="Unknown kind 'train'"):
+        store.confusion(rid, "train")
+
+
+def test_old_flat_eval_logs_as_test(store):
+    rid = new_run(store)
+    store.log(rid, record(10) | {"eval": evaluation(0.7)})
+    assert store.evals(rid).split.tolist() == ["test"]
+    assert store.class_eval(rid, "val").empty and len(store.class_eval(rid, "test")) == K
+    assert store.confusion(rid, "test")[0] == 10 and store.confusion(rid, "val") is None
+    row = store.runs().iloc[0]
+    assert row.test_accuracy == 0.7 and np.isnan(row.val_accuracy)  # no validation data
+
+
+def test_runs_show_the_latest_evaluation_of_each_split(store):
+    rid = new_run(store)
+    store.log(rid, record(10) | {"eval": {"val": evaluation(0.3)}})
+    store.log(rid, record(20) | {"eval": {"val": evaluation(0.4)}})
+    store.log(rid, record(30) | {"eval": {"test": evaluation(0.9)}})
+    row = store.runs().iloc[0]
+    assert (row.val_accuracy, row.test_accuracy) == (0.4, 0.9)
+    with pytest.raises(ValueError, match="Unknown evaluation split"):
+        store.log(rid, record(40) | {"eval": {"train": evaluation()}})
+
+
+def test_runs_record_the_code_version(store):
+    rid = new_run(store)
+    version = store.runs().set_index("id").code_version[rid]
+    assert version == store_mod.code_version() and version.startswith(sslviz.__version__)
+    assert store.run(rid)["code_version"] == version
+
+
+def test_code_version_without_git(monkeypatch):
+    store_mod.code_version.cache_clear()
+    monkeypatch.setattr(store_mod.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError("git")))
+    try:
+        assert store_mod.code_version() == sslviz.__version__
+    finally:
+        store_mod.code_version.cache_clear()
+
+
+def test_tables_are_the_record_declarations(store):
+    """Every declared field is a column of its table, with the primary key declared."""
+    conn = store._conn()
+    for row in records.ROWS:
+        info = conn.execute(f"PRAGMA table_info({row.TABLE})").fetchall()
+        assert [c["name"] for c in info if c["name"] != "id"] == list(records.columns(row))
+        assert [c["name"] for c in sorted((c for c in info if c["pk"]), key=lambda c: c["pk"])] == list(row.KEY or ["id"])
+    assert set(store_mod.METRIC_TABLES) == {r.TABLE for r in records.ROWS} - {"events"}
+
+
+def test_meter_produces_the_declared_columns():
+    """The meter's flush (the trainer's scalars and classes) fills exactly the declared columns."""
+    torch = pytest.importorskip("torch")
+    from sslviz.meter import LOSS_NAMES, IntervalMeter
+
+    meter = IntervalMeter(2, "cpu")
+    meter.update(torch.ones(len(LOSS_NAMES)), torch.tensor([0, 1]), torch.tensor([0.9, 0.8]), torch.tensor([1.0, 0.0]),
+                 torch.tensor([0, 0]))
+    out = meter.flush(torch.tensor([0.9, 0.9]))
+    assert set(out["scalars"]) | {"lr"} == set(records.measure_columns(records.Scalars))
+    assert all(set(c) == set(records.measure_columns(records.ClassTrain)) for c in out["classes"])
+
+
 def test_export_is_unsampled(store, monkeypatch):
     monkeypatch.setattr(store_mod, "MAX_POINTS", 3)
     rid = new_run(store)
     for step in range(1, 11):
         store.log(rid, record(step))
     out = store.export(rid)
-    assert set(out) == {"scalars", "class_train", "evals", "class_eval", "events"}
+    assert set(out) == {"scalars", "class_train", "evals", "class_eval", "technique", "events"}
     assert len(out["scalars"]) == 10 and len(out["class_train"]) == 10 * K
 
 
@@ -209,7 +299,7 @@ def test_read_only_store_gives_clear_error_and_stays_readable(store, monkeypatch
     store.close()
     monkeypatch.setattr(store_mod.sqlite3, "connect", _read_only_connect(sqlite3.connect))
     ro = RunStore(store.path)  # opening and reading still work
-    assert ro.runs().id.tolist() == [rid] and ro.evals(rid).step.tolist() == [10]
+    assert ro.runs().id.tolist() == [rid] and ro.evals(rid, "test").step.tolist() == [10]
     with pytest.raises(StoreError, match=r"is read-only; point SSLVIZ_HOME \(or --store\) at a writable folder"):
         ro.create_run({"steps": 5})
     with pytest.raises(StoreError, match="read-only"):

@@ -1,0 +1,119 @@
+"""Schema versions: a store written by older code opens upgraded and keeps its runs; a newer one is refused untouched."""
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sslviz import records, store as store_mod
+from sslviz.store import SCHEMA_VERSION, RunStore, StoreError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store_v0"  # written by main f2d1b0a; see its README.md
+V0_TABLES = ("scalars", "class_train", "evals", "class_eval", "confusion", "snapshots", "events")
+
+
+@pytest.fixture
+def v0_path(tmp_path) -> Path:
+    """A copy of the version-0 fixture (never open the committed file: opening upgrades it)."""
+    shutil.copytree(FIXTURE, tmp_path / "home")
+    return tmp_path / "home" / "runs.db"
+
+
+def raw(path: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def row_counts(path: Path) -> dict:
+    return {t: raw(path, f"SELECT run_id, COUNT(*) FROM {t} GROUP BY run_id ORDER BY run_id") for t in V0_TABLES}
+
+
+def schema(path: Path) -> dict:
+    """table -> [(column, type, not null, primary-key position)] of every table but SQLite's own."""
+    tables = [t for (t,) in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {t: sorted(tuple(c[1:4]) + (c[5],) for c in raw(path, f"PRAGMA table_info({t})")) for t in tables}
+
+
+def test_v0_fixture_opens_upgraded_with_its_runs_and_metrics(v0_path):
+    assert raw(v0_path, "PRAGMA user_version") == [(0,)]
+    before = row_counts(v0_path)
+    old_evals = raw(v0_path, "SELECT run_id, step, accuracy, balanced_accuracy FROM evals ORDER BY run_id, step")
+    s = RunStore(v0_path)
+    assert raw(v0_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(1,)]
+    assert row_counts(v0_path) == before  # every row kept
+
+    runs = s.runs()
+    assert sorted(runs.id) == [1, 2, 3]
+    assert runs.set_index("id").status.to_dict() == {1: "finished", 2: "finished", 3: "stopped"}
+    assert runs.val_accuracy.isna().all() and runs.test_accuracy.notna().all()  # old evaluations were the test set
+    assert runs.code_version.isna().all()  # unknown for runs computed before it was recorded
+    new_evals = [(rid, *row) for rid in (1, 2, 3)
+                 for row in s.evals(rid)[["step", "accuracy", "balanced_accuracy"]].itertuples(index=False)]
+    assert new_evals == old_evals
+    assert all(set(s.evals(rid).split) == {"test"} for rid in (1, 2, 3))
+    assert s.evals(3, "val").empty and not s.class_eval(3, "test").empty and s.class_eval(3, "val").empty
+    assert s.confusion(3, "test") is not None and s.confusion(3, "pseudo") is not None
+    assert s.confusion(3, "val") is None
+    assert len(s.snapshots(2)) == before["snapshots"][0][1] and s.technique(1).empty
+    assert s.run(3)["step"] == 780 and not s.events(3).empty
+
+    # the upgraded file takes new records and behaves like a fresh one
+    s.log(3, {"step": 790, "wall": 1.0, "eval": {"val": {"accuracy": 0.5, "balanced_accuracy": 0.4,
+                                                          "recall": [0.4] * 10, "confusion": [[0] * 10] * 10}},
+              "technique": {"da.p_model": [0.1] * 10}})
+    assert s.evals(3, "val").step.tolist() == [790] and len(s.technique(3)) == 10
+    s.truncate_after(3, 780)
+    assert s.evals(3, "val").empty and s.technique(3).empty
+    s.close()
+
+
+def test_upgraded_schema_equals_a_fresh_one(v0_path, tmp_path):
+    RunStore(v0_path).close()
+    RunStore(tmp_path / "fresh.db").close()
+    assert schema(v0_path) == schema(tmp_path / "fresh.db")
+    assert raw(v0_path, "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL") == \
+        raw(tmp_path / "fresh.db", "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+
+
+def test_fresh_file_starts_at_the_current_version(tmp_path):
+    RunStore(tmp_path / "runs.db").close()
+    assert raw(tmp_path / "runs.db", "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert set(schema(tmp_path / "runs.db")) == {"runs", *(r.TABLE for r in records.ROWS)}
+
+
+def test_a_broken_upgrade_leaves_the_file_at_its_old_version(v0_path, monkeypatch):
+    """The upgrade is one transaction: a failure half-way rolls every step back."""
+    def half_then_fail(conn):
+        conn.execute("ALTER TABLE runs ADD COLUMN code_version TEXT")
+        raise sqlite3.OperationalError("boom")
+
+    monkeypatch.setattr(store_mod, "UPGRADES", (half_then_fail,))
+    before = schema(v0_path)
+    with pytest.raises(StoreError, match="boom"):
+        RunStore(v0_path)
+    assert raw(v0_path, "PRAGMA user_version") == [(0,)] and schema(v0_path) == before
+    monkeypatch.undo()
+    assert sorted(RunStore(v0_path).runs().id) == [1, 2, 3]  # and it upgrades later
+
+
+def test_a_newer_file_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "runs.db"
+    RunStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = DELETE")  # one file, so its bytes say whether it was touched
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1}, but this sslviz .* reads versions "
+                                         rf"up to {SCHEMA_VERSION}; upgrade sslviz"):
+        RunStore(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert not Path(f"{path}-wal").exists()
+
+
+def test_one_upgrade_step_per_version():
+    assert len(store_mod.UPGRADES) == SCHEMA_VERSION
