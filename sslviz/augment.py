@@ -169,9 +169,17 @@ def class_strength_multiplier(
     return ((counts.max() / counts) ** alpha).clamp(max=max_multiplier)
 
 
-def sample_strength(classes: Tensor, base: float, multiplier: Tensor) -> Tensor:
-    """Per-sample strength ``base * multiplier[classes]``, shape ``(B,)``, on ``classes``' device."""
-    return base * multiplier.to(classes.device)[classes]
+def point_sigma(strength: Tensor | None) -> Tensor | float:
+    """Jitter of 2-D points: the weak sigma at strength None or 0, rising linearly to the strong sigma at 1.
+
+    As for images, where strength 0 is exactly the weak view, so extra augmentation never means less jitter.
+
+    >>> point_sigma(None), point_sigma(torch.tensor([0.0, 1.0, 0.5]))
+    (0.1, tensor([0.1000, 0.5000, 0.3000]))
+    """
+    if strength is None:
+        return WEAK_POINT_SIGMA
+    return WEAK_POINT_SIGMA + (STRONG_POINT_SIGMA - WEAK_POINT_SIGMA) * strength
 
 
 # -- helpers --------------------------------------------------------------------

@@ -8,25 +8,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from .config import PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
+from .config import FIELDS, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
 from .data import DatasetError
 from .params import InvalidParameterError
 from .splits import SplitError
 from .store import RunStore, StoreError
 
 USER_ERRORS = (InvalidParameterError, DatasetError, SplitError, StoreError, ValueError, FileNotFoundError)
-FIELD_HELP = {  # short help for the most used knobs; every field gets a flag
-    "dataset": "digits (default), toy2d, or a CIFAR-10 pickle / ImageFolder path",
-    "gamma": "labeled imbalance ratio N_1/N_K (>= 1)",
-    "n1": "labeled images of the head class",
-    "m1": "unlabeled images of the largest unlabeled class",
-    "gamma_u": "unlabeled imbalance ratio (default: gamma)",
-    "steps": "training steps",
-    "threshold": "pseudo-label confidence threshold in (0, 1]",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,28 +24,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"sslviz: error: {message}\n")
 
 
-def _field_type(annotation: str):
-    if "bool" in annotation:
-        return None
-    if "int" in annotation:
-        return int
-    if "float" in annotation:
-        return float
-    return str
+_ARG_TYPES = {"int": int, "float": float, "str": str, "options": str}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("config knobs (override preset and --config)")
-    for f in fields(TrainConfig):
+    """One flag per config field, grouped as on the Setup page, with its allowed values and default."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in FIELDS.values():
         if f.name == "preset":  # --preset is its own flag
             continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = _field_type(str(f.type))
-        if kind is None:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
-        else:
-            group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                               help=FIELD_HELP.get(f.name, f"default {f.default!r}"))
+        if f.group not in groups:
+            groups[f.group] = parser.add_argument_group(f"{f.group} (override preset and --config)")
+        flag, group = "--" + f.name.replace("_", "-"), groups[f.group]
+        help_ = f"{f.help} (default: {f.default!r})".replace("%", "%%")
+        if f.kind == "bool":
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_)
+            continue
+        kind = _ARG_TYPES[f.kind]
+        if f.optional:  # "none" on the command line is the field's None (the dataset's default)
+            kind = _optional(kind)
+        group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, choices=f.choices,
+                           metavar=None if f.choices else f.kind.upper(), help=help_)
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,8 +95,7 @@ def _resolve_config(args) -> TrainConfig:
             raise FileNotFoundError(f"Cannot read config file {args.config}: {exc.strerror}.") from None
         values = parse_yaml(text, source=str(args.config))
     # args.preset (None unless --preset) is passed below, not merged: it must not erase the YAML's preset.
-    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                   if f.name != "preset" and hasattr(args, f.name)})
+    values.update({name: getattr(args, name) for name in FIELDS if name != "preset" and hasattr(args, name)})
     return TrainConfig.from_dict(values, preset=args.preset or values.get("preset"))
 
 

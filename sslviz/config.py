@@ -2,73 +2,75 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
-from numbers import Integral, Real
+import difflib
+import warnings
 
 import yaml
 
+from .fields import Field
+from .params import Bool, InvalidParameterError, NoneOK, Options, Str, check_params, integer, real
+from .registry import TECHNIQUE_FIELDS
 from .splits import SHAPES
-from .params import Bool, InvalidParameterError, Interval, NoneOK, Options, Str, check_params
 
-THRESHOLD_SCHEDULES = ("fixed", "flexmatch", "freematch")
-CLASS_WEIGHTINGS = ("none", "inverse", "effective")
-DIST_ALIGN_TARGETS = ("none", "labeled", "uniform")
 UNLABELED_SHAPES = SHAPES
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_NAMES = ("auto", "mlp", "cnn_digits", "cnn32", "wrn28_2")  # "auto" + models.MODELS (a test checks)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of a run. Defaults are plain FixMatch on imbalanced digits."""
+_DATA, _IMB, _MODEL, _BUDGET, _RUN = ("Dataset", "Imbalance", "Model and optimiser", "Budget, batches, seed and device",
+                                      "Run")
+# The knobs that are not a technique's, in the order a config lists them. Technique knobs are declared with
+# their technique in registry.py; TrainConfig is built from both below.
+DATA_FIELDS = (
+    Field("dataset", "digits", (Str(),), "digits (default), toy2d, or a CIFAR-10 pickle / ImageFolder path", _DATA),
+    Field("n1", None, (integer(1), NoneOK()), "labeled images of the head class N_1 (empty: the dataset's default)", _IMB,
+          label="N₁ (labeled, head class)", placeholder="dataset default"),
+    Field("gamma", 50.0, (real(1, None),), "labeled imbalance ratio N_1 / N_K (1 = balanced)", _IMB,
+          label="γ = N₁ / N_K (labeled)", step=1.0),
+    Field("m1", None, (integer(0), NoneOK()), "unlabeled images of the largest unlabeled class M_1 (empty: the "
+          "dataset's default)", _IMB, label="M₁ (unlabeled, largest)", placeholder="dataset default"),
+    Field("gamma_u", None, (real(1, None), NoneOK()), "unlabeled imbalance ratio (empty: same as gamma)", _IMB,
+          label="γ_u (unlabeled ratio)", step=1.0, placeholder="same as γ"),
+    Field("unlabeled_shape", "consistent", (Options(UNLABELED_SHAPES),), "unlabeled class profile: consistent "
+          "(same order as labeled), uniform, or reversed", _IMB, label="unlabeled profile"),
+    Field("model", "auto", (Options(MODEL_NAMES),), "network; auto picks by input shape and device", _MODEL),
+    Field("lr", 0.03, (real(0, 10, "right"),), "SGD learning rate, cosine-decayed to cos(7 pi / 16) of it", _MODEL,
+          label="learning rate", step=0.01),
+    Field("momentum", 0.9, (real(0, 1, "left"),), "SGD momentum (nesterov)", _MODEL),
+    Field("weight_decay", 5e-4, (real(0, 1),), "SGD weight decay (not on biases and BatchNorm)", _MODEL, step=1e-4),
+    Field("ema_decay", 0.999, (real(0, 1, "left"),), "EMA of weights used for evaluation; 0 evaluates the raw model",
+          _MODEL, step=0.001),
+    Field("compile", False, (Bool(),), "torch.compile the model (CUDA only pays off)", _MODEL),
+)
+BUDGET_FIELDS = (
+    Field("steps", 1000, (integer(1, 10_000_000),), "optimiser steps (the whole budget)", _BUDGET),
+    Field("batch_size", 64, (integer(1, 4096),), "labeled batch B", _BUDGET, label="batch size B"),
+    Field("mu", 7, (integer(0, 64),), "unlabeled batch is mu * B", _BUDGET, label="μ: unlabeled batch = μ × B"),
+    Field("seed", 0, (integer(0, 2**31 - 1),), "seed of the split, the initialisation and the batches", _BUDGET),
+    Field("device", "auto", (Options(DEVICES),), "auto (cuda if available), cpu or cuda", _BUDGET),
+    Field("log_every", 10, (integer(1),), "steps between per-class training metrics", _BUDGET),
+    Field("eval_every", 100, (integer(1),), "steps between validation-set evaluations (a multiple of log_every)", _BUDGET),
+    Field("checkpoint_every", 250, (integer(1),), "steps between checkpoints (a multiple of log_every)", _BUDGET),
+    Field("preset", "fixmatch", (Str(),), "the preset this config started from", _RUN),
+    Field("name", "", (Str(),), "free-text label shown in the dashboard", _RUN, label="Run name (optional)"),
+)
+FIELDS: dict[str, Field] = {f.name: f for f in (*DATA_FIELDS, *TECHNIQUE_FIELDS, *BUDGET_FIELDS)}
+CONSTRAINTS = {name: list(f.constraints) for name, f in FIELDS.items()}
+FIELD_NAMES = tuple(FIELDS)
+# Keys older sslviz versions wrote: old name -> (new name or None, why). Old YAML files and stored configs keep
+# loading; each such key is reported once with a DeprecationWarning-style message.
+RETIRED_KEYS = {
+    "dist_align_momentum": (None, "distribution alignment now averages the last `dist_align_window` batches "
+                                  "(ReMixMatch) instead of an EMA; the value is ignored"),
+}
 
-    # -- data and imbalance ------------------------------------------------
-    dataset: str = "digits"  # "digits", "toy2d", or a CIFAR-10 pickle / ImageFolder path
-    n1: int | None = None  # labeled images of the head class; None = dataset default
-    gamma: float = 50.0  # labeled imbalance ratio N_1 / N_K (1 = balanced)
-    m1: int | None = None  # unlabeled images of the largest unlabeled class; None = dataset default
-    gamma_u: float | None = None  # unlabeled imbalance ratio; None = same as gamma
-    unlabeled_shape: str = "consistent"  # "consistent", "uniform" or "reversed"
-    # -- model and optimisation ------------------------------------------
-    model: str = "auto"  # "auto" picks by input shape and device
-    steps: int = 1000  # optimiser steps (the whole budget)
-    batch_size: int = 64  # labeled batch B
-    mu: int = 7  # unlabeled batch is mu * B
-    lr: float = 0.03  # SGD learning rate, cosine-decayed to cos(7 pi / 16) of it
-    momentum: float = 0.9  # SGD momentum (nesterov)
-    weight_decay: float = 5e-4
-    ema_decay: float = 0.999  # EMA of weights used for evaluation; 0 evaluates the raw model
-    # -- pseudo-labels -----------------------------------------------------
-    threshold: float = 0.95  # confidence threshold tau for a pseudo-label to count
-    threshold_schedule: str = "fixed"  # "fixed", "flexmatch" (curriculum) or "freematch" (self-adaptive)
-    threshold_class_alpha: float = 0.0  # tau_c = tau * (n_c / n_max) ** alpha: lower for rare classes
-    threshold_min: float = 0.5  # frequency scaling never lowers a threshold below this (nor raises one to it)
-    threshold_warmup_steps: int = 0  # thresholds fall linearly from 1.0 to their value over this many steps
-    flexmatch_warmup: bool = True  # FlexMatch: count not-yet-predicted samples as a class (threshold warm-up)
-    freematch_momentum: float = 0.999  # FreeMatch EMA momentum for global / per-class confidence
-    # -- supervised loss ---------------------------------------------------
-    class_weighting: str = "none"  # "none", "inverse" (1/n_c) or "effective" ((1-beta)/(1-beta^n_c))
-    effective_beta: float = 0.999  # beta of the effective number of samples
-    logit_adjust_tau: float = 0.0  # train on logits + tau * log(prior): 1 = logit-adjusted loss
-    # -- unsupervised loss -------------------------------------------------
-    lambda_u: float = 1.0  # weight of the unsupervised (consistency) loss
-    unsup_class_alpha: float = 0.0  # scale each pseudo-label's loss by (n_max / n_c) ** alpha (mean 1)
-    dist_align: str = "none"  # distribution alignment target: "none", "labeled" or "uniform"
-    dist_align_momentum: float = 0.999  # EMA momentum of the running mean prediction
-    debias_tau: float = 0.0  # DebiasPL: pseudo-label from logits - tau * log p_hat (0 = off)
-    # -- augmentation ------------------------------------------------------
-    aug_strength: float = 1.0  # strong-augmentation strength (1 = FixMatch RandAugment + Cutout)
-    aug_class_alpha: float = 0.0  # per-class multiplier (n_max / n_c) ** alpha: rare classes augmented harder
-    aug_max_multiplier: float = 3.0  # cap of that multiplier
-    # -- run bookkeeping ---------------------------------------------------
-    seed: int = 0
-    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
-    log_every: int = 10  # steps between per-class training metrics
-    eval_every: int = 100  # steps between test-set evaluations
-    checkpoint_every: int = 250  # steps between checkpoints (worker runs only)
-    compile: bool = False  # torch.compile the model (CUDA only pays off)
-    preset: str = "fixmatch"  # the preset this config started from (for labels)
-    name: str = ""  # free-text label shown in the dashboard
+
+class RetiredKeyWarning(UserWarning):
+    """A config used a key this version renamed or dropped; the message says what happened to it."""
+
+
+class _ConfigMethods:
+    """Conversions and validation of TrainConfig (the fields come from FIELDS)."""
 
     def __post_init__(self):
         check_params(dataclasses.asdict(self), CONSTRAINTS, "TrainConfig")
@@ -81,16 +83,18 @@ class TrainConfig:
                     field=name,
                 )
 
-    # -- conversions -------------------------------------------------------
     @classmethod
     def from_dict(cls, values: dict, *, preset: str | None = None) -> "TrainConfig":
-        """Build from a mapping; unknown keys are an error, `preset` supplies the defaults."""
+        """Build from a mapping; unknown keys are an error, retired keys a warning, `preset` supplies the defaults."""
         if not isinstance(values, dict):
             raise InvalidParameterError(f"A config must be a mapping of field: value, got {type(values).__name__}.")
+        values = _upgrade_keys(values)
         unknown = sorted(set(values) - set(FIELD_NAMES))
         if unknown:
+            guess = difflib.get_close_matches(unknown[0], FIELD_NAMES, n=1)
+            hint = f" Did you mean {guess[0]!r}?" if guess else ""
             raise InvalidParameterError(
-                f"Unknown config key {unknown[0]!r}. Valid keys are: {', '.join(FIELD_NAMES)}.", field=unknown[0]
+                f"Unknown config key {unknown[0]!r}.{hint} Valid keys are: {', '.join(FIELD_NAMES)}.", field=unknown[0]
             )
         name = preset or values.get("preset") or "fixmatch"
         base = preset_values(name)
@@ -110,62 +114,34 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _real(lo, hi=None, closed="both"):
-    return Interval(Real, lo, hi, closed)
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig",
+    [(f.name, f.annotation, dataclasses.field(default=f.default)) for f in FIELDS.values()],
+    bases=(_ConfigMethods,),
+    frozen=True,
+)
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = ("Every knob of a run; defaults are plain FixMatch on imbalanced digits. Fields: "
+                       "config.DATA_FIELDS, registry.TECHNIQUE_FIELDS, config.BUDGET_FIELDS.")
 
 
-def _int(lo, hi=None):
-    return Interval(Integral, lo, hi, "both")
+def _upgrade_keys(values: dict) -> dict:
+    """Rename or drop keys older versions wrote, warning once per key."""
+    values = dict(values)
+    for old, (new, why) in RETIRED_KEYS.items():
+        if old in values:
+            value = values.pop(old)
+            if new is not None and new not in values:
+                values[new] = value
+            warnings.warn(f"Config key {old!r} is retired: {why}.", RetiredKeyWarning, stacklevel=3)
+    return values
 
-
-CONSTRAINTS = {
-    "dataset": [Str()],
-    "n1": [_int(1), NoneOK()],
-    "gamma": [_real(1, None)],
-    "m1": [_int(0), NoneOK()],
-    "gamma_u": [_real(1, None), NoneOK()],
-    "unlabeled_shape": [Options(UNLABELED_SHAPES)],
-    "model": [Options(MODEL_NAMES)],
-    "steps": [_int(1, 10_000_000)],
-    "batch_size": [_int(1, 4096)],
-    "mu": [_int(0, 64)],
-    "lr": [_real(0, 10, "right")],
-    "momentum": [_real(0, 1, "left")],
-    "weight_decay": [_real(0, 1)],
-    "ema_decay": [_real(0, 1, "left")],
-    "threshold": [_real(0, 1, "right")],
-    "threshold_schedule": [Options(THRESHOLD_SCHEDULES)],
-    "threshold_class_alpha": [_real(0, 5)],
-    "threshold_min": [_real(0, 1)],
-    "threshold_warmup_steps": [_int(0)],
-    "flexmatch_warmup": [Bool()],
-    "freematch_momentum": [_real(0, 1, "left")],
-    "class_weighting": [Options(CLASS_WEIGHTINGS)],
-    "effective_beta": [_real(0, 1, "neither")],
-    "logit_adjust_tau": [_real(0, 5)],
-    "lambda_u": [_real(0, 100)],
-    "unsup_class_alpha": [_real(0, 5)],
-    "dist_align": [Options(DIST_ALIGN_TARGETS)],
-    "dist_align_momentum": [_real(0, 1, "left")],
-    "debias_tau": [_real(0, 5)],
-    "aug_strength": [_real(0, 5)],
-    "aug_class_alpha": [_real(0, 5)],
-    "aug_max_multiplier": [_real(1, 10)],
-    "seed": [_int(0, 2**31 - 1)],
-    "device": [Options(DEVICES)],
-    "log_every": [_int(1)],
-    "eval_every": [_int(1)],
-    "checkpoint_every": [_int(1)],
-    "compile": [Bool()],
-    "preset": [Str()],
-    "name": [Str()],
-}
-FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 
 # Each preset is just the knobs it changes from the plain FixMatch defaults.
 PRESETS: dict[str, dict] = {
     "fixmatch": {},
     "fixmatch-da": {"dist_align": "labeled"},
+    "fixmatch-debiaspl": {"debias_tau": 0.4},
     "fixmatch-la": {"logit_adjust_tau": 1.0},
     "flexmatch": {"threshold_schedule": "flexmatch"},
     "freematch": {"threshold_schedule": "freematch"},
@@ -181,9 +157,11 @@ PRESETS: dict[str, dict] = {
 PRESET_DESCRIPTIONS = {
     "fixmatch": "FixMatch: fixed threshold 0.95, plain cross-entropy.",
     "fixmatch-da": "FixMatch + ReMixMatch distribution alignment of pseudo-labels to the labeled distribution.",
+    "fixmatch-debiaspl": "FixMatch + DebiasPL: debiased pseudo-labels and the adaptive marginal loss (tau 0.4).",
     "fixmatch-la": "FixMatch + logit-adjusted supervised loss (logits + log prior).",
     "flexmatch": "FlexMatch curriculum thresholds: classes the model learns slowly get lower thresholds.",
-    "freematch": "FreeMatch self-adaptive thresholds from EMAs of global and per-class confidence.",
+    "freematch": "FreeMatch: self-adaptive thresholds from EMAs of global and per-class confidence, plus its "
+                 "self-adaptive fairness loss.",
     "balanced": "Frequency-scaled thresholds + rare classes augmented harder + effective-number weights + DA.",
 }
 

@@ -13,6 +13,7 @@ import os
 import pickle
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,15 @@ from PIL import Image
 
 BUILTIN = ("digits", "toy2d")
 
-# (N_1, M_1) used by config when the user gives none; folders use _FOLDER_COUNTS.
-DEFAULT_COUNTS = {"digits": (60, 60), "toy2d": (100, 300)}
+# (N_1, M_1) used by config when the user gives none; folders use _FOLDER_COUNTS. Digits has ~98 training images
+# of the head class once 50 test and 30 validation images per class are set aside, hence 50 + 40 (was 60 + 60
+# before the validation split).
+DEFAULT_COUNTS = {"digits": (50, 40), "toy2d": (100, 300)}
 _FOLDER_COUNTS = (1500, 3000)  # CIFAR-10-LT protocol
+# Balanced validation images per class, held out of the training pool before any split: training never sees
+# them. Folders hold out min(500, smallest class // 10): 500 on CIFAR-10, as DASO's NUM_VALID 5000.
+VAL_PER_CLASS = {"digits": 30, "toy2d": 100}
+_FOLDER_VAL_MAX = 500
 
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_FILES = _CIFAR_TRAIN + ("test_batch",)
@@ -43,9 +50,11 @@ class Dataset:
     name : str
         ``"digits"``, ``"toy2d"`` or the folder's absolute path.
     kind : {"image", "points"}
-    x_train, x_test : ndarray
+    x_train, x_val, x_test : ndarray
         Images as uint8 ``(N, C, H, W)``; points as float32 ``(N, 2)``.
-    y_train, y_test : ndarray of int64, shape (N,)
+        ``x_val`` is a balanced validation set held out of the training pool
+        (see :func:`hold_out_validation`); tune on it, report test beside it.
+    y_train, y_val, y_test : ndarray of int64, shape (N,)
         Classes ``0 .. K-1``.
     class_names : tuple of str
     hflip : bool
@@ -60,6 +69,8 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     hflip: bool
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -114,7 +125,35 @@ def load_dataset(source: str | os.PathLike, cache_dir: str | os.PathLike | None 
     DatasetError
         If ``source`` is neither a built-in nor a readable dataset folder.
     """
-    source = os.fspath(source)
+    return hold_out_validation(_load(os.fspath(source), cache_dir))
+
+
+def validation_size(name: str, y_train: np.ndarray) -> int:
+    """Validation images per class: ``VAL_PER_CLASS`` for built-ins, else ``min(500, smallest class // 10)``.
+
+    >>> validation_size("digits", np.zeros(10, dtype=int)), validation_size("/data/x", np.repeat([0, 1], [5000, 80]))
+    (30, 8)
+    """
+    if name in VAL_PER_CLASS:
+        return VAL_PER_CLASS[name]
+    return min(_FOLDER_VAL_MAX, int(np.bincount(y_train).min()) // 10)
+
+
+def hold_out_validation(ds: Dataset) -> Dataset:
+    """Move ``validation_size`` images of every class from train to a validation set (fixed draw, seed 1).
+
+    The draw depends on the dataset only, so every run on a dataset is validated on the same images.
+    """
+    per_class = validation_size(ds.name, ds.y_train)
+    rng = np.random.default_rng(1)
+    val = np.sort(np.concatenate([rng.choice(np.flatnonzero(ds.y_train == k), per_class, replace=False)
+                                  for k in range(ds.num_classes)]))
+    keep = np.setdiff1d(np.arange(len(ds.y_train)), val)
+    return dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep],
+                               x_val=ds.x_train[val], y_val=ds.y_train[val])
+
+
+def _load(source: str, cache_dir) -> Dataset:
     if source == "digits":
         return _load_digits()
     if source == "toy2d":

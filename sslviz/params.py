@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 
 
 class InvalidParameterError(ValueError, TypeError):
@@ -53,6 +53,16 @@ class Interval:
         lb = "[" if self.closed in ("both", "left") and self.left is not None else "("
         rb = "]" if self.closed in ("both", "right") and self.right is not None else ")"
         return f"{kind} in the range {lb}{lo}, {hi}{rb}"
+
+
+def real(lo, hi=None, closed: str = "both") -> Interval:
+    """Real numbers in ``[lo, hi]`` (``closed`` picks open ends; None = unbounded)."""
+    return Interval(Real, lo, hi, closed)
+
+
+def integer(lo, hi=None) -> Interval:
+    """Integers in ``[lo, hi]`` (None = unbounded)."""
+    return Interval(Integral, lo, hi, "both")
 
 
 def _number(x) -> str:

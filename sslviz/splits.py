@@ -236,8 +236,8 @@ def make_split(
     return Split(labeled_idx, unlabeled_idx, labeled, unlabeled)
 
 
-def split_frame(split: Split, y_test: np.ndarray, class_names=None) -> pd.DataFrame:
-    """Per-class counts of a split and the test set, in long format.
+def split_frame(split: Split, y_test: np.ndarray, class_names=None, y_val: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-class counts of a split, the validation set (when given) and the test set, in long format.
 
     Parameters
     ----------
@@ -245,19 +245,26 @@ def split_frame(split: Split, y_test: np.ndarray, class_names=None) -> pd.DataFr
     y_test : ndarray of int, shape (N_test,)
     class_names : sequence of str, optional
         Defaults to the class indices as strings.
+    y_val : ndarray of int, optional
+        Validation labels; adds a ``"validation"`` set.
 
     Returns
     -------
     DataFrame
         Columns ``class`` (int), ``class_name``, ``set`` (``"labeled"``,
-        ``"unlabeled"`` or ``"test"``) and ``count``; one row per class and set.
+        ``"unlabeled"``, ``"validation"`` or ``"test"``) and ``count``; one row per class and set.
     """
     num_classes = len(split.labeled_counts)
     names = [str(k) for k in range(num_classes)] if class_names is None else list(class_names)
     if len(names) != num_classes:
         raise SplitError(f"class_names has {len(names)} entries but the split has {num_classes} classes")
-    test = np.bincount(np.asarray(y_test, dtype=np.int64), minlength=num_classes)[:num_classes]
-    sets = {"labeled": split.labeled_counts, "unlabeled": split.unlabeled_counts, "test": test}
+    def count(y):
+        return np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes)[:num_classes]
+
+    sets = {"labeled": split.labeled_counts, "unlabeled": split.unlabeled_counts}
+    if y_val is not None:
+        sets["validation"] = count(y_val)
+    sets["test"] = count(y_test)
     return pd.DataFrame(
         [
             {"class": k, "class_name": names[k], "set": s, "count": int(counts[k])}

@@ -72,11 +72,55 @@ def freematch_thresholds(global_conf: Tensor, class_conf: Tensor) -> Tensor:
     return global_conf * class_conf / class_conf.max()
 
 
-def freematch_update(global_conf: Tensor, class_conf: Tensor, probs: Tensor, momentum: float) -> tuple[Tensor, Tensor]:
-    """One EMA step of FreeMatch's state from a batch of unlabeled probabilities ``(B, K)``."""
-    global_conf = ema(global_conf, probs.max(dim=1).values.mean(), momentum)
+def freematch_update(global_conf: Tensor, class_conf: Tensor, label_hist: Tensor, probs: Tensor,
+                     momentum: float) -> tuple[Tensor, Tensor, Tensor]:
+    """One EMA step of FreeMatch's state from a batch of unlabeled probabilities ``(B, K)``.
+
+    ``tau_t`` <- EMA of the mean max-confidence, ``p_t`` <- EMA of the mean prediction and
+    the label histogram ``h_t`` <- EMA of the normalised histogram of argmax predictions
+    (USB ``FreeMatchThresholingHook.update``).
+
+    >>> g, c, h = freematch_update(torch.tensor(0.5), torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]),
+    ...                            torch.tensor([[0.9, 0.1], [0.7, 0.3]]), 0.5)
+    >>> g, c, h
+    (tensor(0.6500), tensor([0.6500, 0.3500]), tensor([0.7500, 0.2500]))
+    """
+    conf, pred = probs.max(dim=1)
+    hist = torch.zeros_like(label_hist).scatter_add_(0, pred, torch.ones_like(conf))
+    global_conf = ema(global_conf, conf.mean(), momentum)
     class_conf = ema(class_conf, probs.mean(dim=0), momentum)
-    return global_conf, class_conf
+    label_hist = ema(label_hist, hist / hist.sum(), momentum)
+    return global_conf, class_conf, label_hist
+
+
+def freematch_fairness_loss(logits_strong: Tensor, mask: Tensor, class_conf: Tensor, label_hist: Tensor) -> Tensor:
+    """FreeMatch's self-adaptive fairness loss ``L_f = -H(SumNorm(p_t / h_t), SumNorm(p_bar / h_bar))``.
+
+    Over the accepted samples (``mask``) of the strong view: ``p_bar`` is their mean
+    prediction and ``h_bar`` the normalised histogram of their argmax; ``p_t`` and ``h_t``
+    are the running estimates of :func:`freematch_update`. The value is
+    ``sum_c a_c log b_c`` (a negative cross-entropy, as USB's ``entropy_loss``): minimising it
+    pushes the mean prediction of accepted samples away from collapsing onto a few
+    classes. Zero when no sample is accepted. Written with masks instead of boolean
+    indexing so a CUDA step never waits for the host.
+
+    >>> logits = torch.log(torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.1, 0.9]]))
+    >>> round(float(freematch_fairness_loss(logits, torch.tensor([1., 1., 1.]),
+    ...                                     torch.tensor([0.6, 0.4]), torch.tensor([0.5, 0.5]))), 4)
+    -0.8214
+    """
+    probs = F.softmax(logits_strong, dim=1)
+    n = mask.sum()
+    hist = torch.zeros_like(class_conf).scatter_add_(0, probs.argmax(dim=1), mask)
+    hist = hist / n.clamp(min=1)
+    mean_prob = (probs * mask[:, None]).sum(0) / n.clamp(min=1)
+
+    def sum_norm(p: Tensor, h: Tensor) -> Tensor:
+        scaled = p * torch.where(h > 0, 1.0 / h.clamp(min=1e-12), torch.zeros_like(h)).detach()
+        return scaled / scaled.sum().clamp(min=1e-12)
+
+    loss = (sum_norm(class_conf, label_hist) * torch.log(sum_norm(mean_prob, hist) + 1e-12)).sum()
+    return torch.where(n > 0, loss, torch.zeros_like(loss))
 
 
 def warmup_thresholds(thresholds: Tensor, step: int, warmup_steps: int) -> Tensor:
@@ -156,6 +200,30 @@ def ema(running: Tensor, value: Tensor, momentum: float) -> Tensor:
     return momentum * running + (1.0 - momentum) * value
 
 
+def window_push(window: Tensor, seen: int, value: Tensor) -> Tensor:
+    """Write ``value`` into row ``seen % W`` of a ``(W, K)`` ring buffer (in place; returned for chaining)."""
+    window[seen % len(window)] = value
+    return window
+
+
+def window_mean(window: Tensor, seen: int) -> Tensor:
+    """Mean of the last ``min(seen, W)`` rows pushed into a zero-initialised ``(W, K)`` ring buffer.
+
+    ReMixMatch's running mean of the model's predictions: the last W batches only,
+    so it follows the model within a few hundred steps at any run length (an EMA
+    with momentum 0.999 still holds 37% of its start after 1,000 steps).
+
+    >>> w = torch.zeros(3, 2)
+    >>> _ = window_push(w, 0, torch.tensor([1., 0.])); _ = window_push(w, 1, torch.tensor([0., 1.]))
+    >>> window_mean(w, 2)
+    tensor([0.5000, 0.5000])
+    >>> _ = window_push(w, 2, torch.tensor([0., 1.])); _ = window_push(w, 3, torch.tensor([0., 1.]))
+    >>> window_mean(w, 4)  # the first batch has left the window
+    tensor([0., 1.])
+    """
+    return window.sum(dim=0) / max(1, min(seen, len(window)))
+
+
 def distribution_alignment(probs: Tensor, p_target: Tensor, p_model: Tensor) -> Tensor:
     """ReMixMatch distribution alignment: ``p~ = normalize(p * p_target / p_model)``.
 
@@ -175,6 +243,19 @@ def debiased_probs(logits: Tensor, p_hat: Tensor, tau_d: float) -> Tensor:
     tensor([[0.2000, 0.8000]])
     """
     return F.softmax(logits - tau_d * torch.log(p_hat.clamp(min=1e-6)), dim=1)
+
+
+def adaptive_margin_logits(logits: Tensor, p_hat: Tensor, tau_d: float) -> Tensor:
+    """DebiasPL's adaptive marginal loss input: ``f + tau_d * log p_hat`` on the strong view.
+
+    Classes the model over-predicts (large ``p_hat``) get a larger logit here, so the
+    cross-entropy must push their margin further: the loss demands a wider margin
+    from majority classes, as a logit-adjusted loss does with a fixed prior.
+
+    >>> adaptive_margin_logits(torch.zeros(1, 2), torch.tensor([0.5, 0.5]), 1.0).exp()
+    tensor([[0.5000, 0.5000]])
+    """
+    return logits + tau_d * torch.log(p_hat.clamp(min=1e-6))
 
 
 # -- schedules ----------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,10 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
 
-from . import augment, techniques
-from .config import TrainConfig
+from . import augment, registry, techniques
+from .config import RetiredKeyWarning, TrainConfig
 from .data import Dataset, default_counts, load_dataset
 from .meter import IntervalMeter
 from .models import build_model, default_model_name
@@ -70,7 +72,7 @@ def preview_split(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, 
                   dataset: Dataset | None = None) -> pd.DataFrame:
     """Per-class labeled / unlabeled / test counts of ``cfg``'s split (long format), before any training."""
     p = prepare(cfg, cache_dir, dataset=dataset)
-    return split_frame(p.split, p.dataset.y_test, p.dataset.class_names)
+    return split_frame(p.split, p.dataset.y_test, p.dataset.class_names, y_val=p.dataset.y_val)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,6 +90,7 @@ def run_info(p: Prepared, model_name: str, device: torch.device) -> dict:
         "class_names": list(ds.class_names),
         "labeled_counts": p.split.labeled_counts.tolist(),
         "unlabeled_counts": p.split.unlabeled_counts.tolist(),
+        "val_counts": np.bincount(ds.y_val, minlength=ds.num_classes).tolist(),
         "test_counts": np.bincount(ds.y_test, minlength=ds.num_classes).tolist(),
         "kind": ds.kind,
         "model": model_name,
@@ -101,8 +104,7 @@ def run_info(p: Prepared, model_name: str, device: torch.device) -> dict:
 def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | None, gen: torch.Generator):
     """Weak view (strength None) or strong view with per-sample strength, for images or points."""
     if kind == "points":
-        sigma = augment.WEAK_POINT_SIGMA if strength is None else augment.STRONG_POINT_SIGMA * strength
-        return augment.jitter_points(x, sigma, generator=gen)
+        return augment.jitter_points(x, augment.point_sigma(strength), generator=gen)
     x = augment.to_float(x)
     if strength is None:
         return augment.weak_images(x, hflip=hflip, generator=gen)
@@ -123,15 +125,15 @@ def predict(model: torch.nn.Module, x: torch.Tensor, kind: str, batch: int = 102
     return out
 
 
-def evaluate(model, x_test, y_test: np.ndarray, num_classes: int, kind: str) -> dict:
-    """Test accuracy, balanced accuracy, per-class recall and confusion matrix (rows = true class)."""
-    pred = predict(model, x_test, kind).argmax(1).cpu().numpy()
+def evaluate(model, x, y: np.ndarray, num_classes: int, kind: str) -> dict:
+    """Accuracy, balanced accuracy, per-class recall and confusion matrix (rows = true class) on ``(x, y)``."""
+    pred = predict(model, x, kind).argmax(1).cpu().numpy()
     labels = list(range(num_classes))
     return {
-        "accuracy": float(accuracy_score(y_test, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)),
-        "recall": recall_score(y_test, pred, labels=labels, average=None, zero_division=0).tolist(),
-        "confusion": confusion_matrix(y_test, pred, labels=labels).tolist(),
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "recall": recall_score(y, pred, labels=labels, average=None, zero_division=0).tolist(),
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
     }
 
 
@@ -180,6 +182,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+CHECKPOINT_FORMAT = 2  # 2: technique state by technique name, validation split; 1 (unmarked): before
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -191,14 +196,17 @@ def train(
     prepared: Prepared | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict:
-    """Run FixMatch with the configured mitigations; returns a summary dict.
+    """Run FixMatch with the configured techniques; returns a summary dict.
 
     ``on_log(record)`` receives every ``log_every`` steps a dict with ``step``,
-    ``wall``, ``scalars``, ``classes`` and ``pseudo_confusion``, plus ``eval``
-    (and ``snapshot`` for 2-D data) every ``eval_every`` steps. ``should_stop()``
-    is polled at each log interval; when it returns True the loop checkpoints
-    and returns with status "stopped". With ``resume`` the loop restarts from
-    ``checkpoint_path``.
+    ``wall``, ``scalars``, ``classes``, ``pseudo_confusion`` and ``technique``
+    (each active technique's live state), plus ``eval`` = ``{"val": ...}``
+    every ``eval_every`` steps and ``{"val": ..., "test": ...}`` at the end
+    (``snapshot`` too for 2-D data). The test set is evaluated only when the
+    run ends (finished or stopped): choices are made on validation.
+    ``should_stop()`` is polled at each log interval; when it returns True the
+    loop checkpoints and returns with status "stopped". With ``resume`` the
+    loop restarts from ``checkpoint_path``.
     """
     # -- data, model, optimiser -------------------------------------------------
     p = prepared or prepare(cfg, cache_dir)
@@ -223,37 +231,24 @@ def train(
 
     x_l, y_l = on_device(ds.x_train[split.labeled_idx]), on_device(ds.y_train[split.labeled_idx])
     x_u, y_u = on_device(ds.x_train[split.unlabeled_idx]), on_device(ds.y_train[split.unlabeled_idx])
-    x_test = on_device(ds.x_test)
+    eval_sets = {"val": (on_device(ds.x_val), ds.y_val), "test": (on_device(ds.x_test), ds.y_test)}
     n_l, n_u = len(x_l), len(x_u)
     B, uB = cfg.batch_size, (cfg.mu * cfg.batch_size if n_u else 0)  # no unlabeled data: supervised only
 
-    # Per-class constants of the mitigations.
+    # The techniques of this run, called phase by phase below (registry.PHASES).
     counts_l = torch.as_tensor(split.labeled_counts, dtype=torch.float32, device=device)
-    sup_weights = techniques.class_weights(counts_l, cfg.class_weighting, cfg.effective_beta)
-    log_prior = techniques.log_prior(counts_l)
-    unsup_scale = techniques.unsup_class_scale(counts_l, cfg.unsup_class_alpha)
-    aug_mult = augment.class_strength_multiplier(counts_l, cfg.aug_class_alpha, cfg.aug_max_multiplier).to(device)
-    p_target = counts_l / counts_l.sum() if cfg.dist_align == "labeled" else torch.full((K,), 1.0 / K, device=device)
-
-    # Mutable technique state (checkpointed).
-    state = {
-        # DA running mean of unlabeled predictions; starting at the target makes early DA the identity.
-        "p_model": p_target.clone(),
-        "p_hat": torch.full((K,), 1.0 / K, device=device),  # DebiasPL running mean
-        "fm_global": torch.tensor(1.0 / K, device=device),  # FreeMatch tau_t
-        "fm_class": torch.full((K,), 1.0 / K, device=device),  # FreeMatch p_t
-        "flex_pred": torch.full((n_u,), -1, dtype=torch.long, device=device),  # FlexMatch per-sample class
-    }
+    tech = registry.Pipeline(cfg, registry.Run(K, device, counts_l, n_u, cfg.steps))
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     start, wall0 = 0, 0.0
     if resume:
         ckpt = load_checkpoint(checkpoint_path)
+        check_checkpoint(ckpt, cfg)
         model.load_state_dict(ckpt["model"])
         if ema_model is not None:
             ema_model.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        state = {k: v.to(device) for k, v in ckpt["state"].items()}
+        tech.load_state_dict(ckpt["techniques"])
         if ckpt.get("device", device.type) == device.type:
             gen.set_state(ckpt["generator"])
         else:  # a CUDA generator state does not fit a CPU generator (and back): a fresh, still seeded stream
@@ -264,33 +259,26 @@ def train(
         if checkpoint_path is None:
             return
         save_checkpoint(checkpoint_path, {
+            "format": CHECKPOINT_FORMAT,
             "step": step,
             "wall": time.time() - t0,
             "model": model.state_dict(),
             "ema": ema_model.state_dict() if ema_model is not None else {},
             "optimizer": optimizer.state_dict(),
-            "state": {k: v.cpu() for k, v in state.items()},
+            "techniques": tech.state_dict(),
             "generator": gen.get_state(),
             "device": device.type,
             "config": cfg.to_yaml(),
         })
 
-    def thresholds_at(step: int) -> torch.Tensor:
-        if cfg.threshold_schedule == "flexmatch":
-            tau = techniques.flexmatch_thresholds(cfg.threshold, state["flex_pred"], K, cfg.flexmatch_warmup)
-        elif cfg.threshold_schedule == "freematch":
-            tau = techniques.freematch_thresholds(state["fm_global"], state["fm_class"])
-        else:
-            tau = techniques.fixed_thresholds(cfg.threshold, K, device)
-        if cfg.threshold_class_alpha > 0:
-            tau = techniques.frequency_scaled_thresholds(tau, counts_l, cfg.threshold_class_alpha, cfg.threshold_min)
-        return techniques.warmup_thresholds(tau, step, cfg.threshold_warmup_steps)
+    def evaluate_on(*names: str) -> dict:
+        return {n: evaluate(eval_model, eval_sets[n][0], eval_sets[n][1], K, kind) for n in names}
 
     meter = IntervalMeter(K, device)  # device-side sums, flushed every log interval
     t0 = time.time() - wall0  # wall time continues across resumes
     model.train()
-    thresholds = thresholds_at(start)
-    status = "finished"
+    thresholds = torch.full((K,), cfg.threshold, device=device)
+    status, final = "finished", {}
     step = start
     for step in range(start + 1, cfg.steps + 1):
         # -- learning rate ---------------------------------------------------
@@ -301,12 +289,7 @@ def train(
         # -- sample a labeled batch and an unlabeled batch (with replacement) --
         il = torch.randint(n_l, (B,), generator=gen, device=device)
         xl, yl = x_l[il], y_l[il]
-        # Labeled samples of rare classes get extra augmentation when aug_class_alpha > 0: strength
-        # aug_strength * (multiplier - 1), so the head class (multiplier 1) keeps the plain weak view.
-        l_strength = None
-        if cfg.aug_class_alpha > 0:
-            l_strength = (cfg.aug_strength * (aug_mult[yl] - 1)).clamp(max=cfg.aug_strength)
-        xl = _views(xl, kind, ds.hflip, l_strength, gen)
+        xl = _views(xl, kind, ds.hflip, tech("labeled_strength", None, yl), gen)
 
         if uB:
             iu = torch.randint(n_u, (uB,), generator=gen, device=device)
@@ -315,23 +298,13 @@ def train(
             xu_w = _views(xu, kind, ds.hflip, None, gen)
             with torch.no_grad(), amp:
                 logits_w = forward(xu_w.contiguous(memory_format=torch.channels_last) if channels_last else xu_w).float()
-            probs = F.softmax(logits_w, dim=1)
-            if cfg.debias_tau > 0:
-                state["p_hat"] = techniques.ema(state["p_hat"], probs.mean(0), cfg.dist_align_momentum)
-                probs = techniques.debiased_probs(logits_w, state["p_hat"], cfg.debias_tau)
-            if cfg.dist_align != "none":
-                state["p_model"] = techniques.ema(state["p_model"], probs.mean(0), cfg.dist_align_momentum)
-                probs = techniques.distribution_alignment(probs, p_target, state["p_model"])
-            if cfg.threshold_schedule == "freematch":
-                state["fm_global"], state["fm_class"] = techniques.freematch_update(
-                    state["fm_global"], state["fm_class"], probs, cfg.freematch_momentum)
-            thresholds = thresholds_at(step - 1)
-            pseudo, conf, mask = techniques.confidence_mask(probs, thresholds)
-            if cfg.threshold_schedule == "flexmatch":
-                # Remember each sample's latest prediction that clears the base threshold.
-                state["flex_pred"][iu] = torch.where(conf > cfg.threshold, pseudo, state["flex_pred"][iu])
-            # -- strong view, harder for (pseudo-)rare classes ---------------------
-            strength = augment.sample_strength(pseudo, cfg.aug_strength, aug_mult)
+            u = registry.Unlabeled(iu, logits_w, F.softmax(logits_w, dim=1))
+            u.probs = tech("transform_probs", u.probs, u)
+            thresholds = tech("thresholds", torch.full((K,), cfg.threshold, device=device), u, step - 1)
+            u.pseudo, u.conf, u.mask = techniques.confidence_mask(u.probs, thresholds)
+            tech("observe", None, u)
+            # -- strong view -----------------------------------------------------
+            strength = tech("strong_strength", torch.full((uB,), cfg.aug_strength, device=device), u.pseudo)
             xu_s = _views(xu, kind, ds.hflip, strength, gen)
             inputs = torch.cat([xl, xu_s])
         else:
@@ -342,15 +315,16 @@ def train(
         # -- losses ----------------------------------------------------------
         with amp:
             logits = forward(inputs).float()
-        logits_l = logits[:B]
-        ce_l = F.cross_entropy(techniques.logit_adjust(logits_l, log_prior, cfg.logit_adjust_tau), yl, reduction="none")
-        loss_sup = (ce_l * sup_weights[yl]).mean()
+        ce_l = F.cross_entropy(tech("sup_logits", logits[:B], yl), yl, reduction="none")
+        loss_sup = (ce_l * tech("sup_weights", torch.ones_like(ce_l), yl)).mean()
+        loss = loss_sup
         if uB:
-            ce_u = F.cross_entropy(logits[B:], pseudo, reduction="none")
-            loss_unsup = (ce_u * mask * unsup_scale[pseudo]).mean()
+            logits_s = logits[B:]
+            ce_u = F.cross_entropy(tech("unsup_logits", logits_s, u), u.pseudo, reduction="none")
+            loss_unsup = (ce_u * u.mask * tech("unsup_weights", torch.ones_like(ce_u), u)).mean()
+            loss = tech("extra_loss", loss + cfg.lambda_u * loss_unsup, logits_s, u)
         else:
             loss_unsup = torch.zeros((), device=device)
-        loss = loss_sup + cfg.lambda_u * loss_unsup
 
         # -- update ----------------------------------------------------------
         optimizer.zero_grad(set_to_none=True)
@@ -366,9 +340,9 @@ def train(
 
         # -- accumulate metrics on the device ----------------------------------
         zero = torch.zeros((), device=device)
-        losses = torch.stack([loss.detach(), loss_sup.detach(), loss_unsup.detach(), mask.mean() if uB else zero])
+        losses = torch.stack([loss.detach(), loss_sup.detach(), loss_unsup.detach(), u.mask.mean() if uB else zero])
         if uB:
-            meter.update(losses, pseudo, conf, mask, yu)
+            meter.update(losses, u.pseudo, u.conf, u.mask, yu)
         else:
             meter.update(losses)
 
@@ -376,14 +350,15 @@ def train(
         last = step == cfg.steps
         if step % cfg.log_every and not last:
             continue
-        record = {"step": step, "wall": time.time() - t0, **meter.flush(thresholds)}
+        record = {"step": step, "wall": time.time() - t0, **meter.flush(thresholds),
+                  "technique": _host(tech("metrics", {}))}
         record["scalars"]["lr"] = lr
         if not np.isfinite(record["scalars"]["loss"]):
             raise Diverged(f"Training diverged at step {step}: the loss became {record['scalars']['loss']}. "
                            "Lower lr or lambda_u, or raise the threshold.")
-        # Also evaluate at a new run's first log step, so its test charts appear at once.
+        # Validate at a new run's first log step too, so its charts appear at once; test only at the end.
         if step % cfg.eval_every == 0 or last or step == cfg.log_every:
-            record["eval"] = final = evaluate(eval_model, x_test, ds.y_test, K, kind)
+            record["eval"] = final = evaluate_on(*(("val", "test") if last else ("val",)))
             if kind == "points" and n_u:
                 record["snapshot"] = snapshot_2d(eval_model, x_u, y_u, thresholds, kind, cfg.seed)
         if on_log is not None:
@@ -394,16 +369,43 @@ def train(
         if saved:
             checkpoint(step)
         if should_stop is not None and not last and should_stop():
-            if "eval" not in record:  # a stopped run's final test metrics are recorded too
-                final = evaluate(eval_model, x_test, ds.y_test, K, kind)
-                if on_log is not None:
-                    on_log({"step": step, "wall": time.time() - t0, "eval": final})
+            # A stopped run's validation and test metrics at its last step are recorded too.
+            final = evaluate_on("val", "test")
+            if on_log is not None:
+                on_log({"step": step, "wall": time.time() - t0, "eval": final})
             if not saved:
                 checkpoint(step)
             status = "stopped"
             break
 
     if step == start:  # nothing left to train (resumed a finished run)
-        final = evaluate(eval_model, x_test, ds.y_test, K, kind)
+        final = evaluate_on("val", "test")
     return {"status": status, "step": step, "wall": time.time() - t0, "model": model_name, "device": str(device),
-            **final}
+            **{f"{split_}_{k}": v for split_, m in final.items() for k, v in m.items()}}
+
+
+def _host(metrics: dict) -> dict:
+    """Technique metrics as plain floats (vectors as lists) for the record; one copy per interval."""
+    return {name: (v.float().cpu().tolist() if torch.is_tensor(v) else v) for name, v in metrics.items()}
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that this run cannot continue from; the message says why and what to do."""
+
+
+def check_checkpoint(ckpt: dict, cfg: TrainConfig) -> None:
+    """Raise CheckpointMismatch unless ``ckpt`` was written by this checkpoint format for ``cfg``."""
+    fmt = ckpt.get("format", 1)
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointMismatch(
+            f"The checkpoint at step {ckpt.get('step')} was written by an older sslviz (checkpoint format {fmt}, "
+            f"this version reads {CHECKPOINT_FORMAT}): it predates the validation split, so its labeled/unlabeled "
+            "split cannot be reproduced and it cannot resume. Start a new run with its config instead.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RetiredKeyWarning)
+        saved = TrainConfig.from_dict(yaml.safe_load(ckpt["config"]))
+    if saved != cfg:
+        diff = [f"{k}={v!r} (checkpoint: {saved.to_dict()[k]!r})" for k, v in cfg.to_dict().items()
+                if saved.to_dict()[k] != v]
+        raise CheckpointMismatch(f"The checkpoint belongs to another config ({', '.join(diff[:3])}); it cannot "
+                                 "resume this run.")

@@ -25,7 +25,7 @@ import torch
 
 from .config import TrainConfig
 from .store import RunStore, StoreError
-from .trainer import Diverged, load_checkpoint, prepare, resolve_device, run_info, train
+from .trainer import CheckpointMismatch, Diverged, check_checkpoint, load_checkpoint, prepare, resolve_device, run_info, train
 from .models import build_model, default_model_name
 
 HEARTBEAT_EVERY = 2.0  # seconds between heartbeats
@@ -92,7 +92,10 @@ def record(store: RunStore, cfg: TrainConfig, pid: int | None = None) -> int:
     ds = prepared.dataset
     model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
     build_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)  # raises for a wrong input shape
-    return store.create_run(cfg.to_dict(), info=run_info(prepared, model, device), pid=pid)
+    run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model, device), pid=pid)
+    # A new run has no checkpoint: one under its name is left from an older store file of the same name.
+    checkpoint_path(store, run_id).unlink(missing_ok=True)
+    return run_id
 
 
 def check_resumable(store: RunStore, run_id: int) -> None:
@@ -102,8 +105,13 @@ def check_resumable(store: RunStore, run_id: int) -> None:
         raise ValueError(f"There is no run {run_id} in {store.path}.")
     if row["status"] in ("queued", "running"):
         raise ValueError(f"Run {run_id} is {row['status']}; only stopped or failed runs can be resumed.")
-    if not checkpoint_path(store, run_id).exists():
+    ckpt = checkpoint_path(store, run_id)
+    if not ckpt.exists():
         raise ValueError(f"Run {run_id} has no checkpoint to resume from; start a new run with its config instead.")
+    try:
+        check_checkpoint(load_checkpoint(ckpt), TrainConfig.from_dict(row["config"]))
+    except CheckpointMismatch as exc:
+        raise CheckpointMismatch(f"Run {run_id} cannot resume: {exc}") from None
 
 
 def resume(store: RunStore, run_id: int) -> None:
@@ -225,12 +233,11 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     heartbeat.start()
     status, error = "failed", None
     try:
-        # Inside the try: an unreadable checkpoint fails the run with its reason, not as "process lost".
+        # Inside the try: an unreadable or foreign checkpoint fails the run with its reason (never a silent
+        # restart from step 0, nor "process lost").
         if resume_from:
             saved = load_checkpoint(ckpt)
-            # A checkpoint of another config (a store rebuilt under the same name) is not this run's.
-            resume_from = saved["config"] == cfg.to_yaml()
-        if resume_from:
+            check_checkpoint(saved, cfg)
             step = int(saved["step"])
             store.truncate_after(run_id, step)
             store.add_event(run_id, "resumed", f"resumed from step {step}")
@@ -246,7 +253,7 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
             progress=progress,
         )
         status = summary["status"]
-    except Diverged as exc:
+    except (Diverged, CheckpointMismatch) as exc:
         error = str(exc)
     except torch.OutOfMemoryError:
         error = (f"CUDA out of memory with batch_size={cfg.batch_size}, mu={cfg.mu}: lower batch_size or mu, "

@@ -8,7 +8,6 @@ from sslviz.augment import (
     _warp,
     class_strength_multiplier,
     jitter_points,
-    sample_strength,
     strong_images,
     to_float,
     weak_images,
@@ -160,12 +159,6 @@ def test_class_strength_multiplier_by_hand():
     assert class_strength_multiplier([5, 5], 1.0).dtype == torch.float32
 
 
-def test_sample_strength():
-    out = sample_strength(torch.tensor([0, 2, 1]), 2.0, torch.tensor([1.0, 2.0, 3.0]))
-    torch.testing.assert_close(out, torch.tensor([2.0, 6.0, 4.0]))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cpu_and_cuda_agree_statistically():
     x = _images(b=512)
     s = torch.rand(512, generator=_gen(11)) * 2

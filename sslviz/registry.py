@@ -1,0 +1,496 @@
+"""Every technique declared once: its knobs, its state, and the phases of the step where it acts.
+
+A technique is a class. Its class attributes declare it (``fields`` with type,
+range, default, help and Setup group; the paper; what is implemented and what
+differs); an instance holds one run's state (``self.state``, checkpointed) and
+overrides the phase methods where it acts. The trainer calls the phases in a
+fixed order (``PHASES``, the order of a FixMatch step) and, within a phase, the
+active techniques in ``TECHNIQUES`` order, so the whole composition is visible
+in this file: no hooks, priorities or runtime class mixing.
+
+Each phase method takes the value being built first and returns it, changed or
+not; the base class returns it unchanged. The formulas themselves are pure
+functions in ``techniques.py`` with doctests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import augment
+from . import techniques as fx
+from .fields import Field
+from .params import Bool, Options, integer, real
+
+# The step, in order (trainer.train): each name is a Technique method.
+PHASES = (
+    "transform_probs",  # weak-view probabilities -> the distribution pseudo-labels are read from
+    "thresholds",  # per-class confidence thresholds for this batch
+    "observe",  # after the mask: state updates that must see the accepted pseudo-labels
+    "labeled_strength",  # augmentation strength of the labeled view (None = weak view)
+    "strong_strength",  # per-sample strength of the unlabeled strong view
+    "sup_logits",  # logits entering the supervised cross-entropy
+    "sup_weights",  # per-sample weights of the supervised loss
+    "unsup_logits",  # strong-view logits entering the consistency loss
+    "unsup_weights",  # per-sample weights of the consistency loss (the mask is applied by the loop)
+    "extra_loss",  # further loss terms, already weighted, added to the total
+    "metrics",  # technique state for the live charts, once per log interval
+)
+GROUPS = ("Thresholds", "Pseudo-label distribution", "Supervised loss", "Unsupervised loss", "Augmentation")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a technique may know about the run it acts in."""
+
+    num_classes: int
+    device: torch.device
+    labeled_counts: Tensor  # (K,) float, on device
+    num_unlabeled: int
+    steps: int  # the whole budget
+
+
+@dataclass
+class Unlabeled:
+    """One unlabeled batch as it moves through the phases (true labels deliberately absent)."""
+
+    idx: Tensor  # (uB,) indices into the unlabeled set
+    logits_w: Tensor  # weak-view logits (no grad)
+    probs: Tensor  # current pseudo-label distribution; starts as softmax(logits_w)
+    pseudo: Tensor | None = None  # hard pseudo-labels, set by the loop after "thresholds"
+    conf: Tensor | None = None
+    mask: Tensor | None = None  # 1.0 where accepted
+
+
+class Technique:
+    """Base: the declaration fields and phase methods that do nothing."""
+
+    name: ClassVar[str]  # short id, used as the prefix of its live metrics and as its checkpoint key
+    title: ClassVar[str]  # README row
+    paper: ClassVar[str]
+    implemented: ClassVar[str]
+    differs: ClassVar[str] = "—"
+    fields: ClassVar[tuple[Field, ...]] = ()
+    schedule: ClassVar[str | None] = None  # a threshold schedule answers to threshold_schedule=<schedule>
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        """Whether this technique takes part in a run of ``cfg``."""
+        return True
+
+    @classmethod
+    def acts_at(cls) -> tuple[str, ...]:
+        """The phases this technique overrides (for docs and the README)."""
+        return tuple(p for p in PHASES if getattr(cls, p) is not getattr(Technique, p))
+
+    def __init__(self, cfg, run: Run):
+        self.cfg, self.run = cfg, run
+        self.state: dict[str, Tensor] = {}  # checkpointed; restored by load_state
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        self.state = {k: state[k].to(self.run.device) for k in self.state}
+
+    # -- phases (see PHASES) ------------------------------------------------
+    def transform_probs(self, probs: Tensor, u: Unlabeled) -> Tensor:
+        return probs
+
+    def thresholds(self, tau: Tensor, u: Unlabeled, t: int) -> Tensor:
+        return tau
+
+    def observe(self, _: None, u: Unlabeled) -> None:
+        return None
+
+    def labeled_strength(self, strength: Tensor | None, y: Tensor) -> Tensor | None:
+        return strength
+
+    def strong_strength(self, strength: Tensor, pseudo: Tensor) -> Tensor:
+        return strength
+
+    def sup_logits(self, logits: Tensor, y: Tensor) -> Tensor:
+        return logits
+
+    def sup_weights(self, w: Tensor, y: Tensor) -> Tensor:
+        return w
+
+    def unsup_logits(self, logits: Tensor, u: Unlabeled) -> Tensor:
+        return logits
+
+    def unsup_weights(self, w: Tensor, u: Unlabeled) -> Tensor:
+        return w
+
+    def extra_loss(self, loss: Tensor, logits_s: Tensor, u: Unlabeled) -> Tensor:
+        return loss
+
+    def metrics(self, out: dict) -> dict:
+        return out
+
+
+# -- pseudo-label distribution -------------------------------------------------
+class DebiasPL(Technique):
+    name, title = "debias", "DebiasPL"
+    paper = "Wang et al., Debiased Learning from Naturally Imbalanced Pseudo-Labels, CVPR 2022"
+    implemented = ("Pseudo-labels from `softmax(f_w - tau log p_hat)`; `p_hat` <- EMA (own momentum) of the raw "
+                   "weak-view softmax, updated after pseudo-labelling; adaptive marginal loss: the consistency loss "
+                   "on `f_s + tau log p_hat`.")
+    differs = ("`p_hat` starts uniform and moves with momentum 0.999 as in the reference, so in runs of a few "
+               "thousand steps it stays near uniform; lower `debias_momentum` for short runs.")
+    fields = (
+        Field("debias_tau", 0.0, (real(0, 5),), "DebiasPL strength tau: pseudo-labels from logits - tau log p_hat "
+              "and the adaptive marginal loss (0 = off)", "Pseudo-label distribution", label="DebiasPL τ"),
+        Field("debias_momentum", 0.999, (real(0, 1, "left"),), "EMA momentum of DebiasPL's running mean "
+              "prediction p_hat", "Pseudo-label distribution", step=0.001),
+    )
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.debias_tau > 0
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        self.state = {"p_hat": torch.full((run.num_classes,), 1.0 / run.num_classes, device=run.device)}
+
+    def transform_probs(self, probs, u):
+        return fx.debiased_probs(u.logits_w, self.state["p_hat"], self.cfg.debias_tau)
+
+    def observe(self, _, u):
+        # After pseudo-labelling, from the raw (not debiased) weak-view prediction, as main_DebiasPL.py does.
+        self.state["p_hat"] = fx.ema(self.state["p_hat"], F.softmax(u.logits_w, dim=1).mean(0), self.cfg.debias_momentum)
+
+    def unsup_logits(self, logits, u):
+        return fx.adaptive_margin_logits(logits, self.state["p_hat"], self.cfg.debias_tau)
+
+    def metrics(self, out):
+        return {**out, "debias.p_hat": self.state["p_hat"]}
+
+
+class DistributionAlignment(Technique):
+    name, title = "da", "Distribution alignment"
+    paper = "Berthelot et al., ReMixMatch, ICLR 2020"
+    implemented = ("`p~ = normalize(p * p_target / p_model)` before the threshold; `p_model` = mean prediction of "
+                   "the last `dist_align_window` unlabeled batches (ReMixMatch: 128); target = labeled class "
+                   "distribution or uniform.")
+    differs = ("The window averages the batches seen so far until it is full (ReMixMatch pads it with a uniform "
+               "start; USB uses an EMA of momentum 0.999, which lags by ~1,000 steps).")
+    fields = (
+        Field("dist_align", "none", (Options(("none", "labeled", "uniform")),), "distribution alignment target of "
+              "pseudo-labels: none, the labeled class distribution, or uniform", "Pseudo-label distribution",
+              label="distribution alignment"),
+        Field("dist_align_window", 128, (integer(1, 100_000),), "batches averaged into DA's running model "
+              "distribution p_model", "Pseudo-label distribution"),
+    )
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.dist_align != "none"
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        K, W = run.num_classes, cfg.dist_align_window
+        counts = run.labeled_counts
+        self.target = counts / counts.sum() if cfg.dist_align == "labeled" else torch.full((K,), 1.0 / K, device=run.device)
+        self.state = {"model": torch.zeros(W, K, device=run.device), "aligned": torch.zeros(W, K, device=run.device),
+                      "seen": torch.zeros((), dtype=torch.long)}  # seen stays on the CPU: a ring index, no device sync
+        self.seen = 0
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.seen = int(state["seen"])
+
+    def transform_probs(self, probs, u):
+        fx.window_push(self.state["model"], self.seen, probs.mean(0))
+        aligned = fx.distribution_alignment(probs, self.target, fx.window_mean(self.state["model"], self.seen + 1))
+        fx.window_push(self.state["aligned"], self.seen, aligned.mean(0))
+        self.seen += 1
+        self.state["seen"] = torch.tensor(self.seen)
+        return aligned
+
+    def metrics(self, out):
+        return {**out, "da.p_model": fx.window_mean(self.state["model"], self.seen), "da.target": self.target,
+                "da.aligned_mean": fx.window_mean(self.state["aligned"], self.seen)}
+
+
+# -- threshold schedules (one of them answers to threshold_schedule) --------------
+class FlexMatch(Technique):
+    name, title, schedule = "flexmatch", "FlexMatch thresholds", "flexmatch"
+    paper = "Zhang et al., FlexMatch, NeurIPS 2021"
+    implemented = ("Curriculum pseudo-labelling: `tau_c = beta_c / (2 - beta_c) * tau` (convex mapping) from each "
+                   "unlabeled sample's latest prediction above tau, with the threshold warm-up; equals USB to 6e-8.")
+    differs = "Batches are drawn with replacement (no epochs); the mask uses the state before this batch's update, as USB."
+    fields = (Field("flexmatch_warmup", True, (Bool(),),
+                    "FlexMatch: count not-yet-predicted samples as a class (threshold warm-up)", "Thresholds"),)
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.threshold_schedule == cls.schedule
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        self.state = {"predicted": torch.full((run.num_unlabeled,), -1, dtype=torch.long, device=run.device)}
+
+    def thresholds(self, tau, u, t):
+        return fx.flexmatch_thresholds(self.cfg.threshold, self.state["predicted"], self.run.num_classes,
+                                       self.cfg.flexmatch_warmup)
+
+    def observe(self, _, u):
+        # Remember each sample's latest prediction that clears the base threshold.
+        pred = self.state["predicted"]
+        pred[u.idx] = torch.where(u.conf > self.cfg.threshold, u.pseudo, pred[u.idx])
+
+    def metrics(self, out):
+        pred = self.state["predicted"]
+        claimed = torch.zeros(self.run.num_classes, device=pred.device).scatter_add_(
+            0, pred.clamp(min=0), (pred >= 0).float())
+        return {**out, "flexmatch.claimed_share": claimed / max(1, self.run.num_unlabeled)}
+
+
+class FreeMatch(Technique):
+    name, title, schedule = "freematch", "FreeMatch", "freematch"
+    paper = "Wang et al., FreeMatch: Self-adaptive Thresholding for Semi-supervised Learning, ICLR 2023"
+    implemented = ("Self-adaptive thresholds `tau_c = tau_t * p_t(c) / max p_t` from EMAs of the mean confidence and "
+                   "mean prediction (equal to USB to 3e-8), and the self-adaptive fairness loss "
+                   "`-H(SumNorm(p_t/h_t), SumNorm(p_bar/h_bar))` on accepted strong-view predictions, weight "
+                   "`freematch_fairness_weight` (paper: 0.01).")
+    differs = ("EMAs start at 1/K with momentum 0.999 as in the paper, so at short budgets tau_t is low "
+               "(0.32 after 300 steps at constant confidence 0.95); the base `threshold` is unused.")
+    fields = (
+        Field("freematch_momentum", 0.999, (real(0, 1, "left"),), "FreeMatch EMA momentum of the global and "
+              "per-class confidence and the label histogram", "Thresholds", step=0.001),
+        Field("freematch_fairness_weight", 0.01, (real(0, 10),), "FreeMatch weight of the self-adaptive fairness "
+              "loss (0 = thresholds only)", "Unsupervised loss", step=0.001),
+    )
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.threshold_schedule == cls.schedule
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        K, dev = run.num_classes, run.device
+        self.state = {"tau_t": torch.tensor(1.0 / K, device=dev), "p_t": torch.full((K,), 1.0 / K, device=dev),
+                      "label_hist": torch.full((K,), 1.0 / K, device=dev)}
+        self.loss_sum, self.loss_n = torch.zeros((), device=dev), 0
+
+    def thresholds(self, tau, u, t):
+        s = self.state
+        s["tau_t"], s["p_t"], s["label_hist"] = fx.freematch_update(s["tau_t"], s["p_t"], s["label_hist"], u.probs,
+                                                                     self.cfg.freematch_momentum)
+        return fx.freematch_thresholds(s["tau_t"], s["p_t"])
+
+    def extra_loss(self, loss, logits_s, u):
+        if self.cfg.freematch_fairness_weight == 0:
+            return loss
+        fair = fx.freematch_fairness_loss(logits_s, u.mask, self.state["p_t"], self.state["label_hist"])
+        self.loss_sum += fair.detach()
+        self.loss_n += 1
+        return loss + self.cfg.freematch_fairness_weight * fair
+
+    def metrics(self, out):
+        out = {**out, "freematch.tau_t": self.state["tau_t"], "freematch.p_t": self.state["p_t"],
+               "freematch.label_hist": self.state["label_hist"]}
+        if self.loss_n:
+            out["freematch.loss_fair"] = self.loss_sum / self.loss_n
+            self.loss_sum, self.loss_n = torch.zeros_like(self.loss_sum), 0
+        return out
+
+
+# The schedules threshold_schedule can name; a new schedule is a class above plus its entry here.
+THRESHOLD_SCHEDULES = {"fixed": None, FlexMatch.schedule: FlexMatch, FreeMatch.schedule: FreeMatch}
+
+
+class FixMatch(Technique):
+    """The base algorithm: its knobs; the loop itself implements it."""
+
+    name, title = "fixmatch", "FixMatch"
+    paper = "Sohn et al., FixMatch, NeurIPS 2020"
+    implemented = ("Supervised CE on weak labeled views; pseudo-label from the weak view if `max p >= tau`; CE on "
+                   "the strong view (RandAugment + Cutout), averaged over all mu*B; EMA teacher for evaluation.")
+    differs = ("RandAugment applies 2 ops always, factors 1 +- 0.9m, Cutout 0.5*H at strength 1 (USB: 3 ops, "
+               "Cutout U[0, 0.5]; kekmodel: 2 ops with p = 0.5); EMA decay warms up as min(0.999, (1+t)/(10+t)); "
+               "the weak view has its own forward (USB's use_cat=False).")
+    fields = (
+        Field("threshold", 0.95, (real(0, 1, "right"),), "confidence threshold tau for a pseudo-label to count",
+              "Thresholds", label="τ: confidence threshold"),
+        Field("threshold_schedule", "fixed", (Options(tuple(THRESHOLD_SCHEDULES)),), "how thresholds evolve: fixed "
+              "(FixMatch), flexmatch (curriculum) or freematch (self-adaptive)", "Thresholds"),
+        Field("lambda_u", 1.0, (real(0, 100),), "weight of the unsupervised (consistency) loss", "Unsupervised loss",
+              label="λ_u: unsupervised loss weight"),
+        Field("aug_strength", 1.0, (real(0, 5),), "strong-augmentation strength (1 = FixMatch RandAugment + Cutout)",
+              "Augmentation"),
+    )
+
+
+# -- threshold modifiers ----------------------------------------------------------
+class FrequencyThresholds(Technique):
+    name, title = "freq_thresholds", "Class-frequency thresholds"
+    paper = "class-specific thresholds as in the imbalanced-SSL literature (e.g. Adsh's motivation, CReST)"
+    implemented = "`tau_c' = max(tau_c * (n_c / n_max)^alpha, min(tau_c, floor))` from labeled counts: lower for rare classes."
+    differs = "sslviz's own simple form, not a specific paper's estimator."
+    fields = (
+        Field("threshold_class_alpha", 0.0, (real(0, 5),), "tau_c = tau * (n_c / n_max) ** alpha: lower thresholds "
+              "for rare classes (0 = off)", "Thresholds"),
+        Field("threshold_min", 0.5, (real(0, 1),), "frequency scaling never lowers a threshold below this (nor "
+              "raises one to it)", "Thresholds"),
+    )
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.threshold_class_alpha > 0
+
+    def thresholds(self, tau, u, t):
+        return fx.frequency_scaled_thresholds(tau, self.run.labeled_counts, self.cfg.threshold_class_alpha,
+                                              self.cfg.threshold_min)
+
+
+class ThresholdWarmup(Technique):
+    name, title = "threshold_warmup", "Threshold warm-up"
+    paper = "—"
+    implemented = "Thresholds fall linearly from 1.0 to their value over the first steps."
+    differs = "sslviz's own."
+    fields = (Field("threshold_warmup_steps", 0, (integer(0),), "thresholds fall linearly from 1.0 to their value over "
+                    "this many steps (0 = off)", "Thresholds"),)
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.threshold_warmup_steps > 0
+
+    def thresholds(self, tau, u, t):
+        return fx.warmup_thresholds(tau, t, self.cfg.threshold_warmup_steps)
+
+
+# -- augmentation -------------------------------------------------------------------
+class ClassAugmentation(Technique):
+    name, title = "class_aug", "Per-class augmentation strength"
+    paper = "rare classes augmented harder (the field's standard example; cf. CReST/ACR discussions)"
+    implemented = ("Strong-view strength `aug_strength * min((n_max/n_c)^alpha, cap)` by pseudo-label class; labeled "
+                   "samples of rare classes get an extra `aug_strength * (m_c - 1)` (capped at aug_strength).")
+    differs = "sslviz's own."
+    fields = (
+        Field("aug_class_alpha", 0.0, (real(0, 5),), "per-class strength multiplier (n_max / n_c) ** alpha: rare "
+              "classes augmented harder (0 = off)", "Augmentation"),
+        Field("aug_max_multiplier", 3.0, (real(1, 10),), "cap of that multiplier", "Augmentation"),
+    )
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.aug_class_alpha > 0
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        self.mult = augment.class_strength_multiplier(run.labeled_counts, cfg.aug_class_alpha,
+                                                      cfg.aug_max_multiplier).to(run.device)
+
+    def labeled_strength(self, strength, y):
+        # The head class (multiplier 1) keeps the plain weak view; rarer classes get up to aug_strength more.
+        return (self.cfg.aug_strength * (self.mult[y] - 1)).clamp(max=self.cfg.aug_strength)
+
+    def strong_strength(self, strength, pseudo):
+        return strength * self.mult[pseudo]
+
+
+# -- supervised loss -------------------------------------------------------------------
+class LogitAdjustment(Technique):
+    name, title = "logit_adjust", "Logit adjustment"
+    paper = "Menon et al., Long-tail learning via logit adjustment, ICLR 2021"
+    implemented = "Supervised loss on `logits + tau log prior` (labeled prior); prediction from the raw logits."
+    differs = "Labeled loss only, as ACR and DASO do."
+    fields = (Field("logit_adjust_tau", 0.0, (real(0, 5),), "train on logits + tau * log(prior): 1 = logit-adjusted "
+                    "loss (0 = off)", "Supervised loss"),)
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.logit_adjust_tau > 0
+
+    def sup_logits(self, logits, y):
+        return fx.logit_adjust(logits, fx.log_prior(self.run.labeled_counts), self.cfg.logit_adjust_tau)
+
+
+class ClassWeighting(Technique):
+    name, title = "class_weights", "Class-weighted supervised loss"
+    paper = "Cui et al., Class-Balanced Loss Based on Effective Number of Samples, CVPR 2019"
+    implemented = "Per-class weights `1/n_c` or `(1-beta)/(1-beta^n_c)`, normalised to mean 1 over classes."
+    differs = ("Normalised over classes, so the expected per-sample weight under labeled sampling is below 1 "
+               "(0.16 inverse, 0.19 effective at beta 0.999 on CIFAR-10-LT): the supervised loss scale drops.")
+    fields = (
+        Field("class_weighting", "none", (Options(("none", "inverse", "effective")),), "supervised loss weights: "
+              "none, inverse (1/n_c) or effective ((1-beta)/(1-beta^n_c))", "Supervised loss"),
+        Field("effective_beta", 0.999, (real(0, 1, "neither"),), "beta of the effective number of samples",
+              "Supervised loss", step=0.001),
+    )
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.class_weighting != "none"
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        self.weights = fx.class_weights(run.labeled_counts, cfg.class_weighting, cfg.effective_beta)
+
+    def sup_weights(self, w, y):
+        return w * self.weights[y]
+
+
+# -- unsupervised loss -----------------------------------------------------------------
+class UnsupClassScale(Technique):
+    name, title = "unsup_scale", "Per-class consistency weights"
+    paper = "per-class unsupervised weights (cf. SAW, Lai et al. ICML 2022, which estimates them from pseudo-labels)"
+    implemented = "Each accepted pseudo-label's loss scaled by `(n_max / n_c)^alpha` from labeled counts, mean 1."
+    differs = "Fixed from labeled counts; SAW's re-estimation from the unlabeled pseudo-label distribution is not this."
+    fields = (Field("unsup_class_alpha", 0.0, (real(0, 5),), "scale each pseudo-label's loss by (n_max / n_c) ** "
+                    "alpha (mean 1; 0 = off)", "Unsupervised loss"),)
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        return cfg.unsup_class_alpha > 0
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        self.scale = fx.unsup_class_scale(run.labeled_counts, cfg.unsup_class_alpha)
+
+    def unsup_weights(self, w, u):
+        return w * self.scale[u.pseudo]
+
+
+# The order within each phase. Pseudo-label transforms: debias, then align (as the trainer did before);
+# thresholds: schedule, then frequency scaling, then warm-up.
+TECHNIQUES: tuple[type[Technique], ...] = (
+    FixMatch, DebiasPL, DistributionAlignment, *(t for t in THRESHOLD_SCHEDULES.values() if t is not None),
+    FrequencyThresholds, ThresholdWarmup, ClassAugmentation, LogitAdjustment, ClassWeighting, UnsupClassScale,
+)
+TECHNIQUE_FIELDS: tuple[Field, ...] = tuple(f for t in TECHNIQUES for f in t.fields)
+
+
+class Pipeline:
+    """The techniques active in one run, called phase by phase in ``TECHNIQUES`` order."""
+
+    def __init__(self, cfg, run: Run):
+        self.techniques = [t(cfg, run) for t in TECHNIQUES if t.active(cfg)]
+
+    def __call__(self, phase: str, value, *context):
+        for t in self.techniques:
+            value = getattr(t, phase)(value, *context)
+        return value
+
+    def state_dict(self) -> dict:
+        return {t.name: {k: v.cpu() for k, v in t.state.items()} for t in self.techniques if t.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for t in self.techniques:
+            if t.state:
+                if t.name not in state:
+                    raise KeyError(f"the checkpoint has no state for {t.title}")
+                t.load_state(state[t.name])
+
+
+# -- docs derived from the declarations ----------------------------------------------
+def markdown_techniques() -> str:
+    """The README's technique table: technique, paper, what is implemented, what differs and why, its knobs."""
+    rows = ["| technique | paper | implemented | differs and why | knobs | acts at |", "|---|---|---|---|---|---|"]
+    for t in TECHNIQUES:
+        knobs = ", ".join(f"`{f.name}`" for f in t.fields)
+        acts = ", ".join(t.acts_at()) or "the loop itself"
+        rows.append(f"| {t.title} | {t.paper} | {t.implemented} | {t.differs} | {knobs} | {acts} |")
+    return "\n".join(rows)
