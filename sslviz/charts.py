@@ -18,11 +18,17 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from .bias import LABELS, PSEUDO_KEYS, RECALL_KEYS
+from .records import SCALAR_CLS, SPLIT_LABELS
+
 PALETTE = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)  # class k -> PALETTE[k % len]
 RUN_PALETTE = tuple(qualitative.Set2) + tuple(qualitative.Dark2)  # run series (Compare page)
 SETS = ("labeled", "unlabeled", "test")
 X_TITLES = {"step": "training step", "wall": "wall time (s since first log)"}
 DEFAULT_HEIGHT = 360
+NO_VAL_MESSAGE = "no validation data (run recorded before the validation split)"
+TEST_MARKER = dict(symbol="diamond", size=11, line=dict(width=1, color="white"))
+SPLIT_LEGEND = "lines = validation (every eval), ◆ = test (end of run / on demand)"
 
 
 # -- colours and small helpers ----------------------------------------------
@@ -160,6 +166,37 @@ def _add_lines(fig, x, y, name, color, smoothing, dash=None, legendgroup=None, s
         y = ema_smooth(y, smoothing)
     add(go.Scatter(x=x, y=y, mode="lines", name=name, legendgroup=group, showlegend=showlegend,
                    line=dict(color=color, dash=dash)))
+
+
+def _split_rows(df: pd.DataFrame, split: str, x: str) -> pd.DataFrame:
+    return df[df["split"] == split].sort_values(x)
+
+
+def _add_split_series(fig, df: pd.DataFrame, x: str, column: str, name: str, color: str, smoothing: float = 0.0,
+                      test_in_legend: bool = True) -> None:
+    """Validation as a line, the curve to watch; test as diamond markers, since the test set is evaluated only
+    at the end of a run and on demand (often a single point). ``df`` is a store frame with a ``split`` column."""
+    val, test = _split_rows(df, "val", x), _split_rows(df, "test", x)
+    if not val.empty:
+        _add_lines(fig, val[x].to_numpy(), val[column].to_numpy(dtype=float), f"{name} ({SPLIT_LABELS['val']})",
+                   color, smoothing, legendgroup=name)
+    if not test.empty:
+        fig.add_trace(go.Scatter(
+            x=test[x].to_numpy(), y=test[column].to_numpy(dtype=float), mode="markers",
+            name=f"{name} ({SPLIT_LABELS['test']})", legendgroup=name, showlegend=test_in_legend,
+            marker=dict(color=color, **TEST_MARKER),
+            hovertemplate=f"{name}<br>test %{{y:.3f}}<br>%{{x}}<extra></extra>"))
+
+
+def has_validation(df: pd.DataFrame | None) -> bool:
+    """Whether a store frame with a ``split`` column holds validation rows (runs before the split have none)."""
+    return df is not None and not df.empty and (df["split"] == "val").any()
+
+
+def _note_no_validation(fig: go.Figure) -> go.Figure:
+    fig.add_annotation(text=NO_VAL_MESSAGE, showarrow=False, x=0.5, y=1.0, xref="paper", yref="paper",
+                       yanchor="bottom", font=dict(size=12, color="#888"))
+    return fig
 
 
 # -- splits ---------------------------------------------------------------
@@ -345,27 +382,87 @@ def make_scalars_figure(df: pd.DataFrame, columns: Sequence[str], *, labels: Map
     return _layout(fig, title, _x_title(x), y_title, uirevision)
 
 
+# -- evaluation: validation and test --------------------------------------------
+def _split_figure(title: str, y_title: str, x: str, uirevision, any_rows: bool, validation: bool, add) -> go.Figure:
+    """Shared frame of the validation/test figures: placeholder, series, the missing-validation note."""
+    if not any_rows:
+        return _empty(title, uirevision=uirevision)
+    fig = go.Figure()
+    add(fig)
+    fig.update_yaxes(range=[0, 1.02])
+    fig = _layout(fig, title, _x_title(x), y_title, uirevision)
+    return fig if validation else _note_no_validation(fig)
+
+
+def make_eval_figure(evals: pd.DataFrame, columns: Sequence[str] = ("balanced_accuracy", "accuracy"), *,
+                     labels: Mapping[str, str] | None = None, x: str = "step", title: str = "Accuracy",
+                     y_title: str = "accuracy", uirevision="live") -> go.Figure:
+    """Accuracy-like columns of ``store.evals``: validation lines, test diamonds, one colour per column."""
+    labels = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", **(labels or {})}
+
+    def add(fig):
+        for i, c in enumerate(columns):
+            _add_split_series(fig, evals, x, c, labels.get(c, c), RUN_PALETTE[i % len(RUN_PALETTE)])
+    return _split_figure(title, y_title, x, uirevision, evals is not None and not evals.empty, has_validation(evals), add)
+
+
+def make_class_recall_figure(class_eval: pd.DataFrame, class_names=None, *, x: str = "step",
+                             title: str = "Per-class recall: validation (lines), test (◆)",
+                             uirevision="live") -> go.Figure:
+    """Per-class recall of ``store.class_eval`` in the class colours: validation lines, test diamonds."""
+    def add(fig):
+        for k, part in class_eval.groupby("cls", sort=True):
+            _add_split_series(fig, part, x, "recall", class_name(class_names, k), class_color(k), test_in_legend=False)
+        fig.update_layout(legend=dict(title="class"))
+    return _split_figure(title, "recall", x, uirevision, class_eval is not None and not class_eval.empty,
+                         has_validation(class_eval), add)
+
+
+# -- techniques' live state ----------------------------------------------------------
+def make_technique_figure(technique: pd.DataFrame, name: str, class_names=None, *, x: str = "step",
+                          smoothing: float = 0.0, uirevision="live") -> go.Figure:
+    """One technique quantity over training: a line per class for a vector, one line for a single number.
+
+    ``technique`` is ``store.technique`` (long: step, name, cls, value; cls = -1 for a single number);
+    any name a technique reports is drawn the same way, so new techniques need no new chart.
+    """
+    part = technique[technique["name"] == name] if technique is not None and not technique.empty else None
+    if part is None or part.empty:
+        return _empty(name, uirevision=uirevision)
+    fig = go.Figure()
+    for k, series in part.sort_values(x).groupby("cls", sort=True):
+        scalar = k == SCALAR_CLS
+        _add_lines(fig, series[x].to_numpy(), series["value"].to_numpy(dtype=float),
+                   name if scalar else class_name(class_names, k), RUN_PALETTE[0] if scalar else class_color(k),
+                   smoothing)
+    per_class = (part["cls"] != SCALAR_CLS).any()
+    return _layout(fig, name, _x_title(x), "value", uirevision, legend_title="class" if per_class else None,
+                   showlegend=bool(per_class))
+
+
 # -- comparing runs -------------------------------------------------------
 def make_runs_overlay_figure(curves: Mapping[str, pd.DataFrame], column: str, *, x: str = "step",
                              smoothing: float = 0.0, title: str = "", y_title: str = "", y_range=(0, 1.02),
                              uirevision="compare") -> go.Figure:
-    """One line per run (label -> frame with ``x`` and ``column``)."""
+    """One colour per run (label -> ``store.evals`` frame): validation as its line, test as diamonds."""
     fig = go.Figure()
     for i, (label, df) in enumerate(curves.items()):
         if df is None or df.empty or column not in df:
             continue
-        df = df.sort_values(x)
-        _add_lines(fig, df[x].to_numpy(), df[column].to_numpy(float), label, RUN_PALETTE[i % len(RUN_PALETTE)], smoothing)
+        _add_split_series(fig, df, x, column, label, RUN_PALETTE[i % len(RUN_PALETTE)], smoothing)
     if not fig.data:
         return _empty(title, uirevision=uirevision)
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
-    return _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="run")
+    fig = _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="run")
+    return fig if any(has_validation(df) for df in curves.values()) else _note_no_validation(fig)
 
 
-def make_recall_comparison_figure(recalls: Mapping[str, Sequence[float]], class_names=None, *,
-                                  title: str = "Per-class test recall", uirevision="compare") -> go.Figure:
-    """Grouped bars: x = class, one bar series per run (run colours; classes on the axis)."""
+def make_recall_comparison_figure(recalls: Mapping[str, Sequence[float]], class_names=None, *, split: str = "test",
+                                  title: str | None = None, uirevision="compare") -> go.Figure:
+    """Grouped bars of one split's recall: x = class, one bar series per run (run colours; classes on the axis)."""
+    split_label = SPLIT_LABELS[split]
+    title = title or f"Per-class {split_label} recall"
     fig = go.Figure()
     for i, (label, rec) in enumerate(recalls.items()):
         rec = np.asarray(rec, dtype=float)
@@ -376,7 +473,7 @@ def make_recall_comparison_figure(recalls: Mapping[str, Sequence[float]], class_
         return _empty(title, uirevision=uirevision)
     fig.update_xaxes(type="category")
     fig.update_yaxes(range=[0, 1.05])
-    return _layout(fig, title, "class (head → tail)", "test recall", uirevision, barmode="group", legend_title="run")
+    return _layout(fig, title, "class (head → tail)", f"{split_label} recall", uirevision, barmode="group", legend_title="run")
 
 
 # -- teaching: decision regions -------------------------------------------
@@ -485,17 +582,28 @@ def make_points_figure(x: np.ndarray, y: np.ndarray, class_names=None, *, title:
 
 
 def make_bias_figure(summary: pd.DataFrame, *, title: str = "Majority bias per run", uirevision="compare") -> go.Figure:
-    """Bars of the three bias numbers per run (``summary`` has ``run`` plus the `bias_summary` keys)."""
+    """Bars of the bias numbers per run (``summary`` has ``run`` plus `bias.SUMMARY_KEYS`).
+
+    Recall panels hold a validation bar (solid) and a test bar (hatched) per run; the pseudo-label
+    panels have one bar per run.
+    """
     if summary is None or summary.empty:
         return _empty(title, uirevision=uirevision)
-    metrics = [("head_tail_gap", "head − tail recall"), ("kl_pseudo_true", "KL(pseudo ‖ true), nats"),
-               ("head_share", "head-class share of pseudo-labels")]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[m[1] for m in metrics])
-    for j, (col, _) in enumerate(metrics, start=1):
-        fig.add_trace(go.Bar(x=summary["run"].astype(str).tolist(), y=summary[col].tolist(), showlegend=False,
-                             marker_color=[RUN_PALETTE[i % len(RUN_PALETTE)] for i in range(len(summary))]),
-                      row=1, col=j)
+    runs = summary["run"].astype(str).tolist()
+    colors = [RUN_PALETTE[i % len(RUN_PALETTE)] for i in range(len(summary))]
+    panels = [*RECALL_KEYS, *PSEUDO_KEYS]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[LABELS[m] for m in panels])
+    for j, metric in enumerate(panels, start=1):
+        series = [(SPLIT_LABELS[s], f"{s}_{metric}") for s in SPLIT_LABELS] if metric in RECALL_KEYS else [(None, metric)]
+        for label, col in series:
+            hatched = label == SPLIT_LABELS["test"]
+            fig.add_trace(go.Bar(
+                x=runs, y=summary[col].tolist(), name=label or LABELS[metric], legendgroup=label,
+                showlegend=bool(label) and j == 1,
+                marker=dict(color=[_rgba(c, 0.35) for c in colors] if hatched else colors,
+                            line=dict(color=colors, width=1.5), pattern=dict(shape="/" if hatched else "")),
+                hovertemplate="%{x}<br>%{y:.3f}<extra>" + (label or "") + "</extra>"), row=1, col=j)
         fig.update_xaxes(type="category", row=1, col=j)
-    fig.update_layout(title=dict(text=title), uirevision=str(uirevision), height=DEFAULT_HEIGHT,
-                      margin=dict(l=60, r=20, t=80, b=50))
+    fig.update_layout(title=dict(text=title), uirevision=str(uirevision), height=DEFAULT_HEIGHT, barmode="group",
+                      legend=dict(title="recall of"), margin=dict(l=60, r=20, t=80, b=50))
     return fig

@@ -21,6 +21,17 @@ def class_train_frame(steps=(0, 10, 20), k=3) -> pd.DataFrame:
 NAMES = ["cat", "dog", "eel"]
 
 
+def evals_frame() -> pd.DataFrame:
+    """``store.evals``: validation at steps 10 and 20, test once at the end."""
+    return pd.DataFrame({"step": [10, 20, 20], "split": ["val", "val", "test"], "wall": [1.0, 2.0, 2.5],
+                         "accuracy": [0.5, 0.6, 0.55], "balanced_accuracy": [0.3, 0.4, 0.45]})
+
+
+def class_eval_frame(splits=("val", "test")) -> pd.DataFrame:
+    return pd.DataFrame([dict(step=s, split=split, cls=c, recall=0.1 * c + s / 100)
+                         for split in splits for s in ((10, 20) if split == "val" else (20,)) for c in range(3)])
+
+
 # -- colours ------------------------------------------------------------------
 def test_class_colours_are_fixed_and_shared():
     assert charts.class_color(0) == charts.PALETTE[0]
@@ -101,12 +112,69 @@ def test_scalars_and_run_overlays():
     walled = charts.make_scalars_figure(charts.attach_wall(df, df), ["loss"], x="wall")
     np.testing.assert_allclose(walled.data[0].x, [0, 1, 3])
     assert walled.layout.xaxis.title.text.startswith("wall time")
-    ov = charts.make_runs_overlay_figure({"#1": df.assign(balanced_accuracy=[0.1, 0.2, 0.3]), "#2": pd.DataFrame()},
-                                         "balanced_accuracy")
-    assert len(ov.data) == 1 and ov.data[0].name == "#1"
-    rec = charts.make_recall_comparison_figure({"#1": [0.9, 0.1], "#2": [0.5, 0.5]}, ["a", "b"])
+    ov = charts.make_runs_overlay_figure({"#1": evals_frame(), "#2": pd.DataFrame()}, "balanced_accuracy")
+    assert [(t.name, t.mode) for t in ov.data] == [("#1 (validation)", "lines"), ("#1 (test)", "markers")]
+    np.testing.assert_allclose(ov.data[0].y, [0.3, 0.4])
+    np.testing.assert_allclose(ov.data[1].y, [0.45])
+    assert ov.data[0].line.color == ov.data[1].marker.color  # one colour per run
+    rec = charts.make_recall_comparison_figure({"#1": [0.9, 0.1], "#2": [0.5, 0.5]}, ["a", "b"], split="val")
     assert [list(t.y) for t in rec.data] == [[0.9, 0.1], [0.5, 0.5]]
-    assert rec.layout.barmode == "group"
+    assert rec.layout.barmode == "group" and "validation" in rec.layout.title.text
+    assert rec.layout.yaxis.title.text == "validation recall"
+
+
+def test_eval_figure_validation_lines_test_markers():
+    fig = charts.make_eval_figure(evals_frame())
+    assert [(t.name, t.mode) for t in fig.data] == [
+        ("balanced accuracy (validation)", "lines"), ("balanced accuracy (test)", "markers"),
+        ("accuracy (validation)", "lines"), ("accuracy (test)", "markers")]
+    assert list(fig.data[0].x) == [10, 20] and list(fig.data[1].x) == [20]
+    np.testing.assert_allclose(fig.data[3].y, [0.55])
+    assert fig.data[1].marker.symbol == "diamond" and fig.data[1].marker.color == fig.data[0].line.color
+    assert not fig.layout.annotations  # validation present: no note
+
+
+def test_figures_say_when_a_run_has_no_validation_data():
+    old = evals_frame().query("split == 'test'")
+    for fig in (charts.make_eval_figure(old), charts.make_runs_overlay_figure({"#1": old}, "accuracy"),
+                charts.make_class_recall_figure(class_eval_frame(("test",)), NAMES)):
+        assert [a.text for a in fig.layout.annotations] == [charts.NO_VAL_MESSAGE]
+        assert [t.mode for t in fig.data] == ["markers"] * len(fig.data) and fig.data  # the test points still show
+    assert charts.NO_VAL_MESSAGE == "no validation data (run recorded before the validation split)"
+
+
+def test_class_recall_figure_per_class_colours_and_splits():
+    fig = charts.make_class_recall_figure(class_eval_frame(), NAMES)
+    assert [t.name for t in fig.data] == [f"{n} ({s})" for n in NAMES for s in ("validation", "test")]
+    for c in range(3):
+        val, test = fig.data[2 * c], fig.data[2 * c + 1]
+        assert val.line.color == test.marker.color == charts.class_color(c)
+        np.testing.assert_allclose(val.y, [0.1 * c + 0.1, 0.1 * c + 0.2])
+        assert list(test.x) == [20] and test.showlegend is False
+    assert "validation" in fig.layout.title.text and "test" in fig.layout.title.text
+
+
+def test_technique_figure_vector_and_scalar():
+    tech = pd.DataFrame([dict(step=s, name="da.p_model", cls=c, value=0.1 * c + s) for s in (5, 10) for c in range(3)]
+                        + [dict(step=s, name="freematch.tau_t", cls=-1, value=0.7) for s in (5, 10)])
+    vec = charts.make_technique_figure(tech, "da.p_model", NAMES)
+    assert [t.name for t in vec.data] == NAMES and vec.layout.title.text == "da.p_model"
+    assert [t.line.color for t in vec.data] == charts.class_colors(3)
+    np.testing.assert_allclose(vec.data[2].y, [5.2, 10.2])
+    one = charts.make_technique_figure(tech, "freematch.tau_t")
+    assert len(one.data) == 1 and list(one.data[0].y) == [0.7, 0.7] and one.layout.showlegend is False
+    assert not charts.make_technique_figure(tech, "missing").data
+
+
+def test_bias_figure_shows_validation_and_test_recall():
+    summary = pd.DataFrame({"run": ["#1", "#2"], "val_head_tail_gap": [0.5, 0.2], "test_head_tail_gap": [0.4, 0.1],
+                            "val_tail_recall": [0.1, 0.3], "test_tail_recall": [0.2, 0.4],
+                            "kl_pseudo_true": [0.3, 0.1], "head_share": [0.6, 0.3]})
+    fig = charts.make_bias_figure(summary)
+    assert [(t.name, list(t.y)) for t in fig.data[:4]] == [
+        ("validation", [0.5, 0.2]), ("test", [0.4, 0.1]), ("validation", [0.1, 0.3]), ("test", [0.2, 0.4])]
+    assert [a.text for a in fig.layout.annotations][:2] == ["head − tail recall", "recall of the 3 rarest"]
+    assert len(fig.data) == 6
 
 
 def test_empty_inputs_give_titled_placeholders():
@@ -195,11 +263,31 @@ def test_kl_and_head_share_hand_computed():
     assert math.isnan(bias.head_share([0, 0], [2, 1]))
 
 
-def test_bias_summary_combines_the_three_numbers():
+def test_bias_summary_combines_the_numbers():
     s = bias.bias_summary(recall=[1.0, 0.5, 0.0, 0.0, 0.2, 0.4], n_accepted=[8, 2, 0, 0, 0, 0],
                           labeled_counts=[50, 25, 12, 6, 3, 1], unlabeled_counts=[4, 4, 4, 4, 4, 4])
     assert s["head_tail_gap"] == pytest.approx(0.5 - 0.2)
+    assert s["tail_recall"] == pytest.approx(0.2)  # classes 3, 4, 5
     assert s["kl_pseudo_true"] == pytest.approx(0.8 * math.log(0.8 * 6) + 0.2 * math.log(0.2 * 6))
     assert s["head_share"] == pytest.approx(0.8)
     empty = bias.bias_summary(None, None, None, None)
     assert all(math.isnan(v) for v in empty.values())
+
+
+def test_run_bias_summary_per_split(tmp_path):
+    from sslviz.store import RunStore
+
+    store = RunStore(tmp_path / "runs.db")
+    rid = store.create_run({"steps": 10}, info={"labeled_counts": [50, 25, 12, 6, 3, 1],
+                                               "unlabeled_counts": [4] * 6})
+    ev = lambda recall: {"accuracy": 0.5, "balanced_accuracy": 0.5, "recall": recall, "confusion": np.eye(6).tolist()}
+    store.log(rid, {"step": 5, "wall": 0.0, "eval": {"test": ev([1.0, 0.5, 0.0, 0.0, 0.2, 0.4])}})
+    old = bias.run_bias_summary(store, rid)
+    assert list(old) == list(bias.SUMMARY_KEYS)
+    assert old["test_head_tail_gap"] == pytest.approx(0.3) and math.isnan(old["val_head_tail_gap"])
+    store.log(rid, {"step": 10, "wall": 1.0, "eval": {"val": ev([0.9, 0.9, 0.9, 0.3, 0.3, 0.3])}})
+    s = bias.run_bias_summary(store, rid)
+    assert s["val_head_tail_gap"] == pytest.approx(0.6) and s["val_tail_recall"] == pytest.approx(0.3)
+    assert s["test_tail_recall"] == pytest.approx(0.2)  # the latest test evaluation, from step 5
+    assert bias.column_label("val_tail_recall") == "recall of the 3 rarest (validation)"
+    store.close()
