@@ -2,42 +2,27 @@
 import streamlit as st
 
 from sslviz import charts, setup_form as form, ui
-from sslviz.config import PRESET_DESCRIPTIONS, PRESETS
+from sslviz.config import FIELDS, PRESET_DESCRIPTIONS, PRESETS
 
 ui.require_router()
 
-LABELS = {
-    "n1": "N₁ (labeled, head class)",
-    "gamma": "γ = N₁ / N_K (labeled)",
-    "m1": "M₁ (unlabeled, largest)",
-    "gamma_u": "γ_u (unlabeled ratio)",
-    "unlabeled_shape": "unlabeled profile",
-    "mu": "μ: unlabeled batch = μ × B",
-    "batch_size": "batch size B",
-    "lr": "learning rate",
-    "lambda_u": "λ_u: unsupervised loss weight",
-    "threshold": "τ: confidence threshold",
-}
-PLACEHOLDERS = {"n1": "dataset default", "m1": "dataset default", "gamma_u": "same as γ"}
-FLOAT_STEPS = {"gamma": 1.0, "gamma_u": 1.0, "weight_decay": 1e-4, "lr": 0.01, "ema_decay": 0.001,
-               "freematch_momentum": 0.001, "dist_align_momentum": 0.001, "effective_beta": 0.001}
-HELP = ui.field_help()
 
 
-def _widget(field: str, container) -> None:
-    kind, options = ui.field_kind(field)
-    label, key, help_ = LABELS.get(field, field.replace("_", " ")), form.key(field), HELP.get(field)
-    if kind == "options":
-        container.selectbox(label, options, key=key, help=help_)
-    elif kind == "bool":
-        container.checkbox(label, key=key, help=help_)
-    elif kind == "int":
-        container.number_input(label, step=1, key=key, help=help_, placeholder=PLACEHOLDERS.get(field))
-    elif kind == "float":
-        container.number_input(label, step=FLOAT_STEPS.get(field, 0.01), format="%g", key=key, help=help_,
-                               placeholder=PLACEHOLDERS.get(field))
+def _widget(name: str, container) -> None:
+    """The widget of a config field, all read from its declaration (sslviz.config.FIELDS)."""
+    f = FIELDS[name]
+    label, key = f.widget_label, form.key(name)
+    if f.kind == "options":
+        container.selectbox(label, f.choices, key=key, help=f.help)
+    elif f.kind == "bool":
+        container.checkbox(label, key=key, help=f.help)
+    elif f.kind == "int":
+        container.number_input(label, step=1, key=key, help=f.help, placeholder=f.placeholder)
+    elif f.kind == "float":
+        container.number_input(label, step=f.step or 0.01, format="%g", key=key, help=f.help,
+                               placeholder=f.placeholder)
     else:
-        container.text_input(label, key=key, help=help_)
+        container.text_input(label, key=key, help=f.help)
 
 
 form.init_state()
@@ -121,7 +106,7 @@ with st.expander("Import / export YAML"):
 # -- start ---------------------------------------------------------------------
 st.divider()
 sc1, sc2 = st.columns([2, 1])
-sc1.text_input("Run name (optional)", key=form.key("name"), placeholder="e.g. fixmatch γ=50")
+sc1.text_input(FIELDS["name"].widget_label, key=form.key("name"), placeholder="e.g. fixmatch γ=50")
 if error is not None and error_field not in form.SECTION_FIELDS:
     st.error(str(error))
 if error is not None:

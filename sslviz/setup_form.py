@@ -7,28 +7,24 @@ whole form that survives visits to other pages (the Data page reads it too).
 """
 from __future__ import annotations
 
+import warnings
+
 import streamlit as st
 
-from .config import FIELD_NAMES, TrainConfig, preset_values
+from .config import FIELD_NAMES, FIELDS, RetiredKeyWarning, TrainConfig, preset_values
 from .params import InvalidParameterError
-from .ui import BUILTIN_DATASETS, coerce_field
+from . import registry
+from .registry import TECHNIQUE_FIELDS
+from .ui import BUILTIN_DATASETS
 
 FOLDER = "Local folder…"  # the dataset choice that reveals the folder path input
-IMBALANCE = ("n1", "gamma", "m1", "gamma_u", "unlabeled_shape")
-GROUPS = {  # expander title -> fields, in TrainConfig order
-    "Thresholds": ("threshold", "threshold_schedule", "threshold_class_alpha", "threshold_min",
-                   "threshold_warmup_steps", "flexmatch_warmup", "freematch_momentum"),
-    "Supervised loss": ("class_weighting", "effective_beta", "logit_adjust_tau"),
-    "Unsupervised loss and distribution alignment": ("lambda_u", "unsup_class_alpha", "dist_align",
-                                                     "dist_align_momentum", "debias_tau"),
-    "Augmentation": ("aug_strength", "aug_class_alpha", "aug_max_multiplier"),
-    "Model and optimiser": ("model", "lr", "momentum", "weight_decay", "ema_decay", "compile"),
-    "Budget, batches, seed and device": ("steps", "batch_size", "mu", "seed", "device", "log_every", "eval_every",
-                                         "checkpoint_every"),
-}
+IMBALANCE = tuple(f.name for f in FIELDS.values() if f.group == "Imbalance")
+# Expander title -> fields: the technique groups, then model and budget. Dataset, imbalance and the run's name
+# and preset have sections of their own.
+GROUPS = {g: tuple(f.name for f in FIELDS.values() if f.group == g)
+          for g in (*registry.GROUPS, "Model and optimiser", "Budget, batches, seed and device")}
 # What choosing a preset resets; data, model and budget stay as they are.
-TECHNIQUE_FIELDS = (*GROUPS["Thresholds"], *GROUPS["Supervised loss"],
-                    *GROUPS["Unsupervised loss and distribution alignment"], *GROUPS["Augmentation"])
+TECHNIQUE_FIELD_NAMES = tuple(f.name for f in TECHNIQUE_FIELDS)
 # Fields with a section of their own on the page; errors about any other field are shown by Start.
 SECTION_FIELDS = frozenset(("dataset", *IMBALANCE, *(f for fields in GROUPS.values() for f in fields)))
 
@@ -43,7 +39,7 @@ def set_widgets(values: dict) -> None:
     st.session_state["setup_values"] = dict(values)
     for f in FIELD_NAMES:
         if f != "dataset":
-            st.session_state[key(f)] = coerce_field(f, values[f])
+            st.session_state[key(f)] = FIELDS[f].coerce(values[f])
     ds = values["dataset"]
     st.session_state["ds_choice"] = ds if ds in BUILTIN_DATASETS else FOLDER
     st.session_state["ds_path"] = "" if ds in BUILTIN_DATASETS else ds
@@ -75,7 +71,7 @@ def apply_preset() -> None:
     name = st.session_state[key("preset")]
     base = preset_values(name)
     values = current_values()
-    values.update({f: base[f] for f in TECHNIQUE_FIELDS}, preset=name)
+    values.update({f: base[f] for f in TECHNIQUE_FIELD_NAMES}, preset=name)
     set_widgets(values)
 
 
@@ -92,12 +88,15 @@ def apply_yaml() -> None:
         st.session_state["yaml_error"] = "Upload a YAML file or paste YAML text first."
         return
     try:
-        cfg = TrainConfig.from_yaml(text)
+        with warnings.catch_warnings(record=True) as retired:
+            warnings.simplefilter("always", RetiredKeyWarning)
+            cfg = TrainConfig.from_yaml(text)
     except InvalidParameterError as exc:
         st.session_state["yaml_error"] = str(exc)
         return
     set_widgets(cfg.to_dict())
-    st.session_state["yaml_ok"] = f"Loaded a {cfg.preset!r} config on {cfg.dataset!r}."
+    notes = " ".join(str(w.message) for w in retired)
+    st.session_state["yaml_ok"] = f"Loaded a {cfg.preset!r} config on {cfg.dataset!r}." + (f" {notes}" if notes else "")
 
 
 def validate(values: dict) -> tuple[TrainConfig | None, InvalidParameterError | None]:

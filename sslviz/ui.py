@@ -5,12 +5,10 @@ With ``setup_form`` (the Setup page's form state), the only modules besides
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
 import time
-from numbers import Integral
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +17,6 @@ import streamlit as st
 from . import config as cfgmod
 from . import data, trainer, worker
 from .charts import format_seconds
-from .params import Bool, Interval, NoneOK, Options, Str
 from .store import ACTIVE, RunStore, StoreError, default_store_path
 
 PAGES = {
@@ -164,45 +161,6 @@ def preview_split(cfg) -> pd.DataFrame:
     """
     return _preview(cfg.dataset, str(dataset_cache_dir()), cfg.n1, float(cfg.gamma), cfg.m1,
                     None if cfg.gamma_u is None else float(cfg.gamma_u), cfg.unlabeled_shape, int(cfg.seed))
-
-
-# -- config fields --------------------------------------------------------
-def field_help() -> dict[str, str]:
-    """The trailing ``# comment`` of each TrainConfig field, used as widget help."""
-    try:
-        source = inspect.getsource(cfgmod.TrainConfig)
-    except (OSError, TypeError):
-        return {}
-    return {m.group(1): m.group(2).strip()
-            for m in re.finditer(r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.+)$", source, re.M)}
-
-
-def field_kind(name: str) -> tuple[str, tuple | None]:
-    """('options', tuple) | ('bool', None) | ('int', None) | ('float', None) | ('str', None) for a field."""
-    for c in cfgmod.CONSTRAINTS[name]:
-        if isinstance(c, Options):
-            return "options", tuple(c.options)
-        if isinstance(c, Bool):
-            return "bool", None
-        if isinstance(c, Interval):
-            return ("int" if c.type_ is Integral else "float"), None
-        if isinstance(c, Str):
-            return "str", None
-        if not isinstance(c, NoneOK):
-            raise TypeError(f"No widget for the {name!r} constraint {c!r}.")
-    raise TypeError(f"No widget for {name!r}: it only allows None.")
-
-
-def coerce_field(name: str, value):
-    """A value as its widget holds it: floats for float fields, ints for int fields."""
-    if value is None:
-        return None
-    kind, _ = field_kind(name)
-    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if kind == "int" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 # -- runs ------------------------------------------------------------------

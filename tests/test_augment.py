@@ -8,6 +8,7 @@ from sslviz.augment import (
     _warp,
     class_strength_multiplier,
     jitter_points,
+    point_sigma,
     strong_images,
     to_float,
     weak_images,
@@ -159,6 +160,14 @@ def test_class_strength_multiplier_by_hand():
     assert class_strength_multiplier([5, 5], 1.0).dtype == torch.float32
 
 
+def test_point_jitter_never_below_the_weak_view():
+    # Labeled points of a class with multiplier m get extra strength aug_strength * (m - 1): near 0 for classes
+    # just rarer than the head. Their jitter must still be at least the weak view's (it was 0.5 * s before).
+    torch.testing.assert_close(point_sigma(torch.tensor([0.0, 0.1, 1.0])), torch.tensor([0.1, 0.14, 0.5]))
+    assert point_sigma(None) == pytest.approx(point_sigma(torch.tensor(0.0)).item()) == pytest.approx(0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cpu_and_cuda_agree_statistically():
     x = _images(b=512)
     s = torch.rand(512, generator=_gen(11)) * 2

@@ -30,7 +30,8 @@ def test_train_records_a_finished_run(trained, capsys):
     assert row["status"] == "finished" and row["step"] == 20 and row["name"] == "cli-run"
     assert row["preset"] == "fixmatch-da" and row["config"]["dist_align"] == "labeled"
     assert store.scalars(1).step.tolist() == [5, 10, 15, 20]
-    assert store.evals(1).step.tolist() == [5, 10, 20]  # first log step, then every eval_every
+    assert store.evals(1, split="val").step.tolist() == [5, 10, 20]  # first log step, then every eval_every
+    assert store.evals(1, split="test").step.tolist() == [20]  # the test set only at the end
     assert row["info"]["class_names"] == list("ABCDEF")
     store.close()
 

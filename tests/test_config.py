@@ -158,7 +158,8 @@ def test_flags_override_the_preset():
 
 
 @pytest.mark.parametrize("text, match", [
-    ("gama: 10\n", r"Unknown config key 'gama'. Valid keys are: dataset, n1, gamma"),
+    ("gama: 10\n", r"Unknown config key 'gama'. Did you mean 'gamma'\? Valid keys are: dataset, n1, gamma"),
+    ("lamda_u: 1\n", r"Unknown config key 'lamda_u'. Did you mean 'lambda_u'\?"),
     ("gamma: ten\n", TEMPLATE.format("gamma")),
     ("steps: 1.5\n", TEMPLATE.format("steps")),
     ("flexmatch_warmup: 3\n", TEMPLATE.format("flexmatch_warmup")),

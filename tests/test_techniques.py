@@ -44,11 +44,12 @@ def test_flexmatch_thresholds_with_and_without_warmup():
 
 
 def test_freematch_update_and_thresholds():
-    g, c = torch.tensor(0.5), torch.tensor([0.5, 0.5])
+    g, c, h = torch.tensor(0.5), torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5])
     probs = torch.tensor([[0.9, 0.1], [0.7, 0.3]])
-    g, c = T.freematch_update(g, c, probs, momentum=0.5)
+    g, c, h = T.freematch_update(g, c, h, probs, momentum=0.5)
     # global: 0.5*0.5 + 0.5*mean(0.9, 0.7) = 0.65; class: 0.5*[.5,.5] + 0.5*[0.8, 0.2] = [0.65, 0.35]
-    assert close(g, 0.65) and close(c, [0.65, 0.35])
+    # histogram of argmax: both class 0 -> [1, 0]; 0.5*[.5,.5] + 0.5*[1, 0] = [0.75, 0.25]
+    assert close(g, 0.65) and close(c, [0.65, 0.35]) and close(h, [0.75, 0.25])
     # tau_c = 0.65 * [0.65, 0.35] / 0.65 = [0.65, 0.35]
     assert close(T.freematch_thresholds(g, c), [0.65, 0.35])
 
