@@ -131,23 +131,29 @@ def _train_foreground(store: RunStore, run_id: int) -> int:
 def _show(store: RunStore, run_id: int) -> None:
     import pandas as pd
 
+    from .records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
+
     row = store.run(run_id)
     if row is None:
         raise ValueError(f"There is no run {run_id} in {store.path}.")
     print(f"run {run_id} [{row['status']}{' - ' + row['error'] if row['error'] else ''}] "
-          f"preset={row['preset']} step {row['step']}/{row['total_steps']} device={row['device']}")
+          f"preset={row['preset']} step {row['step']}/{row['total_steps']} device={row['device']} "
+          f"code={row['code_version'] or 'unknown'}")
     cfg = row["config"]
     print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if TrainConfig().to_dict().get(k) != v))
-    evals = store.evals(run_id)
-    if len(evals):
-        last = evals.iloc[-1]
-        print(f"step {int(last.step)}: accuracy {last.accuracy:.3f}, balanced accuracy {last.balanced_accuracy:.3f}")
+    latest = store.latest_evals(run_id)
+    for split in SPLITS:
+        e = latest.get(split)
+        print(f"{SPLIT_LABELS[split]} (step {int(e['step'])}): accuracy {e['accuracy']:.3f}, balanced accuracy "
+              f"{e['balanced_accuracy']:.3f}" if e else
+              f"{SPLIT_LABELS[split]}: {NO_VAL_MESSAGE if split == 'val' and latest else 'not evaluated yet'}")
     info = row["info"]
-    recall = store.class_eval(run_id, None)
     table = pd.DataFrame({"class": info.get("class_names", []), "labeled": info.get("labeled_counts", []),
                           "unlabeled": info.get("unlabeled_counts", [])})
-    if len(recall):
-        table["test_recall"] = recall[recall.step == recall.step.max()].recall.round(3).to_numpy()
+    for split in SPLITS:
+        recall = store.class_eval(run_id, split, None)
+        if len(recall):
+            table[f"{split}_recall"] = recall[recall.step == recall.step.max()].recall.round(3).to_numpy()
     ct = store.class_train(run_id, None)
     if len(ct):
         last = ct[ct.step == ct.step.max()]
@@ -194,7 +200,8 @@ def main(argv=None) -> int:
             if runs.empty:
                 print(f"no runs yet in {store.path}; start one with: python -m sslviz train")
             else:
-                cols = ["id", "name", "preset", "status", "step", "total_steps", "device", "accuracy", "balanced_accuracy"]
+                cols = ["id", "name", "preset", "status", "step", "total_steps", "device", "val_balanced_accuracy",
+                        "val_accuracy", "test_balanced_accuracy", "test_accuracy", "code_version"]
                 print(runs[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         elif args.command == "show":
             _show(store, args.run)
