@@ -3,13 +3,34 @@ import pandas as pd
 import streamlit as st
 
 from sslviz import bias, charts, ui
+from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
 
 ui.require_router()
+
+
+def latest_recalls(store, short: dict, split: str) -> tuple[dict, list | None, list]:
+    """Latest per-class ``split`` recall of each run in ``short`` (id -> label) that has one, by label; the
+    class names they share; and the runs left out because their classes differ from the first run's."""
+    recalls, names, skipped = {}, None, []
+    for i in short:
+        last = charts.latest_rows(store.class_eval(i, split))
+        if last.empty:
+            continue
+        run_names = ui.class_names_of(store.run(i), len(last))
+        names = run_names if names is None else names
+        if run_names != names:
+            skipped.append(short[i])
+            continue
+        recalls[short[i]] = last["recall"].to_numpy(float)
+    return recalls, names, skipped
+
 
 store, runs = ui.runs_or_empty_state("Compare runs")
 
 configs = {int(r["id"]): ui.run_config(r) for _, r in runs.iterrows()}
 labels = {int(r["id"]): ui.run_label(r) for _, r in runs.iterrows()}
+METRICS = {f"{s}_{m}": f"{SPLIT_LABELS[s]} {label}" for s in SPLITS
+           for m, label in (("balanced_accuracy", "balanced acc"), ("accuracy", "acc"))}  # runs() column -> header
 table = pd.DataFrame({
     "id": runs["id"].astype(int),
     "name": runs["name"],
@@ -18,12 +39,14 @@ table = pd.DataFrame({
     "dataset": [configs[int(i)].get("dataset", "") for i in runs["id"]],
     "gamma": [configs[int(i)].get("gamma") for i in runs["id"]],
     "step": runs["step"].astype(int),
-    "final balanced acc": runs["balanced_accuracy"],
-    "final acc": runs["accuracy"],
+    **{header: runs[col] for col, header in METRICS.items()},
+    "code version": runs["code_version"],
 })
 st.dataframe(table, hide_index=True, key="compare_table",
-             column_config={"final balanced acc": st.column_config.NumberColumn(format="%.3f"),
-                            "final acc": st.column_config.NumberColumn(format="%.3f")})
+             column_config={h: st.column_config.NumberColumn(format="%.3f") for h in METRICS.values()})
+st.caption("Latest evaluation of each run: validation every eval_every steps, test at the end of the run. "
+           f"Empty validation columns: {NO_VAL_MESSAGE}. **code version** is the sslviz version and commit that "
+           "computed the run, so runs from different code are told apart.")
 
 ids = table["id"].tolist()
 default = ids[: min(3, len(ids))]
@@ -44,46 +67,37 @@ else:
         curves[short[i]] = charts.attach_wall(ev, ev) if x == "wall" else ev
     rev = "compare-" + "-".join(map(str, chosen)) + x
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.make_runs_overlay_figure(curves, "balanced_accuracy", x=x, smoothing=smoothing,
-                                                    title="Test balanced accuracy", y_title="balanced accuracy",
-                                                    uirevision=rev), key="compare_bal_acc")
-    c2.plotly_chart(charts.make_runs_overlay_figure(curves, "accuracy", x=x, smoothing=smoothing, title="Test accuracy",
-                                                    y_title="accuracy", uirevision=rev), key="compare_acc")
+    for col, metric, label in ((c1, "balanced_accuracy", "balanced accuracy"), (c2, "accuracy", "accuracy")):
+        col.plotly_chart(charts.make_runs_overlay_figure(curves, metric, x=x, smoothing=smoothing,
+                                                         title=f"{label.capitalize()}: validation (lines), test (◆)",
+                                                         y_title=label, uirevision=rev), key=f"compare_{metric}")
 
-    # -- per-class recall: only runs with the same classes share a chart --
-    recalls, names, skipped = {}, None, []
-    for i in chosen:
-        ce = store.class_eval(i)
-        if ce.empty:
-            continue
-        last = charts.latest_rows(ce)
-        run = store.run(i)
-        run_names = ui.class_names_of(run, len(last))
-        if names is None:
-            names = run_names
-        if run_names != names:
-            skipped.append(short[i])
-            continue
-        recalls[short[i]] = last["recall"].to_numpy(float)
-    st.plotly_chart(charts.make_recall_comparison_figure(recalls, names, title="Per-class test recall (latest eval)",
-                                                         uirevision=rev), key="compare_recall")
-    if skipped:
-        st.caption(f"Not shown (different classes from the first run): {', '.join(skipped)}.")
+    # -- per-class recall per split: only runs with the same classes share a chart --
+    for col, split in zip(st.columns(len(SPLITS)), SPLITS):
+        recalls, names, skipped = latest_recalls(store, short, split)
+        col.plotly_chart(charts.make_recall_comparison_figure(
+            recalls, names, split=split, title=f"Per-class {SPLIT_LABELS[split]} recall (latest)", uirevision=rev),
+            key=f"compare_recall_{split}")
+        if skipped:
+            col.caption(f"Not shown (different classes from the first run): {', '.join(skipped)}.")
+        missing = [short[i] for i in chosen if short[i] not in recalls and short[i] not in skipped]
+        if missing:
+            col.caption(f"{', '.join(missing)}: " + (NO_VAL_MESSAGE if split == "val" else "no test evaluation yet") + ".")
 
     # -- majority bias --
     st.subheader("Majority bias")
     st.caption(
-        f"**head − tail recall**: mean test recall of the {bias.HEAD_TAIL_K} most frequent labeled classes minus the "
-        f"{bias.HEAD_TAIL_K} rarest (> 0 favours the head). **KL(pseudo ‖ true)**: divergence of the accepted "
-        "pseudo-label distribution (latest logging window) from the true unlabeled class distribution, in nats "
-        "(0 = unbiased). **head share**: fraction of accepted pseudo-labels given to the head class.")
-    rows = [{"run": short[i], **bias.run_bias_summary(store, i)} for i in chosen]
-    summary = pd.DataFrame(rows, columns=["run", "head_tail_gap", "kl_pseudo_true", "head_share"])
-    st.dataframe(summary.rename(columns={"head_tail_gap": "head − tail recall", "kl_pseudo_true": "KL(pseudo ‖ true)",
-                                         "head_share": "head share of pseudo-labels"}),
-                 hide_index=True, key="compare_bias_table",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("head − tail recall", "KL(pseudo ‖ true)", "head share of pseudo-labels")})
+        f"**head − tail recall**: mean recall of the {bias.HEAD_TAIL_K} most frequent labeled classes minus the "
+        f"{bias.HEAD_TAIL_K} rarest (> 0 favours the head). **recall of the {bias.HEAD_TAIL_K} rarest**: their mean "
+        "recall. Both from the latest validation and the latest test evaluation. **KL(pseudo ‖ true)**: divergence "
+        "of the accepted pseudo-label distribution (latest logging window) from the true unlabeled class "
+        "distribution, in nats (0 = unbiased). **head share**: fraction of accepted pseudo-labels given to the "
+        "head class.")
+    summary = pd.DataFrame([{"run": short[i], **bias.run_bias_summary(store, i)} for i in chosen],
+                           columns=["run", *bias.SUMMARY_KEYS])
+    headers = {k: bias.column_label(k) for k in bias.SUMMARY_KEYS}
+    st.dataframe(summary.rename(columns=headers), hide_index=True, key="compare_bias_table",
+                 column_config={h: st.column_config.NumberColumn(format="%.3f") for h in headers.values()})
     st.plotly_chart(charts.make_bias_figure(summary, uirevision=rev), key="compare_bias_chart")
 
 # -- delete, with confirmation ----------------------------------------------

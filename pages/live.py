@@ -4,10 +4,13 @@ import time
 import streamlit as st
 
 from sslviz import charts, ui
+from sslviz.records import NO_VAL_MESSAGE
 
 ui.require_router()
 
 REFRESH_S = 1.5
+CONFUSION_TITLES = {"val": "Validation-set confusion matrix", "test": "Test-set confusion matrix",
+                    "pseudo": "Pseudo-label confusion vs hidden truth"}  # store.confusion kind -> chart title
 
 store, runs = ui.runs_or_empty_state("Live run")
 
@@ -33,6 +36,23 @@ smoothing = cc1.slider("Smoothing (EMA weight, debiased)", 0.0, 0.99, 0.6, 0.01,
 x_label = cc2.radio("x axis", ["step", "wall time"], horizontal=True, key="live_x")
 x = "step" if x_label == "step" else "wall"
 normalize = cc3.toggle("Normalise confusion rows", key="live_norm", value=False)
+
+def technique_panel(tech, names, smoothing: float, kw: dict) -> None:
+    """One chart per quantity the run's techniques report, whatever their names."""
+    st.caption("What each technique is tracking, as it reports it every log step (names are "
+               "`technique.quantity`): per-class vectors such as distribution alignment's running class "
+               "distribution `da.p_model` draw one line per class; single numbers such as FreeMatch's global "
+               "threshold `freematch.tau_t` draw one line.")
+    if tech.empty:
+        st.info("No technique state recorded: this run's techniques report none (plain FixMatch), "
+                "or it was recorded before techniques reported their state.")
+        return
+    quantities = sorted(tech["name"].unique())
+    for i in range(0, len(quantities), 2):
+        for col, name in zip(st.columns(2), quantities[i:i + 2]):
+            col.plotly_chart(charts.make_technique_figure(tech, name, names, smoothing=smoothing, **kw),
+                             key=f"live_tech_{name}")
+
 
 started_active = ui.is_active((store.run(run_id) or {}).get("status", ""))
 
@@ -79,15 +99,16 @@ def live_panel():
         st.info("Waiting for the first metrics…")
         return
     names = ui.class_names_of(run, int(ct["cls"].max()) + 1 if not ct.empty else 0)
-    ce, ev = store.class_eval(run_id), store.evals(run_id)
+    ce, ev, tech = store.class_eval(run_id), store.evals(run_id), store.technique(run_id)
     if x == "wall":
-        ct, ce, ev = (charts.attach_wall(d, scal) for d in (ct, ce, ev))
+        ct, ce, ev, tech = (charts.attach_wall(d, scal) for d in (ct, ce, ev, tech))
         scal = charts.attach_wall(scal, scal)
     rev = f"run-{run_id}-{x}"  # keeps zoom across refreshes, resets it for another run or x axis
     kw = dict(x=x, uirevision=rev)
+    no_val = not ev.empty and not charts.has_validation(ev)  # a run recorded before the validation split
 
-    t_pl, t_thr, t_conf, t_test, t_train = st.tabs(
-        ["Pseudo-labels", "Thresholds", "Confusion", "Test metrics", "Training"])
+    t_pl, t_thr, t_conf, t_eval, t_tech, t_train = st.tabs(
+        ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"])
     with t_pl:
         c1, c2 = st.columns(2)
         c1.plotly_chart(charts.make_confidence_heatmap(ct, "conf_pl", names, **kw), key="live_conf_pl")
@@ -110,21 +131,21 @@ def live_panel():
                                                        title="Pseudo-label precision per class", y_title="precision",
                                                        y_range=(0, 1.02), **kw), key="live_precision_time")
     with t_conf:
-        c1, c2 = st.columns(2)
-        for col, kind, label, key in ((c1, "test", "Test-set confusion matrix", "live_cm_test"),
-                                      (c2, "pseudo", "Pseudo-label confusion vs hidden truth", "live_cm_pseudo")):
+        if no_val:
+            st.caption(NO_VAL_MESSAGE)
+        for col, (kind, label) in zip(st.columns(3), CONFUSION_TITLES.items()):
             got = store.confusion(run_id, kind)
             title = f"{label} (step {got[0]})" if got else label
             col.plotly_chart(charts.make_confusion_figure(got[1] if got else None, names, normalize=normalize,
-                                                          title=title, uirevision=rev), key=key)
-    with t_test:
+                                                          title=title, uirevision=rev), key=f"live_cm_{kind}")
+    with t_eval:
+        st.caption(f"Validation is evaluated every eval_every steps (the curve to watch); the test set at the end "
+                   f"of the run and on demand. {charts.SPLIT_LEGEND}." + (f" {NO_VAL_MESSAGE.capitalize()}." if no_val else ""))
         c1, c2 = st.columns(2)
-        c1.plotly_chart(charts.make_scalars_figure(ev, ["accuracy", "balanced_accuracy"], smoothing=0.0,
-                                                   labels={"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy"},
-                                                   title="Test accuracy", y_title="accuracy", y_range=(0, 1.02), **kw),
-                        key="live_acc")
-        c2.plotly_chart(charts.make_class_lines_figure(ce, "recall", names, smoothing=0.0, title="Per-class test recall",
-                                                       y_title="recall", y_range=(0, 1.02), **kw), key="live_recall")
+        c1.plotly_chart(charts.make_eval_figure(ev, title="Accuracy: validation (lines), test (◆)", **kw), key="live_acc")
+        c2.plotly_chart(charts.make_class_recall_figure(ce, names, **kw), key="live_recall")
+    with t_tech:
+        technique_panel(tech, names, smoothing, kw)
     with t_train:
         c1, c2 = st.columns(2)
         c1.plotly_chart(charts.make_scalars_figure(scal, ["loss", "loss_sup", "loss_unsup"], smoothing=smoothing,

@@ -4,6 +4,7 @@ import streamlit as st
 
 from sslviz import charts, ui
 from sslviz.config import PRESET_DESCRIPTIONS, TrainConfig
+from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
 
 ui.require_router()
 
@@ -73,6 +74,14 @@ else:
     st.caption(f"One snapshot so far, at step {step}.")
 
 
+def eval_caption(latest: dict) -> str:
+    """Balanced accuracy of the latest validation and test evaluations (`RunStore.latest_evals`), labelled."""
+    parts = [f"{SPLIT_LABELS[s]} {latest[s]['balanced_accuracy']:.2f} (step {int(latest[s]['step'])})"
+             for s in SPLITS if s in latest]
+    text = "Balanced accuracy: " + " · ".join(parts) if parts else "Not evaluated yet."
+    return text if "val" in latest or not latest else f"{text}; {NO_VAL_MESSAGE}."
+
+
 def panels(step: int) -> None:
     """Both runs' snapshots at (or just before) ``step``, side by side."""
     c1, c2 = st.columns(2)
@@ -87,6 +96,7 @@ def panels(step: int) -> None:
         pts = np.asarray(payload.get("points") or np.zeros((0, 6)), dtype=float).reshape(-1, 6)
         fig = charts.make_snapshot_figure(payload, names, title=f"{labels[rid]} — step {s}", uirevision=f"teach-{side}-{rid}")
         col.plotly_chart(fig, key=f"teach_chart_{side}")
+        col.caption(eval_caption(store.latest_evals(rid, s)))
         if len(pts):
             accepted = pts[:, 4] > 0
             correct = (pts[:, 2] == pts[:, 5]) & accepted

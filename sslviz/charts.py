@@ -19,14 +19,13 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .bias import LABELS, PSEUDO_KEYS, RECALL_KEYS
-from .records import SCALAR_CLS, SPLIT_LABELS
+from .records import NO_VAL_MESSAGE, SCALAR_CLS, SPLIT_LABELS
 
 PALETTE = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)  # class k -> PALETTE[k % len]
 RUN_PALETTE = tuple(qualitative.Set2) + tuple(qualitative.Dark2)  # run series (Compare page)
 SETS = ("labeled", "unlabeled", "test")
 X_TITLES = {"step": "training step", "wall": "wall time (s since first log)"}
 DEFAULT_HEIGHT = 360
-NO_VAL_MESSAGE = "no validation data (run recorded before the validation split)"
 TEST_MARKER = dict(symbol="diamond", size=11, line=dict(width=1, color="white"))
 SPLIT_LEGEND = "lines = validation (every eval), ◆ = test (end of run / on demand)"
 

@@ -31,6 +31,7 @@ import numpy as np
 
 SPLITS = ("val", "test")  # evaluation sets: validation every eval_every steps, test at the end / on demand
 SPLIT_LABELS = {"val": "validation", "test": "test"}
+NO_VAL_MESSAGE = "no validation data (run recorded before the validation split)"  # what views say for old runs
 CONFUSION_KINDS = (*SPLITS, "pseudo")
 SCALAR_CLS = -1  # `Technique.cls` of an entry that is one number rather than a per-class vector
 SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}

@@ -380,6 +380,14 @@ class RunStore:
         """Columns step, split ('val' | 'test'), wall, accuracy, balanced_accuracy; every split when ``split`` is None."""
         return self._series(records.Eval, run_id, split=_checked(split, SPLITS, "split"))
 
+    def latest_evals(self, run_id: int, step: int | None = None) -> dict[str, dict]:
+        """``{split: {step, wall, accuracy, balanced_accuracy}}`` of each split's latest evaluation (at or before
+        ``step``); a split never evaluated is absent (validation in runs recorded before the split)."""
+        ev = self.evals(run_id)
+        if step is not None:
+            ev = ev[ev["step"] <= step]
+        return {split: rows.iloc[-1].drop("split").to_dict() for split, rows in ev.groupby("split")}
+
     def class_eval(self, run_id: int, split: str | None = None, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
         """Long format: step, split, cls, recall; one split, or every split when ``split`` is None."""
         return self._series(records.ClassEval, run_id, max_points, split=_checked(split, SPLITS, "split"))

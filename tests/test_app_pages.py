@@ -44,8 +44,10 @@ def make_run(store: RunStore, *, dataset="digits", preset="fixmatch", name="", s
     return rid
 
 
-def log_steps(store: RunStore, rid: int, steps, *, k=10, snapshot=False, seed=0) -> None:
-    """Synthetic trainer records at ``steps`` (an eval at every step divisible by 20)."""
+def log_steps(store: RunStore, rid: int, steps, *, k=10, snapshot=False, seed=0, splits=("val", "test"),
+              technique=False) -> None:
+    """Synthetic trainer records at ``steps``: an evaluation of ``splits`` at every step divisible by 20
+    (``splits=None``: the flat test-only format of runs recorded before the validation split)."""
     rng = np.random.default_rng(seed)
     for step in steps:
         classes = []
@@ -61,14 +63,17 @@ def log_steps(store: RunStore, rid: int, steps, *, k=10, snapshot=False, seed=0)
                       classes=classes)
         if step % 20 == 0:
             cm = rng.integers(0, 10, (k, k)) + np.eye(k, dtype=int) * 40
-            record["eval"] = dict(accuracy=0.5 + step / 1000, balanced_accuracy=0.4 + step / 1000,
-                                  recall=np.linspace(0.9, 0.1, k).tolist(), confusion=cm.tolist())
+            e = dict(accuracy=0.5 + step / 1000, balanced_accuracy=0.4 + step / 1000,
+                     recall=np.linspace(0.9, 0.1, k).tolist(), confusion=cm.tolist())
+            record["eval"] = e if splits is None else {split: e for split in splits}
             record["pseudo_confusion"] = cm.tolist()
             if snapshot:
                 n = 12
                 regions = [[(i + j) % k for i in range(n)] for j in range(n)]
                 pts = [[rng.normal(), rng.normal(), c % k, 0.9, int(c % 2 == 0), (c + 1) % k] for c in range(30)]
                 record["snapshot"] = dict(extent=[-3, 3, -3, 3], grid=n, regions=regions, points=pts)
+        if technique:
+            record["technique"] = {"da.p_model": np.full(k, 1 / k).tolist(), "freematch.tau_t": 0.5 + step / 1000}
         store.log(rid, record)
 
 
@@ -155,9 +160,14 @@ def test_live_charts_update_on_rerun(store):
     at.switch_page("pages/live.py").run()
     assert not at.exception
     specs = plotly_specs(at)
-    for key in ("live_conf_pl", "live_conf_true", "live_pl_now", "live_threshold", "live_cm_test", "live_cm_pseudo",
-                "live_acc", "live_recall", "live_loss", "live_lr", "live_mask"):
+    for key in ("live_conf_pl", "live_conf_true", "live_pl_now", "live_threshold", "live_cm_val", "live_cm_test",
+                "live_cm_pseudo", "live_acc", "live_recall", "live_loss", "live_lr", "live_mask"):
         assert key in specs, key
+    assert "Test-set confusion matrix" in specs["live_cm_test"]["layout"]["title"]["text"]
+    assert "Validation-set confusion matrix" in specs["live_cm_val"]["layout"]["title"]["text"]
+    acc = {t["name"]: t for t in specs["live_acc"]["data"]}
+    assert values(acc["balanced accuracy (validation)"]["x"]) == [0, 20, 40]
+    assert acc["balanced accuracy (test)"]["mode"] == "markers"
     assert values(specs["live_conf_pl"]["data"][0]["x"]) == [0, 10, 20, 30, 40]
     assert specs["live_conf_pl"]["layout"]["uirevision"]
 
@@ -166,6 +176,38 @@ def test_live_charts_update_on_rerun(store):
     specs = plotly_specs(at)
     assert values(specs["live_conf_pl"]["data"][0]["x"]) == [0, 10, 20, 30, 40, 50, 60]
     assert "step 60" in specs["live_pl_now"]["layout"]["title"]["text"]
+
+
+def test_live_technique_state_tab(store):
+    rid = make_run(store, status="finished")
+    log_steps(store, rid, range(0, 50, 10), technique=True)
+    at = _at().run()
+    at.query_params["run"] = str(rid)
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    specs = plotly_specs(at)
+    lines = lambda key: [t for t in specs[key]["data"] if not t["name"].endswith("(raw)")]  # smoothing adds raw lines
+    assert len(lines("live_tech_da.p_model")) == 10  # one line per class
+    tau = lines("live_tech_freematch.tau_t")
+    assert len(tau) == 1 and values(tau[0]["x"]) == [0, 10, 20, 30, 40]
+    assert any("da.p_model" in c.value for c in at.caption)
+
+
+def test_live_run_without_validation_data(store):
+    """A run recorded before the validation split (flat test evals) still shows, and says so."""
+    rid = make_run(store, status="finished")
+    log_steps(store, rid, range(0, 50, 10), splits=None)
+    at = _at().run()
+    at.query_params["run"] = str(rid)
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    specs = plotly_specs(at)
+    message = "no validation data (run recorded before the validation split)"
+    assert message in [a["text"] for a in specs["live_acc"]["layout"]["annotations"]]
+    assert any(message in c.value for c in at.caption)
+    assert sum(np.sum(values(t["z"])) for t in specs["live_cm_test"]["data"]) > 0
+    assert not specs["live_cm_val"]["data"]
+    assert any("No technique state recorded" in i.value for i in at.info)
 
 
 def test_live_status_and_controls(store):
@@ -194,12 +236,33 @@ def test_compare_table_and_bias(store):
     assert not at.exception
     table = at.dataframe[0].value
     assert sorted(table["id"]) == [a, b]
-    assert {"compare_bal_acc", "compare_recall", "compare_bias_chart"} <= set(plotly_specs(at))
+    assert table[["validation balanced acc", "test balanced acc"]].iloc[0].tolist() == pytest.approx([0.44, 0.44])
+    assert table["code version"].iloc[0].startswith("0.2.0")
+    assert {"compare_balanced_accuracy", "compare_recall_val", "compare_recall_test",
+            "compare_bias_chart"} <= set(plotly_specs(at))
     bias_table = at.dataframe[1].value
     # recall linspace(0.9, 0.1, 10), spacing 0.8/9: head (0,1,2) mean 0.9 - 0.8/9, tail (7,8,9) mean 0.1 + 0.8/9
-    assert bias_table["head − tail recall"].iloc[0] == pytest.approx(0.8 - 1.6 / 9)
+    for split in ("validation", "test"):
+        assert bias_table[f"head − tail recall ({split})"].iloc[0] == pytest.approx(0.8 - 1.6 / 9)
+        assert bias_table[f"recall of the 3 rarest ({split})"].iloc[0] == pytest.approx(0.1 + 0.8 / 9)
     # n_accepted 30 - 3c: head share 30 / 165
     assert bias_table["head share of pseudo-labels"].iloc[0] == pytest.approx(30 / 165)
+
+
+def test_compare_old_run_without_validation(store):
+    old = make_run(store, name="old", status="finished")
+    log_steps(store, old, range(0, 41, 10), splits=None)
+    new = make_run(store, name="new", status="finished")
+    log_steps(store, new, range(0, 41, 10))
+    at = _at().run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("id")
+    assert np.isnan(table.loc[old, "validation acc"]) and table.loc[old, "test acc"] == pytest.approx(0.54)
+    assert any("no validation data (run recorded before the validation split)" in c.value and "#1 old" in c.value
+               for c in at.caption)
+    bias_table = at.dataframe[1].value.set_index("run")
+    assert np.isnan(bias_table.loc["#1 old", "head − tail recall (validation)"])
 
 
 def test_compare_delete_with_confirmation(store):
@@ -253,6 +316,7 @@ def test_teaching_two_runs_with_snapshots(store):
     specs = plotly_specs(at)
     assert {"teach_chart_left", "teach_chart_right"} <= set(specs)
     assert "step 40" in specs["teach_chart_left"]["layout"]["title"]["text"]
+    assert any(c.value == "Balanced accuracy: validation 0.44 (step 40) · test 0.44 (step 40)" for c in at.caption)
     at.select_slider(key="teach_step").set_value(20).run()
     assert "step 20" in plotly_specs(at)["teach_chart_left"]["layout"]["title"]["text"]
     # Animation: each (fragment) rerun shows the next snapshot, from the first one.

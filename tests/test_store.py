@@ -225,6 +225,8 @@ def test_runs_show_the_latest_evaluation_of_each_split(store):
     store.log(rid, record(30) | {"eval": {"test": evaluation(0.9)}})
     row = store.runs().iloc[0]
     assert (row.val_accuracy, row.test_accuracy) == (0.4, 0.9)
+    assert store.latest_evals(rid)["val"]["step"] == 20 and store.latest_evals(rid)["test"]["accuracy"] == 0.9
+    assert list(store.latest_evals(rid, step=15)) == ["val"]
     with pytest.raises(ValueError, match="Unknown evaluation split"):
         store.log(rid, record(40) | {"eval": {"train": evaluation()}})
 
