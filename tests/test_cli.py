@@ -59,7 +59,7 @@ def test_export(trained, capsys, tmp_path, fmt):
     store = RunStore(trained)
     expected = store.export(1)
     written = out.split()
-    assert len(written) == len(expected) == 5
+    assert len(written) == len(expected) == 6  # scalars, class_train, evals, class_eval, technique, events
     for name, df in expected.items():
         path = tmp_path / "x" / f"run1_{name}.{fmt}"
         assert str(path) in written and path.is_file()
