@@ -1,4 +1,4 @@
-"""Command line: ``python -m sslviz train|resume|stop|list|show|export|presets``.
+"""Command line: ``python -m sslviz train|resume|stop|list|show|export|presets|docs``.
 
 Every TrainConfig field is a ``train`` flag (``--gamma 50``, ``--class-weighting effective``);
 precedence is preset < ``--config`` YAML < flags. Bad input exits non-zero with one line.
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
     export.add_argument("--out", type=Path, default=Path("."))
     sub.add_parser("presets", help="the presets and the knobs each changes")
+    docs = sub.add_parser("docs", help="print the README's technique and knob tables (markdown)")
+    docs.add_argument("--readme", type=Path, help="rewrite the tables between this file's marker comments instead")
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("run", type=int)
     return parser
@@ -165,6 +167,19 @@ def _show(store: RunStore, run_id: int) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "docs":  # needs no store
+        from .config import doc_tables, fill_doc_tables
+
+        if args.readme is None:
+            print("\n\n".join(doc_tables().values()))
+            return 0
+        try:
+            args.readme.write_text(fill_doc_tables(args.readme.read_text()))
+        except (OSError, ValueError) as exc:
+            print(f"sslviz: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote the tables into {args.readme}")
+        return 0
     try:
         store = RunStore(args.store)
         if args.command == "train":

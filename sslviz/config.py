@@ -9,7 +9,7 @@ import yaml
 
 from .fields import Field
 from .params import Bool, InvalidParameterError, NoneOK, Options, Str, check_params, integer, real
-from .registry import TECHNIQUE_FIELDS
+from .registry import TECHNIQUE_FIELDS, markdown_techniques
 from .splits import SHAPES
 
 UNLABELED_SHAPES = SHAPES
@@ -196,3 +196,37 @@ def preset_values(name: str) -> dict:
 def from_preset(preset: str, /, **overrides) -> TrainConfig:
     """A preset with any knob overridden (``name=`` included: ``preset`` is positional-only)."""
     return TrainConfig.from_dict(overrides, preset=preset)
+
+
+# -- docs derived from the declarations ----------------------------------------------
+def markdown_knobs() -> str:
+    """The README's knob table: one row per field of ``FIELDS`` (knob, group, allowed values, default, help)."""
+    def cell(text: str) -> str:  # plain text in a table cell: no column breaks, no emphasis from "a * b"
+        return str(text).replace("|", "\\|").replace("*", "\\*")
+
+    def default(f: Field) -> str:
+        if f.default is None and f.placeholder:
+            return f"`None` ({f.placeholder})"
+        return f"`{f.default!r}`"
+
+    rows = ["| knob | group | allowed values | default | what it does |", "|---|---|---|---|---|"]
+    rows += [f"| `{f.name}` | {f.group} | {cell(f.allowed())} | {cell(default(f))} | {cell(f.help)} |"
+             for f in FIELDS.values()]
+    return "\n".join(rows)
+
+
+def doc_tables() -> dict[str, str]:
+    """The generated README tables by marker name: ``<!-- name:begin -->`` ... ``<!-- name:end -->``."""
+    return {"techniques": markdown_techniques(), "knobs": markdown_knobs()}
+
+
+def fill_doc_tables(text: str) -> str:
+    """``text`` (the README) with every marker block replaced by its generated table; a missing marker is an error."""
+    for name, table in doc_tables().items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        head, sep, rest = text.partition(begin)
+        _, sep2, tail = rest.partition(end)
+        if not (sep and sep2):
+            raise ValueError(f"The text has no {begin} ... {end} block.")
+        text = f"{head}{begin}\n\n{table}\n\n{end}{tail}"
+    return text
