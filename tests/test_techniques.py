@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sslviz import techniques as T
 
@@ -122,3 +123,104 @@ def test_schedules():
     assert T.cosine_lr(50, 100, 0.03) == pytest.approx(0.03 * math.cos(7 * math.pi / 32))
     assert T.ema_model_decay(0, 0.999) == pytest.approx(0.1)
     assert T.ema_model_decay(10**6, 0.999) == pytest.approx(0.999)
+
+
+# -- against ports of the reference implementations ---------------------------------------------------------------
+def _usb_entropy_loss(mask, logits_s, prob_model, label_hist):
+    """USB `algorithms/freematch/freematch.py` `entropy_loss` (boolean indexing, 1/x with inf -> 0), ported."""
+    logits_s = logits_s[mask.bool()]
+    prob_s = logits_s.softmax(dim=-1)
+    hist_s = torch.bincount(prob_s.argmax(-1), minlength=logits_s.shape[1]).float()
+    hist_s = hist_s / hist_s.sum()
+
+    def inv(x):
+        out = 1 / x
+        out[out == float("inf")] = 0.0
+        return out
+
+    mod_model = prob_model.reshape(1, -1) * inv(label_hist.reshape(1, -1))
+    mod_model = mod_model / mod_model.sum(dim=-1, keepdim=True)
+    mod_mean = prob_s.mean(dim=0, keepdim=True) * inv(hist_s)
+    mod_mean = mod_mean / mod_mean.sum(dim=-1, keepdim=True)
+    return (mod_model * torch.log(mod_mean + 1e-12)).sum(dim=1).mean()
+
+
+def test_freematch_fairness_loss_equals_usb():
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for i in range(200):
+        logits = torch.randn(24, 5, generator=g) * 3
+        mask = (torch.rand(24, generator=g) > 0.5).float()
+        mask[i % 24] = 1.0  # USB skips the loss when nothing is accepted (tested below)
+        p_t = torch.rand(5, generator=g)
+        hist = torch.rand(5, generator=g)
+        if i % 3 == 0:
+            hist[0] = 0.0  # a class never predicted: USB's inf -> 0 rule
+        ours = T.freematch_fairness_loss(logits, mask, p_t / p_t.sum(), hist / hist.sum())
+        worst = max(worst, abs(float(ours - _usb_entropy_loss(mask, logits, p_t / p_t.sum(), hist / hist.sum()))))
+    assert worst < 1e-5
+    assert float(T.freematch_fairness_loss(torch.randn(4, 3), torch.zeros(4), torch.ones(3) / 3, torch.ones(3) / 3)) == 0
+
+
+def test_freematch_state_update_equals_usb_hook():
+    # USB FreeMatchThresholingHook.update: time_p, p_model and label_hist EMAs from the batch's probabilities.
+    g = torch.Generator().manual_seed(1)
+    K, m = 4, 0.9
+    ours = (torch.tensor(1 / K), torch.full((K,), 1 / K), torch.full((K,), 1 / K))
+    time_p, p_model, label_hist = ours
+    for _ in range(50):
+        probs = F.softmax(torch.randn(16, K, generator=g) * 2, 1)
+        ours = T.freematch_update(*ours, probs, m)
+        max_probs, max_idx = probs.max(dim=-1)
+        time_p = time_p * m + (1 - m) * max_probs.mean()
+        p_model = p_model * m + (1 - m) * probs.mean(dim=0)
+        hist = torch.bincount(max_idx, minlength=K).float()
+        label_hist = label_hist * m + (1 - m) * (hist / hist.sum())
+    assert close(ours[0], time_p) and close(ours[1], p_model) and close(ours[2], label_hist)
+
+
+def test_distribution_alignment_window_equals_remixmatch_running_mean():
+    # ReMixMatch keeps the mean prediction of the last 128 batches; sslviz's window of W batches gives the mean of
+    # the batches seen so far until full, then exactly the last W.
+    from collections import deque
+
+    g = torch.Generator().manual_seed(2)
+    W, K = 8, 3
+    window, recent = torch.zeros(W, K), deque(maxlen=W)
+    for seen in range(30):
+        batch_mean = F.softmax(torch.randn(10, K, generator=g), 1).mean(0)
+        T.window_push(window, seen, batch_mean)
+        recent.append(batch_mean)
+        assert close(T.window_mean(window, seen + 1), torch.stack(list(recent)).mean(0))
+
+
+def test_debiaspl_step_equals_reference_order():
+    # main_DebiasPL.py: pseudo-label from softmax(f_w - tau log qhat) with the qhat of the previous step; mask;
+    # then qhat <- m qhat + (1-m) mean softmax(f_w); then the consistency loss on f_s + tau log(updated qhat).
+    from sslviz import registry
+    from sslviz.config import TrainConfig
+
+    g = torch.Generator().manual_seed(3)
+    K, tau, m, thr = 4, 0.7, 0.8, 0.6
+    cfg = TrainConfig(debias_tau=tau, debias_momentum=m, threshold=thr)
+    run = registry.Run(K, torch.device("cpu"), torch.tensor([40.0, 20, 10, 5]), 100, 10)
+    pipe = registry.Pipeline(cfg, run)
+    assert [t.name for t in pipe.techniques] == ["fixmatch", "debias"]
+    qhat = torch.full((K,), 1 / K)
+    for _ in range(5):
+        logits_w = torch.randn(32, K, generator=g) * 2 + torch.tensor([1.5, 0.5, 0.0, -0.5])
+        logits_s = torch.randn(32, K, generator=g)
+        # the reference
+        pseudo_ref = F.softmax(logits_w - tau * torch.log(qhat), 1)
+        conf_ref, label_ref = pseudo_ref.max(1)
+        mask_ref = conf_ref.ge(thr).float()
+        qhat = m * qhat + (1 - m) * F.softmax(logits_w, 1).mean(0)
+        loss_ref = (F.cross_entropy(logits_s + tau * torch.log(qhat), label_ref, reduction="none") * mask_ref).mean()
+        # sslviz's phases, as the trainer calls them
+        u = registry.Unlabeled(torch.arange(32), logits_w, F.softmax(logits_w, 1))
+        u.probs = pipe("transform_probs", u.probs, u)
+        u.pseudo, u.conf, u.mask = T.confidence_mask(u.probs, pipe("thresholds", torch.full((K,), thr), u, 0))
+        pipe("observe", None, u)
+        loss = (F.cross_entropy(pipe("unsup_logits", logits_s, u), u.pseudo, reduction="none") * u.mask).mean()
+        assert torch.equal(u.pseudo, label_ref) and torch.equal(u.mask, mask_ref)
+        assert close(pipe.techniques[1].state["p_hat"], qhat) and close(loss, loss_ref)
