@@ -29,21 +29,24 @@ class IntervalMeter:
         self.losses = z(len(LOSS_NAMES))
         self.n_pl, self.conf_pl, self.n_true, self.conf_true = z(K), z(K), z(K), z(K)
         self.n_accepted, self.n_correct, self.confusion = z(K), z(K), z(K * K)
+        self.p_sum = z(K)  # sum of the distributions pseudo-labels are read from (after DA / DebiasPL)
         self.steps = 0
 
     @torch.no_grad()
     def update(self, losses: Tensor, pseudo: Tensor | None = None, conf: Tensor | None = None,
-               mask: Tensor | None = None, true: Tensor | None = None) -> None:
+               mask: Tensor | None = None, true: Tensor | None = None, probs: Tensor | None = None) -> None:
         """Add one step: ``losses`` = stacked (loss, sup, unsup, mask rate); then the unlabeled batch, if any.
 
         ``pseudo`` are hard pseudo-labels, ``conf`` their confidence, ``mask`` 1.0 where
-        accepted, ``true`` the hidden true labels (for precision and recall only).
+        accepted, ``true`` the hidden true labels (for precision and recall only), ``probs``
+        the ``(uB, K)`` distributions the pseudo-labels were read from; all or none.
         """
         self.losses += losses
         self.steps += 1
         if pseudo is None:
             return
         ones = torch.ones_like(conf)
+        self.p_sum += probs.sum(0)
         self.n_pl.index_add_(0, pseudo, ones)
         self.conf_pl.index_add_(0, pseudo, conf)
         self.n_true.index_add_(0, true, ones)
@@ -54,7 +57,8 @@ class IntervalMeter:
 
     def flush(self, thresholds: Tensor) -> dict:
         """Copy the sums to the host (the interval's one sync), reset, and return
-        ``{"scalars", "classes", "pseudo_confusion"}`` with means over the interval."""
+        ``{"scalars", "classes", "pseudo_confusion", "pseudo_mean"}`` with means over the interval;
+        ``pseudo_mean`` is the mean pseudo-label distribution (None without unlabeled data)."""
         sums = {k: v for k, v in vars(self).items() if torch.is_tensor(v)}
         flat = torch.cat(list(sums.values())).cpu().numpy()  # one device-to-host copy
         h = dict(zip(sums, np.split(flat, np.cumsum([v.numel() for v in sums.values()])[:-1])))
@@ -78,4 +82,5 @@ class IntervalMeter:
                 for c in range(self.K)
             ],
             "pseudo_confusion": h["confusion"].reshape(self.K, self.K).astype(int).tolist(),
+            "pseudo_mean": (h["p_sum"] / n_true.sum()).tolist() if n_true.sum() else None,
         }

@@ -192,7 +192,7 @@ class DistributionAlignment(Technique):
         K, W = run.num_classes, cfg.dist_align_window
         counts = run.labeled_counts
         self.target = counts / counts.sum() if cfg.dist_align == "labeled" else torch.full((K,), 1.0 / K, device=run.device)
-        self.state = {"model": torch.zeros(W, K, device=run.device), "aligned": torch.zeros(W, K, device=run.device),
+        self.state = {"model": torch.zeros(W, K, device=run.device),
                       "seen": torch.zeros((), dtype=torch.long)}  # seen stays on the CPU: a ring index, no device sync
         self.seen = 0
 
@@ -203,14 +203,13 @@ class DistributionAlignment(Technique):
     def transform_probs(self, probs, u):
         fx.window_push(self.state["model"], self.seen, probs.mean(0))
         aligned = fx.distribution_alignment(probs, self.target, fx.window_mean(self.state["model"], self.seen + 1))
-        fx.window_push(self.state["aligned"], self.seen, aligned.mean(0))
         self.seen += 1
         self.state["seen"] = torch.tensor(self.seen)
         return aligned
 
     def metrics(self, out):
-        return {**out, "da.p_model": fx.window_mean(self.state["model"], self.seen), "da.target": self.target,
-                "da.aligned_mean": fx.window_mean(self.state["aligned"], self.seen)}
+        # The mean aligned distribution is the loop's own "pseudo_label.mean" (what the mask really saw).
+        return {**out, "da.p_model": fx.window_mean(self.state["model"], self.seen), "da.target": self.target}
 
 
 # -- threshold schedules (one of them answers to threshold_schedule) --------------

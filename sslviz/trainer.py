@@ -182,6 +182,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+PSEUDO_MEAN = "pseudo_label.mean"  # technique-state name of the interval's mean pseudo-label distribution
 CHECKPOINT_FORMAT = 2  # 2: technique state by technique name, validation split; 1 (unmarked): before
 
 
@@ -342,7 +343,7 @@ def train(
         zero = torch.zeros((), device=device)
         losses = torch.stack([loss.detach(), loss_sup.detach(), loss_unsup.detach(), u.mask.mean() if uB else zero])
         if uB:
-            meter.update(losses, u.pseudo, u.conf, u.mask, yu)
+            meter.update(losses, u.pseudo, u.conf, u.mask, yu, u.probs)
         else:
             meter.update(losses)
 
@@ -350,31 +351,29 @@ def train(
         last = step == cfg.steps
         if step % cfg.log_every and not last:
             continue
-        record = {"step": step, "wall": time.time() - t0, **meter.flush(thresholds),
-                  "technique": _host(tech("metrics", {}))}
+        record = {"step": step, "wall": time.time() - t0, **meter.flush(thresholds)}
+        # The mean distribution pseudo-labels were read from, after every transform: what DA and DebiasPL
+        # actually produced, and for plain FixMatch the drift toward the head classes.
+        pseudo_mean = record.pop("pseudo_mean")
+        record["technique"] = _host(tech("metrics", {} if pseudo_mean is None else {PSEUDO_MEAN: pseudo_mean}))
         record["scalars"]["lr"] = lr
         if not np.isfinite(record["scalars"]["loss"]):
             raise Diverged(f"Training diverged at step {step}: the loss became {record['scalars']['loss']}. "
                            "Lower lr or lambda_u, or raise the threshold.")
-        # Validate at a new run's first log step too, so its charts appear at once; test only at the end.
-        if step % cfg.eval_every == 0 or last or step == cfg.log_every:
-            record["eval"] = final = evaluate_on(*(("val", "test") if last else ("val",)))
+        # Validate every eval_every steps and at a new run's first log step (its charts appear at once); the test
+        # set only when the run ends, finished or stopped.
+        stopping = should_stop is not None and not last and should_stop()
+        if step % cfg.eval_every == 0 or last or stopping or step == cfg.log_every:
+            record["eval"] = final = evaluate_on(*(("val", "test") if last or stopping else ("val",)))
             if kind == "points" and n_u:
                 record["snapshot"] = snapshot_2d(eval_model, x_u, y_u, thresholds, kind, cfg.seed)
         if on_log is not None:
             on_log(record)
         if progress is not None:
             progress(step)
-        saved = step % cfg.checkpoint_every == 0 or last
-        if saved:
+        if step % cfg.checkpoint_every == 0 or last or stopping:
             checkpoint(step)
-        if should_stop is not None and not last and should_stop():
-            # A stopped run's validation and test metrics at its last step are recorded too.
-            final = evaluate_on("val", "test")
-            if on_log is not None:
-                on_log({"step": step, "wall": time.time() - t0, "eval": final})
-            if not saved:
-                checkpoint(step)
+        if stopping:
             status = "stopped"
             break
 

@@ -11,7 +11,8 @@ def test_flush_counts_confidences_precision_recall_and_resets():
     conf = torch.tensor([0.9, 0.5, 0.8, 0.99])
     mask = torch.tensor([1.0, 0.0, 1.0, 1.0])
     true = torch.tensor([0, 1, 1, 0])
-    m.update(torch.tensor([1.0, 0.5, 0.5, 0.75]), pseudo, conf, mask, true)
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.5, 0.3, 0.2], [0.2, 0.8, 0.0], [0.0, 0.01, 0.99]])
+    m.update(torch.tensor([1.0, 0.5, 0.5, 0.75]), pseudo, conf, mask, true, probs)
     m.update(torch.tensor([3.0, 1.5, 1.5, 0.25]))  # a step without unlabeled data
     rec = m.flush(torch.tensor([0.95, 0.8, 0.7]))
     assert rec["scalars"] == pytest.approx({"loss": 2.0, "loss_sup": 1.0, "loss_unsup": 1.0, "mask_rate": 0.5,
@@ -26,5 +27,7 @@ def test_flush_counts_confidences_precision_recall_and_resets():
     assert c1["recall"] == 0.5
     # accepted only, rows = truth: (0->0), (1->1), (0->2)
     assert rec["pseudo_confusion"] == [[1, 0, 1], [0, 1, 0], [0, 0, 0]]
+    assert rec["pseudo_mean"] == pytest.approx([0.4, 0.3025, 0.2975])  # column means of probs
     empty = m.flush(torch.zeros(3))
     assert sum(c["n_pl"] for c in empty["classes"]) == 0 and empty["scalars"]["loss"] == 0.0
+    assert empty["pseudo_mean"] is None

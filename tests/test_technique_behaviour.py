@@ -9,7 +9,7 @@ import torch
 
 from sslviz import registry
 from sslviz.config import TrainConfig, from_preset
-from sslviz.trainer import train
+from sslviz.trainer import PSEUDO_MEAN, train
 
 SEEDS = (0, 1)
 
@@ -41,13 +41,15 @@ def plain():
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_distribution_alignment_brings_pseudo_labels_toward_the_target(seed):
-    # The mean aligned distribution ends closer (L1) to the labeled distribution than the model's own mean
-    # prediction: measured ratios 0.78, 0.76, 0.74 on seeds 0-2 (digits gamma 50: 0.78, 0.76).
+    # Over DA's last 128 batches, the mean distribution the mask saw (aligned) is closer (L1) to the labeled
+    # distribution than the model's own mean prediction: ratios 0.82, 0.71, 0.70 on seeds 0-2 (digits gamma 50,
+    # 300 steps: 0.79, 0.76, 0.73).
     _, records = _run("fixmatch-da", seed=seed)
-    state = {k: np.array(v) for k, v in records[-1]["technique"].items()}
-    model_gap = np.abs(state["da.p_model"] - state["da.target"]).sum()
-    aligned_gap = np.abs(state["da.aligned_mean"] - state["da.target"]).sum()
-    assert aligned_gap < 0.88 * model_gap, (aligned_gap, model_gap)
+    state = records[-1]["technique"]
+    target = np.array(state["da.target"])
+    aligned = np.mean([r["technique"][PSEUDO_MEAN] for r in records[-13:]], axis=0)  # 13 log steps = 130 batches
+    model_gap, aligned_gap = np.abs(np.array(state["da.p_model"]) - target).sum(), np.abs(aligned - target).sum()
+    assert aligned_gap < 0.9 * model_gap, (aligned_gap, model_gap)
 
 
 def test_debiaspl_spreads_accepted_pseudo_labels(plain):

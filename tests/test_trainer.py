@@ -40,14 +40,16 @@ def test_evaluation_records_and_learning(digits_run):
     summary, records = digits_run
     assert [r["step"] for r in records if "eval" in r] == [5, 10, 20, 30, 40, 50, 60]  # first log step too
     evals = [r["eval"] for r in records if "eval" in r]
-    for e in evals:
+    # Validation at every evaluation, the test set only at the end: nothing is chosen on test along the way.
+    assert [sorted(e) for e in evals] == [["val"]] * 6 + [["test", "val"]]
+    for e, n in [(e["val"], 300) for e in evals] + [(evals[-1]["test"], 500)]:
         cm = np.array(e["confusion"])
-        assert cm.shape == (10, 10) and cm.sum() == 500  # 50 balanced test images per class
-        assert e["accuracy"] == pytest.approx(np.trace(cm) / 500)
+        assert cm.shape == (10, 10) and cm.sum() == n and (cm.sum(1) == n // 10).all()  # balanced: 30 / 50 a class
+        assert e["accuracy"] == pytest.approx(np.trace(cm) / n)
         assert e["balanced_accuracy"] == pytest.approx(np.mean(e["recall"]))
     # chance is 0.1; a few dozen steps on the head classes already beat it clearly
-    assert summary["accuracy"] > 0.3
-    assert summary["accuracy"] == pytest.approx(evals[-1]["accuracy"])
+    assert summary["val_accuracy"] > 0.3 and summary["test_accuracy"] > 0.3
+    assert summary["test_accuracy"] == pytest.approx(evals[-1]["test"]["accuracy"])
 
 
 def test_same_seed_same_run_different_seed_differs():
@@ -81,8 +83,9 @@ def test_toy2d_snapshot_and_stop_with_checkpoint(tmp_path):
     records = []
     ckpt = tmp_path / "run.pt"
     summary = train(from_preset("fixmatch", dataset="toy2d", steps=100, **TINY), on_log=records.append,
-                    should_stop=lambda: len(records) >= 4, checkpoint_path=ckpt)
+                    should_stop=lambda: len(records) >= 3, checkpoint_path=ckpt)  # polled before step 20's record
     assert summary["status"] == "stopped" and summary["step"] == 20
+    assert records[-1]["step"] == 20 and sorted(records[-1]["eval"]) == ["test", "val"]  # a stop reports test too
     snap = next(r["snapshot"] for r in records if "snapshot" in r)
     assert len(snap["regions"]) == snap["grid"] and len(snap["regions"][0]) == snap["grid"]
     assert {len(p) for p in snap["points"]} == {6}
