@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -76,12 +75,13 @@ def main(argv=None) -> list[dict]:
         t = time.perf_counter()
         out = train(cfg, prepared=prepared)
         wall = time.perf_counter() - t
-        recall = np.asarray(out["recall"])
-        results.append({"preset": preset, "model": out["model"], "balanced_accuracy": out["balanced_accuracy"],
-                        "accuracy": out["accuracy"], "recall": recall.tolist(), "wall_s": wall})
-        print(f"{preset:10s} {out['model']:8s} balanced acc {out['balanced_accuracy']:.4f}  "
-              f"acc {out['accuracy']:.4f}  wall {wall:7.1f} s ({steps / wall:.2f} steps/s)")
-        print("           recall " + "  ".join(f"{n}={r:.3f}" for n, r in zip(names, recall)), flush=True)
+        results.append({"preset": preset, "model": out["model"], "wall_s": wall,
+                        **{k: out[k] for k in out if k.startswith(("val_", "test_"))}})
+        print(f"{preset:10s} {out['model']:8s} balanced acc val {out['val_balanced_accuracy']:.4f} "
+              f"test {out['test_balanced_accuracy']:.4f}  wall {wall:7.1f} s ({steps / wall:.2f} steps/s)")
+        for split in ("val", "test"):
+            print(f"           {split:4s} recall " + "  ".join(f"{n}={r:.3f}" for n, r in zip(names, out[f"{split}_recall"])),
+                  flush=True)
     return results
 
 

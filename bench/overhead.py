@@ -67,12 +67,13 @@ def accumulation_micro(uB: int, log_every: int, reps: int = 200) -> tuple[float,
     yu = torch.randint(K, (uB,), generator=g)
     conf = torch.rand(uB, generator=g)
     mask = (conf > 0.5).float()
+    probs = torch.softmax(torch.randn(uB, K, generator=g), 1)
     losses = torch.rand(4, generator=g)
     thresholds = torch.full((K,), 0.95)
     meter = IntervalMeter(K, "cpu")
 
     def step():
-        meter.update(losses, pseudo, conf, mask, yu)
+        meter.update(losses, pseudo, conf, mask, yu, probs)
 
     for _ in range(10):
         step()
@@ -144,8 +145,8 @@ def synthesise(store: RunStore, steps: int, log_every: int = 10, eval_every: int
             "pseudo_confusion": rng.integers(0, 50, (K, K)).tolist(),
         }
         if step % eval_every == 0:
-            record["eval"] = {"accuracy": r[0], "balanced_accuracy": r[1], "recall": list(r[6:6 + K]),
-                              "confusion": rng.integers(0, 100, (K, K)).tolist()}
+            record["eval"] = {"val": {"accuracy": r[0], "balanced_accuracy": r[1], "recall": list(r[6:6 + K]),
+                                      "confusion": rng.integers(0, 100, (K, K)).tolist()}}
         store.log(run_id, record)
     return run_id
 

@@ -74,7 +74,7 @@ def synthetic_cifar(seed: int = 0) -> Dataset:
 def prepared_for(model: str, data: str | None) -> Prepared:
     """Dataset + imbalanced split for one model (digits for cnn_digits, CIFAR-like for 32x32 models)."""
     if model == "cnn_digits":
-        ds, n1, m1, gamma = load_dataset("digits"), 60, 60, 10.0
+        ds, n1, m1, gamma = load_dataset("digits"), 50, 40, 10.0
     elif data:
         ds, n1, m1, gamma = load_dataset(data, cache_dir=dataset_cache_dir()), 1500, 3000, 100.0
     else:

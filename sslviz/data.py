@@ -28,7 +28,7 @@ BUILTIN = ("digits", "toy2d")
 DEFAULT_COUNTS = {"digits": (50, 40), "toy2d": (100, 300)}
 _FOLDER_COUNTS = (1500, 3000)  # CIFAR-10-LT protocol
 # Balanced validation images per class, held out of the training pool before any split: training never sees
-# them. Folders hold out min(500, smallest class // 10): 500 on CIFAR-10, as DASO's NUM_VALID 5000.
+# them. Folders hold out min(500, smallest class // 10), at least 1: 500 on CIFAR-10, as DASO's NUM_VALID 5000.
 VAL_PER_CLASS = {"digits": 30, "toy2d": 100}
 _FOLDER_VAL_MAX = 500
 
@@ -129,14 +129,14 @@ def load_dataset(source: str | os.PathLike, cache_dir: str | os.PathLike | None 
 
 
 def validation_size(name: str, y_train: np.ndarray) -> int:
-    """Validation images per class: ``VAL_PER_CLASS`` for built-ins, else ``min(500, smallest class // 10)``.
+    """Validation images per class: ``VAL_PER_CLASS`` for built-ins, else ``min(500, smallest class // 10)``, >= 1.
 
     >>> validation_size("digits", np.zeros(10, dtype=int)), validation_size("/data/x", np.repeat([0, 1], [5000, 80]))
     (30, 8)
     """
     if name in VAL_PER_CLASS:
         return VAL_PER_CLASS[name]
-    return min(_FOLDER_VAL_MAX, int(np.bincount(y_train).min()) // 10)
+    return max(1, min(_FOLDER_VAL_MAX, int(np.bincount(y_train).min()) // 10))
 
 
 def hold_out_validation(ds: Dataset) -> Dataset:
@@ -145,6 +145,11 @@ def hold_out_validation(ds: Dataset) -> Dataset:
     The draw depends on the dataset only, so every run on a dataset is validated on the same images.
     """
     per_class = validation_size(ds.name, ds.y_train)
+    counts = np.bincount(ds.y_train, minlength=ds.num_classes)
+    if counts.min() <= per_class:
+        k = int(counts.argmin())
+        raise DatasetError(f"{ds.name}: class {ds.class_names[k]!r} has {counts[k]} training image(s); sslviz holds "
+                           f"out {per_class} per class for validation and needs at least one more to train on")
     rng = np.random.default_rng(1)
     val = np.sort(np.concatenate([rng.choice(np.flatnonzero(ds.y_train == k), per_class, replace=False)
                                   for k in range(ds.num_classes)]))

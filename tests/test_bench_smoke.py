@@ -40,7 +40,7 @@ def test_overhead_smoke(capsys):
 def test_cifar10_lt_smoke(tmp_path, capsys):
     rng = np.random.default_rng(0)
     root = tmp_path / "cifar"
-    for split, n in (("train", 8), ("test", 2)):
+    for split, n in (("train", 9), ("test", 2)):  # 1 per class is held out for validation
         for k in range(10):
             folder = root / split / f"class{k}"
             folder.mkdir(parents=True)
@@ -51,7 +51,7 @@ def test_cifar10_lt_smoke(tmp_path, capsys):
         "--model", "cnn32", "--device", "cpu", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
     ])
     assert [r["preset"] for r in results] == ["fixmatch", "balanced"]
-    assert all(len(r["recall"]) == 10 and 0 <= r["balanced_accuracy"] <= 1 for r in results)
+    assert all(len(r[f"{s}_recall"]) == 10 and 0 <= r[f"{s}_balanced_accuracy"] <= 1 for r in results for s in ("val", "test"))
     assert "balanced acc" in capsys.readouterr().out
 
 

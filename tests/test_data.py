@@ -35,7 +35,8 @@ def test_digits_shapes_dtypes_and_balanced_test_set():
     assert ds.y_train.dtype == np.int64 and ds.y_test.dtype == np.int64
     assert ds.class_names == tuple("0123456789")
     assert np.bincount(ds.y_test).tolist() == [50] * 10
-    assert len(ds.y_train) + len(ds.y_test) == 1797
+    assert np.bincount(ds.y_val).tolist() == [30] * 10  # balanced validation, held out of training
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 1797
     assert ds.x_train.max() == 255  # 16 maps to 255
 
 
@@ -48,9 +49,9 @@ def test_digits_test_set_is_fixed():
 def test_toy2d_is_deterministic_points():
     a, b = load_dataset("toy2d"), load_dataset("toy2d")
     assert a.kind == "points" and a.input_shape == (2,) and a.num_classes == 6
-    assert a.x_train.dtype == np.float32 and a.x_train.shape == (3600, 2)
-    assert a.x_test.shape == (1200, 2)
-    assert np.bincount(a.y_train).tolist() == [600] * 6
+    assert a.x_train.dtype == np.float32 and a.x_train.shape == (3000, 2)
+    assert a.x_val.shape == (600, 2) and a.x_test.shape == (1200, 2)
+    assert np.bincount(a.y_train).tolist() == [500] * 6 and np.bincount(a.y_val).tolist() == [100] * 6
     assert np.bincount(a.y_test).tolist() == [200] * 6
     assert np.abs(a.x_train).max() < 4.5 and np.mean(np.abs(a.x_train) <= 3) > 0.99
     np.testing.assert_array_equal(a.x_train, b.x_train)
@@ -60,8 +61,25 @@ def test_builtin_names():
     assert BUILTIN == ("digits", "toy2d")
 
 
+def test_validation_split_indices_are_disjoint():
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().target
+    ds = load_dataset("digits")
+    # Counts add up per class: nothing of the validation set remains in the training pool.
+    assert (np.bincount(ds.y_train) + np.bincount(ds.y_val) + np.bincount(ds.y_test) == np.bincount(raw)).all()
+    np.testing.assert_array_equal(load_dataset("digits").x_val, ds.x_val)  # the same images for every run
+
+
+@pytest.mark.parametrize("smallest, expected", [(5000, 500), (2000, 200), (9, 1)])
+def test_folder_validation_size(smallest, expected):
+    from sslviz.data import validation_size
+
+    assert validation_size("/some/folder", np.repeat([0, 1], [6000, smallest])) == expected
+
+
 def test_default_counts():
-    assert default_counts(load_dataset("digits")) == (60, 60)
+    assert default_counts(load_dataset("digits")) == (50, 40)
     assert default_counts(load_dataset("toy2d")) == (100, 300)
 
 
@@ -83,12 +101,13 @@ def test_image_folder_loads(tmp_path):
     assert ds.kind == "image" and ds.hflip
     assert ds.name == str(tmp_path.resolve())
     assert ds.class_names == ("cat", "dog", "owl")
-    assert ds.x_train.dtype == np.uint8 and ds.x_train.shape == (10, 3, 4, 4)
+    # 10 training images; one per class (smallest class 3 // 10, at least 1) is held out for validation.
+    assert ds.x_train.dtype == np.uint8 and ds.x_train.shape == (7, 3, 4, 4) and ds.x_val.shape == (3, 3, 4, 4)
     assert ds.x_test.shape == (3, 3, 4, 4)
-    assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+    assert ds.y_train.tolist() == [0, 0, 1, 1, 2, 2, 2] and ds.y_val.tolist() == [0, 1, 2]
     assert ds.y_test.dtype == np.int64 and ds.y_test.tolist() == [0, 1, 2]
-    assert ds.x_train[0, :, 0, 0].tolist() == [255, 0, 0]
-    assert ds.x_train[9, :, 0, 0].tolist() == [9, 9, 9]  # grayscale became RGB
+    pixels = np.concatenate([ds.x_train, ds.x_val])[:, :, 0, 0].tolist()
+    assert [255, 0, 0] in pixels and [9, 9, 9] in pixels  # grayscale became RGB
 
 
 def test_image_folder_mixed_sizes_are_resized_to_32(tmp_path):
@@ -102,7 +121,8 @@ def test_image_folder_mixed_sizes_are_resized_to_32(tmp_path):
 def test_image_folder_ignores_hidden_files(tmp_path):
     make_folder(tmp_path)
     (tmp_path / "train" / "cat" / ".DS_Store").write_bytes(b"junk")
-    assert load_dataset(str(tmp_path)).x_train.shape[0] == 9
+    ds = load_dataset(str(tmp_path))
+    assert len(ds.x_train) + len(ds.x_val) == 9
 
 
 def test_cache_hit_skips_decoding(tmp_path, monkeypatch):
@@ -130,7 +150,8 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     load_dataset(str(root), cache_dir=cache)
     (npz,) = cache.glob("*.npz")
     npz.write_bytes(b"not a zip")
-    assert load_dataset(str(root), cache_dir=cache).x_train.shape == (9, 3, 4, 4)
+    ds = load_dataset(str(root), cache_dir=cache)
+    assert ds.x_train.shape == (6, 3, 4, 4) and ds.x_val.shape == (3, 3, 4, 4)
 
 
 # --- CIFAR-10 pickles ------------------------------------------------------------------
@@ -153,7 +174,7 @@ def test_cifar_pickle_folder(tmp_path):
     write_cifar(tmp_path / "cifar-10-batches-py")
     ds = load_dataset(str(tmp_path))
     assert ds.hflip and ds.kind == "image"
-    assert ds.x_train.shape == (20, 3, 32, 32) and ds.x_train.dtype == np.uint8
+    assert ds.x_train.shape == (16, 3, 32, 32) and ds.x_val.shape == (4, 3, 32, 32) and ds.x_train.dtype == np.uint8
     assert ds.x_test.shape == (4, 3, 32, 32)
     assert ds.y_train.dtype == np.int64
     assert ds.class_names == ("airplane", "automobile", "bird", "cat")

@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def steps_of(store, run_id, table="scalars"):
-    return getattr(store, table)(run_id, None).step.tolist() if table != "evals" else store.evals(run_id).step.tolist()
+    """Steps with rows in ``table``; for "evals", the validation evaluations (test ones come at the end only)."""
+    if table == "evals":
+        return store.evals(run_id, split="val").step.tolist()
+    return getattr(store, table)(run_id, None).step.tolist()
 
 
 def expected_steps(cfg):
@@ -94,7 +97,7 @@ def test_resume_refuses_active_or_checkpointless_runs(store, tiny):
 def test_stop_is_graceful_and_resume_continues(store, tiny):
     cfg = TrainConfig(**tiny)
     rid = store.create_run(cfg.to_dict())
-    status = worker.run_worker(store, rid, progress=lambda step: step == 15 and store.request_stop(rid))
+    status = worker.run_worker(store, rid, progress=lambda step: step == 10 and store.request_stop(rid))  # seen at 15
     row = store.run(rid)
     assert status == row["status"] == "stopped" and row["error"] is None and row["step"] == 15
     assert steps_of(store, rid) == [5, 10, 15]  # the last interval was flushed
@@ -113,9 +116,11 @@ def test_stop_is_graceful_and_resume_continues(store, tiny):
 
 def test_sigterm_stops_gracefully(store, tiny):
     rid = store.create_run(TrainConfig(**tiny).to_dict())
+    # SIGTERM during step 10's logging; the loop sees it at the next log step, 15.
     status = worker.run_worker(store, rid, progress=lambda step: step == 10 and os.kill(os.getpid(), signal.SIGTERM))
-    assert status == "stopped" and store.run(rid)["step"] == 10
-    assert trainer.load_checkpoint(worker.checkpoint_path(store, rid))["step"] == 10
+    assert status == "stopped" and store.run(rid)["step"] == 15
+    assert trainer.load_checkpoint(worker.checkpoint_path(store, rid))["step"] == 15
+    assert store.evals(rid, split="test").step.tolist() == [15]  # a stopped run reports its test score
 
 
 def test_checkpoints_every_n_steps_and_load_weights_only(store, tiny, monkeypatch):
@@ -129,7 +134,7 @@ def test_checkpoints_every_n_steps_and_load_weights_only(store, tiny, monkeypatc
     assert saved == [10, 20, 30, 40]
     path = worker.checkpoint_path(store, rid)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
-    assert ckpt["step"] == 40 and set(ckpt) >= {"model", "ema", "optimizer", "state", "generator", "config"}
+    assert ckpt["step"] == 40 and set(ckpt) >= {"format", "model", "ema", "optimizer", "techniques", "generator", "config"}
     assert not list(path.parent.glob("*.tmp"))
 
 
@@ -271,10 +276,10 @@ def test_sigkill_is_reported_lost_and_resume_matches_an_unbroken_run(store, tiny
     # The same config trained without interruption, on one thread like the worker.
     torch.set_num_threads(1)
     unbroken = trainer.train(cfg)
-    resumed_bacc = store.evals(rid).balanced_accuracy.iloc[-1]
-    assert abs(resumed_bacc - unbroken["balanced_accuracy"]) <= 0.1
-    print(f"\nSIGKILL -> 'process lost' in {lost_after:.2f} s; balanced accuracy resumed {resumed_bacc:.4f} "
-          f"vs unbroken {unbroken['balanced_accuracy']:.4f}")
+    resumed_bacc = store.evals(rid, split="val").balanced_accuracy.iloc[-1]
+    assert abs(resumed_bacc - unbroken["val_balanced_accuracy"]) <= 0.1
+    print(f"\nSIGKILL -> 'process lost' in {lost_after:.2f} s; validation balanced accuracy resumed "
+          f"{resumed_bacc:.4f} vs unbroken {unbroken['val_balanced_accuracy']:.4f}")
 
 
 def test_three_concurrent_runs_share_two_cpu_slots(store, tiny, wait_for, monkeypatch):

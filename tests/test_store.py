@@ -264,7 +264,7 @@ def test_meter_produces_the_declared_columns():
 
     meter = IntervalMeter(2, "cpu")
     meter.update(torch.ones(len(LOSS_NAMES)), torch.tensor([0, 1]), torch.tensor([0.9, 0.8]), torch.tensor([1.0, 0.0]),
-                 torch.tensor([0, 0]))
+                 torch.tensor([0, 0]), torch.tensor([[0.9, 0.1], [0.2, 0.8]]))
     out = meter.flush(torch.tensor([0.9, 0.9]))
     assert set(out["scalars"]) | {"lr"} == set(records.measure_columns(records.Scalars))
     assert all(set(c) == set(records.measure_columns(records.ClassTrain)) for c in out["classes"])
