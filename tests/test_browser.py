@@ -28,9 +28,10 @@ pytestmark = [
 ]
 sync_api = pytest.importorskip("playwright.sync_api")
 
-# Sum of the z values of the first heatmap titled like a test-set confusion matrix, read from Plotly's own data.
+# Sum of the z values of the first heatmap whose title matches SPLIT (validation / test) and "confusion", read from
+# Plotly's own data.
 CONFUSION_TOTAL_JS = """
-() => {
+(split) => {
   // plotly.py ships numpy arrays base64-encoded ({dtype, bdata}); nested lists arrive as they are.
   const TYPES = {f8: Float64Array, f4: Float32Array, i4: Int32Array, i2: Int16Array, i1: Int8Array,
                  u4: Uint32Array, u2: Uint16Array, u1: Uint8Array, i8: BigInt64Array, u8: BigUint64Array};
@@ -43,7 +44,7 @@ CONFUSION_TOTAL_JS = """
   };
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
     const title = (gd.layout && gd.layout.title && (gd.layout.title.text || gd.layout.title)) || '';
-    if (!/confusion/i.test(title) || !/test/i.test(title)) continue;
+    if (!/confusion/i.test(title) || !new RegExp(split, 'i').test(title)) continue;
     const heat = (gd.data || []).find(t => t.type === 'heatmap');
     if (!heat) continue;
     return values(heat.z).reduce((a, b) => a + (b || 0), 0);
@@ -144,10 +145,10 @@ def test_start_watch_stop_in_chromium(server, tmp_path):
                                timeout=90_000)
         first_chart_s = time.time() - t_start
         page.get_by_role("tab", name="Confusion").click()
-        page.wait_for_function(f"({CONFUSION_TOTAL_JS})() > 0", timeout=90_000)
+        page.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=90_000)
         confusion_s = time.time() - t_start
-        total = page.evaluate(CONFUSION_TOTAL_JS)
-        assert total == 500  # the balanced digits test set: 50 images per class
+        assert page.evaluate(CONFUSION_TOTAL_JS, "validation") == 300  # the balanced digits validation set: 30 a class
+        assert page.evaluate(CONFUSION_TOTAL_JS, "test") is None  # the test set is evaluated when the run ends
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
 
         # A second tab on the same link watches the same run (it lives in the store, not the session).
@@ -156,12 +157,15 @@ def test_start_watch_stop_in_chromium(server, tmp_path):
         _wait_idle(second)
         assert second.url.endswith(page.url.split("/")[-1])
         second.get_by_role("tab", name="Confusion").click()
-        second.wait_for_function(f"({CONFUSION_TOTAL_JS})() > 0", timeout=60_000)
+        second.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=60_000)
         second.close()
 
         # The keyed run button, not the "Stop" of Streamlit's own status widget shown while a script runs.
         page.locator(".st-key-live_stop button").click()
         page.get_by_text("stopped").first.wait_for(timeout=60_000)
+        # A stopped run reports its test score: the test confusion matrix appears, all 500 test images in it.
+        page.get_by_role("tab", name="Confusion").click()
+        page.wait_for_function(f"({CONFUSION_TOTAL_JS})('test') == 500", timeout=60_000)
         page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
         browser.close()
 
