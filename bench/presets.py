@@ -8,10 +8,15 @@ run with their precision (what DA, DebiasPL etc. do to rare-class pseudo-labels 
 
     python bench/presets.py                                   # all presets, 3 seeds, 2 processes
     python bench/presets.py --presets fixmatch,fixmatch-da --settings digits --seeds 0,1 --steps 300
+    python bench/presets.py --presets balanced --grid threshold_class_alpha=0.25,0.5 --grid dist_align=none,labeled
+
+``--grid`` tunes a preset: every combination of the listed values is a variant, reported on its own row. Tune
+on the validation columns only.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -19,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -29,7 +35,7 @@ SETTINGS = {
 }
 
 
-def one_run(preset: str, setting: str, seed: int, overrides: dict) -> dict:
+def one_run(preset: str, setting: str, seed: int, overrides: dict, variant: dict) -> dict:
     """Train one cell in this process (1 torch thread, as a worker with 2 CPU slots uses) and summarise it."""
     import torch
 
@@ -39,12 +45,14 @@ def one_run(preset: str, setting: str, seed: int, overrides: dict) -> dict:
     torch.set_num_threads(1)
     records: list[dict] = []
     t0 = time.time()
-    out = train(from_preset(preset, seed=seed, device="cpu", **SETTINGS[setting], **overrides), on_log=records.append)
+    cfg = from_preset(preset, seed=seed, device="cpu", **SETTINGS[setting], **overrides, **variant)
+    out = train(cfg, on_log=records.append)
     classes = [r["classes"] for r in records if "classes" in r]
     accepted = np.sum([[c["n_accepted"] for c in cs] for cs in classes], axis=0)
     correct = np.sum([[c["n_correct"] for c in cs] for cs in classes], axis=0)
     return {
-        "preset": preset, "setting": setting, "seed": seed, "seconds": time.time() - t0,
+        "preset": preset + "".join(f" {k}={v}" for k, v in variant.items()), "setting": setting, "seed": seed,
+        "seconds": time.time() - t0,
         **{f"{s}_balanced_accuracy": out[f"{s}_balanced_accuracy"] for s in ("val", "test")},
         **{f"{s}_rare3_recall": float(np.mean(out[f"{s}_recall"][-3:])) for s in ("val", "test")},
         "rare3_accepted": int(accepted[-3:].sum()),
@@ -82,12 +90,17 @@ def main(argv=None) -> None:
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=None, help="override the budget (default: the preset's, 1000)")
+    ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="variants of each preset: every combination of these values (YAML-parsed)")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write every run's numbers here")
     args = ap.parse_args(argv)
     overrides = {} if args.steps is None else {"steps": args.steps}
-    cells = [(p, s, int(seed), overrides) for s in args.settings.split(",") for p in args.presets.split(",")
-             for seed in args.seeds.split(",")]
+    axes = [(key, [yaml.safe_load(v) for v in values.split(",")])
+            for key, values in (g.split("=", 1) for g in args.grid)]
+    variants = [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
+    cells = [(p, s, int(seed), overrides, v) for s in args.settings.split(",") for p in args.presets.split(",")
+             for v in variants for seed in args.seeds.split(",")]
     t0 = time.time()
     with ProcessPoolExecutor(args.processes) as pool:
         rows = list(pool.map(one_run, *zip(*cells)))
