@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from .config import FIELDS, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
+from .config import FIELDS, RetiredKeyWarning, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
 from .data import DatasetError
 from .params import InvalidParameterError
 from .splits import SplitError
@@ -183,7 +184,11 @@ def main(argv=None) -> int:
     try:
         store = RunStore(args.store)
         if args.command == "train":
-            cfg = _resolve_config(args)
+            with warnings.catch_warnings(record=True) as retired:
+                warnings.simplefilter("always", RetiredKeyWarning)
+                cfg = _resolve_config(args)
+            for w in retired:  # one line each, like the errors, not Python's file:line warning format
+                print(f"sslviz: warning: {w.message}", file=sys.stderr)
             if args.save_config:
                 args.save_config.write_text(cfg.to_yaml())
                 print(f"wrote {args.save_config}")

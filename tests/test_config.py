@@ -208,3 +208,18 @@ def test_model_choices_are_the_registry():
     from sslviz.models import MODELS
 
     assert MODEL_NAMES == ("auto", *MODELS)
+
+
+def test_retired_key_loads_with_a_warning_in_api_and_cli(tmp_path, capsys):
+    from sslviz import cli
+    from sslviz.config import RetiredKeyWarning
+
+    with pytest.warns(RetiredKeyWarning, match=r"'dist_align_momentum' is retired: .*dist_align_window"):
+        cfg = TrainConfig.from_yaml("dist_align: labeled\ndist_align_momentum: 0.99\n")
+    assert cfg.dist_align == "labeled" and "dist_align_momentum" not in cfg.to_dict()
+    old = tmp_path / "old.yaml"
+    old.write_text("dist_align_momentum: 0.99\n")
+    out = tmp_path / "new.yaml"
+    assert cli.main(["--store", str(tmp_path / "runs.db"), "train", "--config", str(old), "--save-config", str(out)]) == 0
+    assert capsys.readouterr().err.startswith("sslviz: warning: Config key 'dist_align_momentum' is retired")
+    assert TrainConfig.from_yaml(out.read_text()) == TrainConfig()

@@ -117,3 +117,27 @@ def test_a_newer_file_is_refused_and_left_unchanged(tmp_path):
 
 def test_one_upgrade_step_per_version():
     assert len(store_mod.UPGRADES) == SCHEMA_VERSION
+
+
+def test_v0_run_cannot_resume_and_says_why_keeping_its_metrics(v0_path, monkeypatch, capsys):
+    """Run 3 of the fixture stopped at step 780 with a checkpoint written before the validation split: it cannot
+    resume (its split is no longer reproducible), and says so in API and CLI alike, never restarting at step 0."""
+    from sslviz import cli, worker
+    from sslviz.config import RetiredKeyWarning, TrainConfig
+    from sslviz.trainer import CheckpointMismatch
+
+    monkeypatch.setenv("SSLVIZ_HOME", str(v0_path.parent))
+    s = RunStore(v0_path)
+    assert worker.checkpoint_path(s, 3).exists()
+    before = len(s.scalars(3, None))
+    with pytest.raises(CheckpointMismatch, match=r"Run 3 cannot resume: .*older sslviz \(checkpoint format 1.*"
+                                                 r"predates the validation split"):
+        worker.resume(s, 3)
+    assert cli.main(["--store", str(v0_path), "resume", "3"]) == 2
+    assert "older sslviz" in capsys.readouterr().err
+    row = s.run(3)
+    assert row["status"] == "stopped" and row["step"] == 780 and len(s.scalars(3, None)) == before
+    # Its stored config still loads: the retired DA momentum key is reported, not an error.
+    with pytest.warns(RetiredKeyWarning, match="dist_align_momentum"):
+        cfg = TrainConfig.from_dict(row["config"])
+    assert cfg.preset == "fixmatch-da" and cfg.dist_align == "labeled"
