@@ -56,7 +56,8 @@ if choice == form.FOLDER:
             dc2.error(str(exc))
         else:
             dc2.success(f"Loaded {len(ds.y_train)} training and {len(ds.y_test)} test {ds.kind}s of shape "
-                        f"{ds.input_shape}, {ds.num_classes} classes: {', '.join(ds.class_names)}.")
+                        f"{ds.input_shape}, {ds.num_classes} classes: {', '.join(ds.class_names)}. "
+                        + ds.skipped_note())
 if error_field == "dataset":
     st.error(str(error))
 

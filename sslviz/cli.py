@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from .config import FIELDS, RetiredKeyWarning, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
+from . import records
 from .data import DatasetError
 from .params import InvalidParameterError
 from .splits import SplitError
@@ -123,10 +124,14 @@ def _train_foreground(store: RunStore, run_id: int) -> int:
     ckpt = checkpoint_path(store, run_id)
     start = int(load_checkpoint(ckpt)["step"]) if ckpt.exists() else 0
     print(f"run {run_id}: {row['preset']} on {row['config']['dataset']}, store {store.path}")
+    skipped = row["info"].get("skipped_files") or []
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) without an image extension: {', '.join(skipped[:3])}"
+              + (", …" if len(skipped) > 3 else ""))
     status = run_worker(store, run_id, progress=_progress_bar(row["total_steps"], start))
     row = store.run(run_id)
-    evals = store.evals(run_id)
-    tail = f", balanced accuracy {evals.balanced_accuracy.iloc[-1]:.3f}" if len(evals) else ""
+    tail = "".join(f", {records.SPLIT_LABELS[split]} balanced accuracy {ev.balanced_accuracy.iloc[-1]:.3f}"
+                   for split in records.SPLITS if len(ev := store.evals(run_id, split=split)))
     print(f"run {run_id} {status}{': ' + row['error'] if row['error'] else ''}{tail}")
     return 0 if status in ("finished", "stopped") else 1
 

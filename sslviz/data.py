@@ -34,6 +34,9 @@ _FOLDER_VAL_MAX = 500
 
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_FILES = _CIFAR_TRAIN + ("test_batch",)
+# What torchvision's ImageFolder reads (IMG_EXTENSIONS); anything else in a class folder (README.txt, Thumbs.db)
+# is skipped and counted, not an error.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _RESIZE_TO = (32, 32)  # folder images of mixed sizes, or of sizes the models do not take (not <= 16 or 32)
 
 
@@ -71,6 +74,15 @@ class Dataset:
     hflip: bool
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    skipped: tuple[str, ...] = ()  # files of a folder dataset left out (no image extension), relative to its root
+
+    def skipped_note(self) -> str:
+        """'' or a sentence saying how many files were skipped, with a few of their names."""
+        if not self.skipped:
+            return ""
+        names = ", ".join(self.skipped[:3]) + (", …" if len(self.skipped) > 3 else "")
+        return (f"Skipped {len(self.skipped)} file{'s' * (len(self.skipped) != 1)} without an image extension "
+                f"({names}).")
 
     @property
     def num_classes(self) -> int:
@@ -310,7 +322,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
-    """Map class name -> sorted image files under root/split/<class>/ (hidden files skipped)."""
+    """Map class name -> sorted files under root/split/<class>/ (hidden files skipped)."""
     folder = root / split
     if not folder.is_dir():
         raise DatasetError(f"Dataset folder {str(root)!r} has no {split}/ sub-folder")
@@ -325,6 +337,14 @@ def _list_files(folder: Path) -> list[Path]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found.extend(Path(dirpath, f) for f in filenames if not f.startswith("."))
     return sorted(found)
+
+
+def _keep_images(files: dict[str, list[Path]], root: Path) -> tuple[dict[str, list[Path]], list[str]]:
+    """Split each class's files into images (by extension, as ImageFolder) and the skipped rest (relative paths)."""
+    kept = {c: [p for p in paths if p.suffix.lower() in IMAGE_EXTENSIONS] for c, paths in files.items()}
+    skipped = [str(p.relative_to(root)) for paths in files.values() for p in paths
+               if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    return kept, skipped
 
 
 def _check_layout(root: Path, train: dict, test: dict) -> None:
@@ -360,7 +380,8 @@ def _cache_key(root: Path, files: list[Path]) -> str:
 
 def _load_image_folder(root: Path, cache_dir) -> Dataset:
     """Decode an ImageFolder tree, or read its cached arrays."""
-    train, test = _list_split(root, "train"), _list_split(root, "test")
+    train, skipped_train = _keep_images(_list_split(root, "train"), root)
+    test, skipped_test = _keep_images(_list_split(root, "test"), root)
     _check_layout(root, train, test)
     class_names = tuple(train)
     train_files = [p for c in class_names for p in train[c]]
@@ -386,6 +407,7 @@ def _load_image_folder(root: Path, cache_dir) -> Dataset:
         y_test=y_test.astype(np.int64),
         class_names=class_names,
         hflip=True,
+        skipped=tuple(skipped_train + skipped_test),
     )
 
 

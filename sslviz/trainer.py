@@ -98,6 +98,7 @@ def run_info(p: Prepared, model_name: str, device: torch.device) -> dict:
         "n1": p.n1,
         "m1": p.m1,
         "gamma_u": p.gamma_u,
+        "skipped_files": list(ds.skipped),
     }
 
 

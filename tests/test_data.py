@@ -118,6 +118,17 @@ def test_image_folder_mixed_sizes_are_resized_to_32(tmp_path):
     assert ds.x_test.shape == (4, 3, 32, 32)
 
 
+def test_image_folder_skips_files_without_an_image_extension_and_counts_them(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "train" / "cat" / "README.txt").write_text("photos by me")
+    (tmp_path / "test" / "dog" / "Thumbs.db").write_bytes(b"junk")
+    ds = load_dataset(str(tmp_path))
+    assert len(ds.x_train) + len(ds.x_val) == 9 and len(ds.x_test) == 3  # as without them
+    assert sorted(ds.skipped) == ["test/dog/Thumbs.db", "train/cat/README.txt"]
+    assert ds.skipped_note() == "Skipped 2 files without an image extension (train/cat/README.txt, test/dog/Thumbs.db)."
+    assert load_dataset("digits").skipped_note() == ""
+
+
 def test_image_folder_ignores_hidden_files(tmp_path):
     make_folder(tmp_path)
     (tmp_path / "train" / "cat" / ".DS_Store").write_bytes(b"junk")
