@@ -254,7 +254,9 @@ class FreeMatch(Technique):
                    "`-H(SumNorm(p_t/h_t), SumNorm(p_bar/h_bar))` on accepted strong-view predictions, weight "
                    "`freematch_fairness_weight` (paper: 0.01).")
     differs = ("EMAs start at 1/K with momentum 0.999 as in the paper, so at short budgets tau_t is low "
-               "(0.32 after 300 steps at constant confidence 0.95); the base `threshold` is unused.")
+               "(0.32 after 300 steps at constant confidence 0.95); the base `threshold` is unused. The fairness "
+               "loss equals USB's `entropy_loss` to 1e-5, sign included (it minimises `sum a log b`); computed "
+               "with masks instead of boolean indexing so a CUDA step does not sync.")
     fields = (
         Field("freematch_momentum", 0.999, (real(0, 1, "left"),), "FreeMatch EMA momentum of the global and "
               "per-class confidence and the label histogram", "Thresholds", step=0.001),
