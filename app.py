@@ -1,22 +1,26 @@
 """sslviz dashboard entry point: `streamlit run app.py`.
 
 Routes between the pages and opens the run store once (``$SSLVIZ_STORE`` or
-``~/.sslviz/runs.db``); the pages are thin layouts over ``sslviz``.
+``~/.sslviz/runs.db``); the pages are thin layouts over ``sslviz``. The navigation
+and the page title come first, before the engine (torch, sklearn) is imported.
 """
 import streamlit as st
 
-from sslviz import ui
-
-st.set_page_config(page_title="sslviz", page_icon=":material/balance:", layout="wide")
+from sslviz import router  # Streamlit only: the first paint does not wait for torch
 
 pages = [
-    st.Page(ui.PAGES["setup"], title="Setup", icon=":material/tune:", default=True),
-    st.Page(ui.PAGES["live"], title="Live run", icon=":material/monitoring:"),
-    st.Page(ui.PAGES["compare"], title="Compare runs", icon=":material/compare_arrows:"),
-    st.Page(ui.PAGES["data"], title="Data", icon=":material/dataset:"),
-    st.Page(ui.PAGES["teaching"], title="Teaching (toy 2-D)", icon=":material/school:"),
+    st.Page(router.PAGES["setup"], title="Setup", icon=":material/tune:", default=True),
+    st.Page(router.PAGES["live"], title="Live run", icon=":material/monitoring:"),
+    st.Page(router.PAGES["compare"], title="Compare runs", icon=":material/compare_arrows:"),
+    st.Page(router.PAGES["data"], title="Data", icon=":material/dataset:"),
+    st.Page(router.PAGES["teaching"], title="Teaching (toy 2-D)", icon=":material/school:"),
 ]
-pg = st.navigation(pages)
+pg = st.navigation(pages)  # Streamlit's own menu is hidden (.streamlit/config.toml); router.sidebar draws ours
+st.set_page_config(page_title=router.page_title(pg.title), page_icon=":material/balance:", layout="wide")
+router.sidebar(pages)
+
+from sslviz import ui  # noqa: E402  (seconds on a cold server: after the first paint)
+
 ui.get_store()  # fail early, with the store's own message, if it cannot be opened
 st.sidebar.caption(f"Run store: `{ui.store_path()}`")
-pg.run()
+router.run(pg)

@@ -2,10 +2,12 @@
 import pandas as pd
 import streamlit as st
 
-from sslviz import bias, charts, ui
-from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
+from sslviz import router
 
-ui.require_router()
+router.require_router()  # first, before the engine is imported: see sslviz/router.py
+
+from sslviz import bias, charts, ui  # noqa: E402
+from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
 
 
 def latest_recalls(store, short: dict, split: str) -> tuple[dict, list | None, list]:

@@ -1,11 +1,14 @@
 """Data: per-class counts of a split and what the examples look like."""
 import streamlit as st
 
-from sslviz import charts, ui
-from sslviz.config import TrainConfig
-from sslviz.params import InvalidParameterError
+from sslviz import router
 
-ui.require_router()
+router.require_router()  # first, before the engine is imported: see sslviz/router.py
+
+from sslviz import charts, ui  # noqa: E402
+from sslviz.config import TrainConfig  # noqa: E402
+from sslviz.params import InvalidParameterError  # noqa: E402
+
 
 store = ui.get_store()
 runs = store.runs()

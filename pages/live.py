@@ -3,10 +3,13 @@ import time
 
 import streamlit as st
 
-from sslviz import charts, ui
-from sslviz.records import NO_VAL_MESSAGE
+from sslviz import router
 
-ui.require_router()
+router.require_router()  # first, before the engine is imported: see sslviz/router.py
+
+from sslviz import charts, ui  # noqa: E402
+from sslviz.records import NO_VAL_MESSAGE  # noqa: E402
+
 
 REFRESH_S = 1.5
 CONFUSION_TITLES = {"val": "Validation-set confusion matrix", "test": "Test-set confusion matrix",

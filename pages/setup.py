@@ -1,11 +1,12 @@
 """Setup: configure a run (dataset, imbalance, every TrainConfig knob), preview the split, start it."""
 import streamlit as st
 
-from sslviz import charts, setup_form as form, ui
-from sslviz.config import FIELDS, PRESET_DESCRIPTIONS, PRESETS
+from sslviz import router
 
-ui.require_router()
+router.require_router()  # first, before the engine is imported: see sslviz/router.py
 
+from sslviz import charts, setup_form as form, ui  # noqa: E402
+from sslviz.config import FIELDS, PRESET_DESCRIPTIONS, PRESETS  # noqa: E402
 
 
 def _widget(name: str, container) -> None:

@@ -2,11 +2,14 @@
 import numpy as np
 import streamlit as st
 
-from sslviz import charts, ui
-from sslviz.config import PRESET_DESCRIPTIONS, TrainConfig
-from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
+from sslviz import router
 
-ui.require_router()
+router.require_router()  # first, before the engine is imported: see sslviz/router.py
+
+from sslviz import charts, ui  # noqa: E402
+from sslviz.config import PRESET_DESCRIPTIONS, TrainConfig  # noqa: E402
+from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
+
 
 PAIR = ("fixmatch", "balanced")  # the pair the launch button starts
 

@@ -1,7 +1,7 @@
 """Streamlit helpers shared by the pages: the store singleton, cached data, run pickers.
 
-With ``setup_form`` (the Setup page's form state), the only modules besides
-``app.py`` and ``pages/`` that import Streamlit.
+With ``router`` (navigation, read-only setting) and ``setup_form`` (the Setup page's form
+state), the only modules besides ``app.py`` and ``pages/`` that import Streamlit.
 """
 from __future__ import annotations
 
@@ -17,40 +17,12 @@ import streamlit as st
 from . import config as cfgmod
 from . import data, trainer, worker
 from .charts import format_seconds
+from .router import PAGES, read_only  # noqa: F401  (PAGES and read_only are part of this module's API)
 from .store import ACTIVE, RunStore, StoreError, default_store_path
 
-PAGES = {
-    "setup": "pages/setup.py",
-    "live": "pages/live.py",
-    "compare": "pages/compare.py",
-    "data": "pages/data.py",
-    "teaching": "pages/teaching.py",
-}
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "finished": ":material/check_circle:",
                 "failed": ":material/error:", "stopped": ":material/stop_circle:"}
 BUILTIN_DATASETS = ("digits", "toy2d")
-
-
-# -- routing -----------------------------------------------------------------
-def require_router() -> None:
-    """Make sure the page runs under app.py's ``st.navigation``; call first on every page.
-
-    Streamlit treats an app with a ``pages/`` folder as a v1 multipage app
-    until some session calls ``st.navigation``. So on a freshly started
-    server, a deep link such as ``/live?run=3`` runs ``pages/live.py`` on its
-    own: no ``set_page_config``, no page list, no store caption. Switching
-    the v1 flag off and rerunning sends the request through ``app.py``. The
-    flag is Streamlit-internal, hence the guards: if it moves, this is a no-op.
-    """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:
-        return
-    # Once per session: a rerun drops a pending button click, so never repeat it.
-    if getattr(PagesManager, "uses_pages_directory", None) and not st.session_state.get("_sslviz_routed"):
-        st.session_state["_sslviz_routed"] = True
-        PagesManager.uses_pages_directory = False
-        st.rerun()
 
 
 # -- store -------------------------------------------------------------------
