@@ -1,4 +1,4 @@
-"""Command line: ``python -m sslviz train|resume|stop|list|show|export|presets|docs``.
+"""Command line: ``python -m sslviz train|resume|stop|archive|unarchive|list|show|export|presets|docs``.
 
 Every TrainConfig field is a ``train`` flag (``--gamma 50``, ``--class-weighting effective``);
 precedence is preset < ``--config`` YAML < flags. Bad input exits non-zero with one line.
@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import FIELDS, RetiredKeyWarning, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
 from . import records
 from .data import DatasetError
+from .lifecycle import PROCESS_LOST, NoSuchRun
 from .params import InvalidParameterError
 from .splits import SplitError
 from .store import RunStore, StoreError
@@ -71,13 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
 
     for name, text in (("resume", "continue a stopped or failed run from its checkpoint"),
-                       ("stop", "ask a running run to stop gracefully"),
+                       ("stop", "ask a running run to stop gracefully (a queued one stops at once)"),
+                       ("archive", "hide an ended run from list and the run pickers (unarchive shows it again)"),
+                       ("unarchive", "show an archived run again"),
                        ("show", "summary of one run")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run", type=int)
         if name == "resume":
             p.add_argument("--background", action="store_true")
-    sub.add_parser("list", help="all runs in the store")
+    listing = sub.add_parser("list", help="the runs in the store (archived ones with --all)")
+    listing.add_argument("--all", action="store_true", help="include archived runs")
     export = sub.add_parser("export", help="write a run's metrics to CSV or Parquet files")
     export.add_argument("run", type=int)
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
@@ -136,6 +140,11 @@ def _train_foreground(store: RunStore, run_id: int) -> int:
     return 0 if status in ("finished", "stopped") else 1
 
 
+def _status_text(row) -> str:
+    """'failed · process lost' for a lost run, else the status."""
+    return f"{row['status']} · {PROCESS_LOST}" if row.get("error") == PROCESS_LOST else str(row["status"])
+
+
 def _show(store: RunStore, run_id: int) -> None:
     import pandas as pd
 
@@ -143,7 +152,7 @@ def _show(store: RunStore, run_id: int) -> None:
 
     row = store.run(run_id)
     if row is None:
-        raise ValueError(f"There is no run {run_id} in {store.path}.")
+        raise NoSuchRun(run_id, store.path)
     print(f"run {run_id} [{row['status']}{' - ' + row['error'] if row['error'] else ''}] "
           f"preset={row['preset']} step {row['step']}/{row['total_steps']} device={row['device']} "
           f"code={row['code_version'] or 'unknown'}")
@@ -204,35 +213,37 @@ def main(argv=None) -> int:
                 print(f"run {worker.submit(store, cfg)} queued in {store.path}")
                 return 0
             return _train_foreground(store, worker.record(store, cfg, pid=os.getpid()))
+        if getattr(args, "run", None) is not None and store.run(args.run) is None:  # every command taking a run id
+            raise NoSuchRun(args.run, store.path)
         if args.command == "resume":
             from . import worker
 
+            # The same transition as the dashboard's Resume: queued for a worker, or running here at once.
+            worker.resume(store, args.run, foreground=not args.background)
             if args.background:
-                worker.resume(store, args.run)
                 print(f"run {args.run} queued to resume")
                 return 0
-            worker.check_resumable(store, args.run)
-            store.update_run(args.run, stop_requested=0)  # the Stop that ended it is spent
             return _train_foreground(store, args.run)
         if args.command == "stop":
-            if store.run(args.run) is None:
-                raise ValueError(f"There is no run {args.run} in {store.path}.")
-            if not store.request_stop(args.run):
-                raise ValueError(f"Run {args.run} is {store.run(args.run)['status']}; only queued or running runs stop.")
+            store.request_stop(args.run)
             print(f"stop requested for run {args.run}")
+        elif args.command in ("archive", "unarchive"):
+            store.set_archived(args.run, args.command == "archive")
+            print(f"run {args.run} {args.command}d")
         elif args.command == "list":
-            runs = store.runs()
+            runs = store.runs(include_archived=args.all)
             if runs.empty:
                 print(f"no runs yet in {store.path}; start one with: python -m sslviz train")
             else:
+                runs = runs.assign(status=[_status_text(r) for _, r in runs.iterrows()])
                 cols = ["id", "name", "preset", "status", "step", "total_steps", "device", "val_balanced_accuracy",
                         "val_accuracy", "test_balanced_accuracy", "test_accuracy", "code_version"]
+                if args.all:
+                    cols.insert(4, "archived")
                 print(runs[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         elif args.command == "show":
             _show(store, args.run)
         elif args.command == "export":
-            if store.run(args.run) is None:
-                raise ValueError(f"There is no run {args.run} in {store.path}.")
             args.out.mkdir(parents=True, exist_ok=True)
             for name, df in store.export(args.run).items():
                 path = args.out / f"run{args.run}_{name}.{args.format}"

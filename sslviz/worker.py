@@ -1,12 +1,13 @@
-"""Run lifecycle: launch runs in their own OS process, heartbeat, stop, resume, queue.
+"""Local execution of runs: launch them in their own OS process, heartbeat, stop, resume, queue.
 
-A run is a row in the store. ``submit`` validates the config against the data
-(so a bad split fails at Start, not in a background process), records the run
-as ``queued`` and calls ``reap``, which starts queued runs while the device has
-free slots and marks runs whose process died as ``failed`` ("process lost").
-Each worker process runs ``run_worker``: it heartbeats from a thread, trains,
-checkpoints, and on exit calls ``reap`` again so the queue keeps moving even
-with no dashboard open.
+The statuses and the transitions between them are ``sslviz.lifecycle``'s; this module drives them for runs
+executed by a local process (``executor = 'local'``). ``submit`` validates the config against the data (so a
+bad split fails at Start, not in a background process), records the run as ``queued`` and calls
+``start_queued``, which claims queued runs while the device has free slots and spawns their workers. Each
+worker process runs ``run_worker``: it heartbeats from a thread, trains, checkpoints, and on exit calls
+``start_queued`` again so the queue keeps moving even with no dashboard open. Runs whose process died are
+marked ``failed`` ("process lost") by every reader of the store (``RunStore.runs()`` / ``run()``), never here
+alone; ``reap`` is the dashboard's pump: mark lost runs, then start queued ones.
 """
 from __future__ import annotations
 
@@ -20,20 +21,16 @@ import time
 import traceback
 from pathlib import Path
 
-import pandas as pd
 import torch
 
+from . import lifecycle
 from .config import TrainConfig
+from .lifecycle import HEARTBEAT_EVERY, LOST_AFTER, PROCESS_LOST, NoSuchRun, TransitionRefused  # noqa: F401 (re-exported)
 from .store import RunStore, StoreError
 from .trainer import CheckpointMismatch, Diverged, check_checkpoint, load_checkpoint, prepare, resolve_device, run_info, train
 from .models import build_model, default_model_name
 
-HEARTBEAT_EVERY = 2.0  # seconds between heartbeats
-# A run whose pid is gone is "process lost" at the next reap (the dashboard reaps every 1.5 s). Silence alone
-# counts only after LOST_AFTER, longer than the store's 30 s busy timeout a live heartbeat may wait out.
-LOST_AFTER = 45.0
 STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
-PROCESS_LOST = "process lost"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -67,20 +64,18 @@ def cache_dir(store: RunStore) -> Path:
 
 
 def delete(store: RunStore, run_id: int) -> None:
-    """Delete a finished run: its rows, checkpoint and log file."""
-    row = store.run(run_id)
-    if row is not None and row["status"] in ("queued", "running"):
-        raise ValueError(f"Run {run_id} is {row['status']}; stop it before deleting it.")
+    """``delete`` an ended run: its rows, checkpoint and log file (TransitionRefused while queued or running)."""
+    store.run(run_id)  # the liveness check first: a run whose process is gone is ended, hence deletable
+    store.delete_run(run_id)
     checkpoint_path(store, run_id).unlink(missing_ok=True)
     log_path(store, run_id).unlink(missing_ok=True)
-    store.delete_run(run_id)
 
 
 def submit(store: RunStore, cfg: TrainConfig) -> int:
     """Validate ``cfg`` against its data, record it as queued and start it if a slot is free."""
     run_id = record(store, cfg)
     store.add_event(run_id, "queued", "queued")
-    reap(store)
+    start_queued(store)
     return run_id
 
 
@@ -99,12 +94,13 @@ def record(store: RunStore, cfg: TrainConfig, pid: int | None = None) -> int:
 
 
 def check_resumable(store: RunStore, run_id: int) -> None:
-    """Raise ValueError saying why ``run_id`` cannot be resumed, if it cannot."""
+    """Raise saying why ``run_id`` cannot be resumed, if it cannot: NoSuchRun, TransitionRefused (its status),
+    or a ValueError / CheckpointMismatch about its checkpoint."""
     row = store.run(run_id)
     if row is None:
-        raise ValueError(f"There is no run {run_id} in {store.path}.")
-    if row["status"] in ("queued", "running"):
-        raise ValueError(f"Run {run_id} is {row['status']}; only stopped or failed runs can be resumed.")
+        raise NoSuchRun(run_id, store.path)
+    if not lifecycle.allowed("resume", row["status"]):
+        raise TransitionRefused(run_id, row["status"], "resume")
     ckpt = checkpoint_path(store, run_id)
     if not ckpt.exists():
         raise ValueError(f"Run {run_id} has no checkpoint to resume from; start a new run with its config instead.")
@@ -114,56 +110,47 @@ def check_resumable(store: RunStore, run_id: int) -> None:
         raise CheckpointMismatch(f"Run {run_id} cannot resume: {exc}") from None
 
 
-def resume(store: RunStore, run_id: int) -> None:
-    """Queue a stopped or failed run again; its worker continues from the last checkpoint."""
+def resume(store: RunStore, run_id: int, *, foreground: bool = False) -> None:
+    """``resume`` a stopped or failed run from its last checkpoint: queued for a worker (and started if a slot is
+    free), or with ``foreground`` running in this process at once (``run_worker`` then trains it here)."""
     check_resumable(store, run_id)
-    store.update_run(run_id, status="queued", error=None, finished=None, stop_requested=0, pid=None)
+    store.resume(run_id, pid=os.getpid() if foreground else None)
+    if foreground:
+        store.add_event(run_id, "resume", "resuming in the foreground from its last checkpoint")
+        return
     store.add_event(run_id, "resume", "queued to resume from its last checkpoint")
-    reap(store)
+    start_queued(store)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        # Collect our own exited children so they do not linger as zombies that look alive.
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (dead, not yet collected by a parent that is not us) still answers kill(pid, 0)
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+_alive = lifecycle.pid_alive  # the local executor's liveness (kept under its old name)
+
+
+def mark_lost(store: RunStore) -> dict[int, str]:
+    """Fail running runs whose process is gone ("process lost"); starts nothing. ``{run id: why}``."""
+    return store.mark_lost()
 
 
 def reap(store: RunStore, *, spawn: bool = True) -> None:
-    """Mark dead runs as failed (process lost); start queued runs while slots are free."""
-    runs = store.runs()
-    now = time.time()
-    for row in runs[runs.status == "running"].itertuples():
-        pid = int(row.pid) if pd.notna(row.pid) else None  # NULL arrives as None or NaN
-        silent = now - (row.heartbeat or 0) > LOST_AFTER
-        # pid is NULL only between another reap's claim and its Popen; the heartbeat covers that gap.
-        if (pid is not None and not _alive(pid)) or silent:
-            store.finish_run(row.id, "failed", PROCESS_LOST)
-            why = f"no heartbeat for {now - row.heartbeat:.0f} s" if silent else f"process {pid} is gone"
-            store.add_event(row.id, "failed", f"{why}; process lost")
-    if not spawn:
-        return
-    runs = store.runs()
-    for row in runs[runs.status == "queued"].sort_values("id").itertuples():
+    """The dashboard's queue pump: mark lost runs, then (``spawn``) start queued runs while slots are free."""
+    mark_lost(store)
+    if spawn:
+        start_queued(store)
+
+
+def start_queued(store: RunStore) -> list[int]:
+    """Claim and spawn queued local runs, oldest first, while device slots are free; the ids started.
+
+    Called by submit, resume, a worker's exit and the dashboard's pump (``reap``) only: reading never starts runs.
+    """
+    runs = store.runs(include_archived=True)
+    started = []
+    for row in runs[(runs.status == "queued") & (runs.executor == "local")].sort_values("id").itertuples():
         device = resolve_device(TrainConfig.from_dict(json.loads(row.config)).device).type
         # Claim and slot count in one transaction: two workers reaping at once cannot both start it.
         if store.claim_queued(int(row.id), device, device_slots(device)):
             _spawn(store, int(row.id), device)
+            started.append(int(row.id))
+    return started
 
 
 def _spawn(store: RunStore, run_id: int, device: str) -> None:
@@ -209,7 +196,7 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     """
     row = store.run(run_id)
     if row is None:
-        raise ValueError(f"There is no run {run_id} in {store.path}.")
+        raise NoSuchRun(run_id, store.path)
     cfg = TrainConfig.from_dict(row["config"])
     device = resolve_device(cfg.device)
     if device.type == "cpu":
@@ -269,9 +256,12 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
         heartbeat.done.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if heartbeat.lost.is_set():  # already marked failed by a reaper; leave its verdict
+    if heartbeat.lost.is_set():  # already marked failed by a reader's liveness check; leave its verdict
         return "failed"
-    store.finish_run(run_id, status, error)
+    try:
+        store.finish_run(run_id, status, error)
+    except TransitionRefused:  # marked lost between the heartbeat's last look and now: that verdict stays
+        return store.run(run_id)["status"]
     store.add_event(run_id, status, error or status)
-    reap(store)
+    start_queued(store)
     return status

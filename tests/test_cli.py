@@ -80,7 +80,7 @@ def test_stop_sets_the_flag(capsys, store):
 def test_resume_refuses_a_queued_run(capsys, store):
     rid = store.create_run(TrainConfig(steps=5).to_dict())
     err = run(capsys, ["--store", str(store.path), "resume", str(rid)], code=2).err
-    assert "is queued; only stopped or failed runs can be resumed" in err
+    assert err == f"sslviz: error: Run {rid} is queued; resume needs a stopped or failed run.\n"
 
 
 def test_presets(capsys, home):

@@ -13,6 +13,7 @@ import torch
 
 from sslviz import cli, trainer, worker
 from sslviz.config import TrainConfig
+from sslviz.lifecycle import NoSuchRun, TransitionRefused
 from sslviz.techniques import cosine_lr
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +38,8 @@ def events(store, run_id):
 
 
 def _running(store, tiny, pid, heartbeat):
-    rid = store.create_run(TrainConfig(**tiny).to_dict())
-    store.update_run(rid, status="running", pid=pid, device="cpu", heartbeat=heartbeat, started=heartbeat)
+    rid = store.create_run(TrainConfig(**tiny).to_dict(), pid=pid)  # start_foreground: running in ``pid``
+    store.update_run(rid, device="cpu", heartbeat=heartbeat, started=heartbeat)
     return rid
 
 
@@ -82,12 +83,12 @@ def test_concurrent_reaps_start_each_queued_run_once(store, tiny, monkeypatch):
 
 def test_resume_refuses_active_or_checkpointless_runs(store, tiny):
     rid = store.create_run(TrainConfig(**tiny).to_dict())
-    with pytest.raises(ValueError, match="is queued; only stopped or failed runs can be resumed"):
+    with pytest.raises(TransitionRefused, match=f"Run {rid} is queued; resume needs a stopped or failed run.$"):
         worker.resume(store, rid)
-    store.finish_run(rid, "failed", "x")
+    store.request_stop(rid)
     with pytest.raises(ValueError, match="has no checkpoint to resume from"):
         worker.resume(store, rid)
-    with pytest.raises(ValueError, match="There is no run 999"):
+    with pytest.raises(NoSuchRun, match="There is no run 999"):
         worker.resume(store, 999)
 
 
@@ -325,20 +326,39 @@ def test_stopping_a_queued_run_stops_it_and_it_never_starts(store, tiny, monkeyp
     monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "2")
     worker.reap(store)
     assert store.run(rid)["status"] == "stopped"
-    assert store.request_stop(rid) is False  # nothing left to stop
+    with pytest.raises(TransitionRefused, match="is stopped; stop needs a queued or running run"):
+        store.request_stop(rid)  # nothing left to stop
 
 
 def test_checkpoint_of_another_config_is_not_resumed(store, tiny):
+    """A checkpoint of another config under a run's name is never continued from: a stale one (left by an
+    older store file of the same name, at the id the next run gets) is deleted when the run is recorded, and
+    one that appears later fails the run with CheckpointMismatch, never a silent restart from step 0."""
     first = store.create_run(TrainConfig(**tiny).to_dict())
     assert worker.run_worker(store, first) == "finished"
-    # the same run id in a store rebuilt under the same name, with another config
+    foreign = worker.checkpoint_path(store, first).read_bytes()  # step 40 of seed 0
     other = TrainConfig(**{**tiny, "seed": 7})
-    store.delete_run(first)
-    rid = store.create_run(other.to_dict())
-    assert worker.checkpoint_path(store, rid).exists() == (rid == first)
+
+    # (1) stale: the next id's checkpoint path already holds the foreign checkpoint when the run is recorded.
+    stale = worker.checkpoint_path(store, first + 1)
+    stale.write_bytes(foreign)
+    rid = worker.record(store, other)
+    assert rid == first + 1 and not stale.exists()
     assert worker.run_worker(store, rid) == "finished"
     assert "resumed" not in events(store, rid) and "started" in events(store, rid)
-    assert steps_of(store, rid) == expected_steps(other)
+    assert steps_of(store, rid) == expected_steps(other)  # trained from step 0, not continued from step 40
+
+    # (2) foreign: it appears under a recorded run's name before its worker starts; the run fails saying why.
+    rid = worker.record(store, other)
+    worker.checkpoint_path(store, rid).write_bytes(foreign)
+    assert worker.run_worker(store, rid) == "failed"
+    row = store.run(rid)
+    assert row["error"].startswith("The checkpoint belongs to another config (seed=7 (checkpoint: 0))")
+    assert steps_of(store, rid) == [] and "resumed" not in events(store, rid)
+    # and resuming it refuses with the same reason, before touching its status
+    with pytest.raises(trainer.CheckpointMismatch, match=f"Run {rid} cannot resume: The checkpoint belongs to another"):
+        worker.resume(store, rid)
+    assert store.run(rid)["status"] == "failed"
 
 
 def test_a_worker_marked_lost_stops_and_keeps_the_verdict(store, tiny, monkeypatch):
@@ -360,7 +380,7 @@ def test_cli_stop_of_unknown_or_finished_run_is_an_error(store, tiny, capsys):
 
     assert cli.main(["--store", str(store.path), "stop", "999"]) == 2
     assert "There is no run 999" in capsys.readouterr().err
-    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    rid = store.create_run(TrainConfig(**tiny).to_dict(), pid=os.getpid())
     store.finish_run(rid, "finished")
     assert cli.main(["--store", str(store.path), "stop", str(rid)]) == 2
-    assert "only queued or running runs stop" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"sslviz: error: Run {rid} is finished; stop needs a queued or running run.\n"

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 import sslviz
 from sslviz import records, store as store_mod
+from sslviz.lifecycle import TransitionRefused
 from sslviz.store import RunStore, StoreError
 
 K = 3
@@ -178,6 +179,10 @@ def test_delete_run(store):
     for r in (rid, other):
         store.log(r, record(10, eval_=True))
         store.add_event(r, "started", "x")
+    with pytest.raises(TransitionRefused, match=f"Run {rid} is queued; delete needs a finished, failed or stopped run"):
+        store.delete_run(rid)
+    assert counts(store, rid)["scalars"] == 1  # refused: nothing deleted
+    store.request_stop(rid)
     store.delete_run(rid)
     assert store.run(rid) is None
     assert all(v == 0 for v in counts(store, rid).values())

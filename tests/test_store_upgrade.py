@@ -43,7 +43,7 @@ def test_v0_fixture_opens_upgraded_with_its_runs_and_metrics(v0_path):
     before = row_counts(v0_path)
     old_evals = raw(v0_path, "SELECT run_id, step, accuracy, balanced_accuracy FROM evals ORDER BY run_id, step")
     s = RunStore(v0_path)
-    assert raw(v0_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(1,)]
+    assert raw(v0_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]  # 0 -> 1 -> 2
     assert row_counts(v0_path) == before  # every row kept
 
     runs = s.runs()
@@ -51,6 +51,7 @@ def test_v0_fixture_opens_upgraded_with_its_runs_and_metrics(v0_path):
     assert runs.set_index("id").status.to_dict() == {1: "finished", 2: "finished", 3: "stopped"}
     assert runs.val_accuracy.isna().all() and runs.test_accuracy.notna().all()  # old evaluations were the test set
     assert runs.code_version.isna().all()  # unknown for runs computed before it was recorded
+    assert runs.executor.tolist() == ["local"] * 3 and runs.archived.tolist() == [0] * 3  # v2's columns
     new_evals = [(rid, *row) for rid in (1, 2, 3)
                  for row in s.evals(rid)[["step", "accuracy", "balanced_accuracy"]].itertuples(index=False)]
     assert new_evals == old_evals
@@ -141,3 +142,23 @@ def test_v0_run_cannot_resume_and_says_why_keeping_its_metrics(v0_path, monkeypa
     with pytest.warns(RetiredKeyWarning, match="dist_align_momentum"):
         cfg = TrainConfig.from_dict(row["config"])
     assert cfg.preset == "fixmatch-da" and cfg.dist_align == "labeled"
+
+
+def test_v1_file_upgrades_to_v2_with_local_unarchived_runs(v0_path, tmp_path, monkeypatch):
+    """A version-1 file (the v0 fixture taken through v0->v1 only, as sslviz 1 left it) gains ``executor`` and
+    ``archived``: every old run executed locally and none is archived; the lifecycle works on it."""
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    RunStore(v0_path).close()
+    monkeypatch.undo()
+    assert raw(v0_path, "PRAGMA user_version") == [(1,)]
+    assert "executor" not in [c for c, *_ in schema(v0_path)["runs"]]
+    before = row_counts(v0_path)
+    s = RunStore(v0_path)
+    assert raw(v0_path, "PRAGMA user_version") == [(2,)] and row_counts(v0_path) == before
+    RunStore(tmp_path / "fresh.db").close()
+    assert schema(v0_path) == schema(tmp_path / "fresh.db")
+    assert raw(v0_path, "SELECT id, executor, archived FROM runs ORDER BY id") == [(1, "local", 0), (2, "local", 0),
+                                                                                   (3, "local", 0)]
+    s.set_archived(3, True)
+    assert sorted(s.runs().id) == [1, 2] and sorted(s.runs(include_archived=True).id) == [1, 2, 3]
+    s.close()
