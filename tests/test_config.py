@@ -1,6 +1,7 @@
 """TrainConfig validation: property tests, YAML round trip, safe YAML, presets, and the Streamlit bind address."""
 import re
 import tomllib
+from numbers import Integral
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sslviz.config import CONSTRAINTS, FIELD_NAMES, PRESETS, TrainConfig, from_preset, preset_values
-from sslviz.params import InvalidParameterError
+from sslviz.params import Bool, Interval, InvalidParameterError, NoneOK, Options, Str
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = r"The '{}' parameter of TrainConfig must be .* Got .* instead\."
@@ -25,31 +26,58 @@ HASHABLE_VALUE = st.one_of(
 )
 
 
+def _constraint_values(c):
+    """A strategy of the values constraint ``c`` allows (dispatched on its class, never on a name that can drift)."""
+    if isinstance(c, NoneOK):
+        return st.none()
+    if isinstance(c, Options):
+        return st.sampled_from(c.options)
+    if isinstance(c, Bool):
+        return st.booleans()
+    if isinstance(c, Str):
+        return st.text(max_size=20)
+    if isinstance(c, Interval):
+        lo, hi = c.left, c.right
+        if issubclass(c.type_, Integral):
+            return st.integers(int(lo), int(hi) if hi is not None else 10**7)
+        return st.floats(lo, hi if hi is not None else 1e6, exclude_min=c.closed in ("right", "neither"),
+                         exclude_max=c.closed in ("left", "neither"))
+    raise TypeError(f"no strategy for constraint {c!r}: teach _constraint_values its values")
+
+
 def _valid_value(name: str):
     """A strategy of values satisfying ``CONSTRAINTS[name]`` (and parseable back from YAML)."""
     if name == "dataset":
         return st.sampled_from(["digits", "toy2d", "/data/cifar"])
-    if name in ("name",):
-        return st.text(max_size=20)
     if name == "preset":
         return st.sampled_from(list(PRESETS))
-    strategies = []
-    for c in CONSTRAINTS[name]:
-        if type(c).__name__ == "NoneOK":
-            strategies.append(st.none())
-        elif type(c).__name__ == "Options":
-            strategies.append(st.sampled_from(c.options))
-        elif type(c).__name__ == "_Bool":
-            strategies.append(st.booleans())
-        elif type(c).__name__ == "Interval":
-            lo, hi = c.left, c.right
-            if c.type_.__name__ == "Integral":
-                strategies.append(st.integers(int(lo), int(hi) if hi is not None else 10**7))
-            else:
-                strategies.append(st.floats(lo, hi if hi is not None else 1e6,
-                                            exclude_min=c.closed in ("right", "neither"),
-                                            exclude_max=c.closed in ("left", "neither")))
-    return st.one_of(strategies)
+    return st.one_of([_constraint_values(c) for c in CONSTRAINTS[name]])
+
+
+@pytest.mark.parametrize("name", FIELD_NAMES)
+def test_valid_value_strategy_covers_each_field(name):
+    """Every field gets a strategy of its own valid values: a bool field yields both True and False, each value
+    satisfies the field's constraints. (The old strategy matched a class named "_Bool", which does not exist,
+    so bool fields drew nothing valid and their YAML round trip went untested.)"""
+    seen = []
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(_valid_value(name))
+    def collect(value):
+        assert any(c.is_satisfied_by(value) for c in CONSTRAINTS[name]) or name in ("dataset", "preset")
+        seen.append(value)
+
+    collect()
+    if any(isinstance(c, Bool) for c in CONSTRAINTS[name]):
+        assert {v for v in seen if isinstance(v, bool)} == {True, False}
+
+
+@pytest.mark.parametrize("name", [n for n in FIELD_NAMES if any(isinstance(c, Bool) for c in CONSTRAINTS[n])])
+@pytest.mark.parametrize("value", [True, False])
+def test_bool_fields_round_trip_through_yaml(name, value):
+    cfg = TrainConfig.from_dict({name: value})
+    back = TrainConfig.from_yaml(cfg.to_yaml())
+    assert back == cfg and getattr(back, name) is value
 
 
 def _fields(value_for):
