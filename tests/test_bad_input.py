@@ -3,6 +3,7 @@
 Every case is checked twice: through the Python API (TrainConfig / trainer.prepare / load_dataset) and
 through ``cli.main`` (exit code 2, one ``sslviz: error:`` line on stderr, the store untouched).
 """
+import os
 import re
 import sqlite3
 
@@ -68,7 +69,7 @@ def _api(values):
 @pytest.fixture
 def recorded(store):
     """A store holding one finished run with metrics: bad input must not lose it."""
-    rid = store.create_run(TrainConfig(dataset="toy2d", steps=10).to_dict())
+    rid = store.create_run(TrainConfig(dataset="toy2d", steps=10).to_dict(), pid=os.getpid())  # running here
     store.log(rid, {"step": 5, "wall": 0.1, "scalars": {"loss": 1.0},
                     "eval": {"accuracy": 0.5, "balanced_accuracy": 0.5, "recall": [0.5] * 6,
                              "confusion": np.eye(6, dtype=int).tolist()}})
