@@ -27,7 +27,9 @@ def latest_recalls(store, short: dict, split: str) -> tuple[dict, list | None, l
     return recalls, names, skipped
 
 
-store, runs = ui.runs_or_empty_state("Compare runs")
+store, all_runs = ui.runs_or_empty_state("Compare runs")
+url_runs = ui.ids_param(st.query_params.get("runs"))  # ?runs=3,5: a copied link opens the same comparison
+runs = ui.run_filters(all_runs, "compare", keep=url_runs + list(st.session_state.get("compare_runs") or []))
 
 configs = {int(r["id"]): ui.run_config(r) for _, r in runs.iterrows()}
 labels = {int(r["id"]): ui.run_label(r) for _, r in runs.iterrows()}
@@ -51,17 +53,23 @@ st.caption("Latest evaluation of each run: validation every eval_every steps, te
            "computed the run, so runs from different code are told apart.")
 
 ids = table["id"].tolist()
-default = ids[: min(3, len(ids))]
-chosen = st.multiselect("Runs to compare", ids, default=default, key="compare_runs",
-                        format_func=lambda i: labels.get(i, f"#{i}"))
+if url_runs and url_runs != st.session_state.get("compare_qp"):  # a link (or a changed ?runs=) wins
+    st.session_state["compare_runs"] = [i for i in url_runs if i in ids]
+elif "compare_runs" not in st.session_state:
+    st.session_state["compare_runs"] = ids[: min(3, len(ids))]
+st.session_state["compare_runs"] = [i for i in st.session_state["compare_runs"] if i in ids]
+chosen = st.multiselect("Runs to compare", ids, key="compare_runs", format_func=lambda i: labels.get(i, f"#{i}"))
+st.session_state["compare_qp"] = list(chosen)
+if ui.ids_param(st.query_params.get("runs")) != list(chosen):
+    st.query_params["runs"] = ",".join(map(str, chosen))
 if not chosen:
     st.info("Pick one or more runs above.")
 else:
     short = {i: f"#{i} {runs.loc[runs['id'] == i, 'name'].iloc[0] or runs.loc[runs['id'] == i, 'preset'].iloc[0]}"
              for i in chosen}
     c1, c2 = st.columns([3, 1])
-    smoothing = c1.slider("Smoothing (EMA weight)", 0.0, 0.99, 0.0, 0.01, key="compare_smoothing")
-    x_label = c2.radio("x axis", ["step", "wall time"], horizontal=True, key="compare_x")
+    smoothing = c1.slider("Smoothing (EMA weight)", 0.0, 0.99, 0.0, 0.01, key="smoothing", bind="query-params")
+    x_label = c2.radio("x axis", ["step", "wall time"], horizontal=True, key="x", bind="query-params")
     x = "step" if x_label == "step" else "wall"
     curves = {}
     for i in chosen:
@@ -102,30 +110,51 @@ else:
                  column_config={h: st.column_config.NumberColumn(format="%.3f") for h in headers.values()})
     st.plotly_chart(charts.make_bias_figure(summary, uirevision=rev), key="compare_bias_chart")
 
-# -- delete, with confirmation ----------------------------------------------
-for message in st.session_state.pop("delete_errors", None) or []:  # from the rerun after "Yes, delete"
-    st.error(message)
-with st.expander("Delete runs"):
-    doomed = st.multiselect("Runs to delete", ids, key="delete_runs", format_func=lambda i: labels.get(i, f"#{i}"))
-    active = [i for i in doomed if ui.is_active(runs.loc[runs["id"] == i, "status"].iloc[0])]
-    if active:
-        st.warning(f"Stop {', '.join(f'#{i}' for i in active)} on the Live page before deleting.")
-    if st.session_state.get("confirm_delete"):
-        pending = st.session_state["confirm_delete"]
-        st.warning(f"Delete {', '.join(f'#{i}' for i in pending)} with their metrics, checkpoints and logs? This cannot be undone.")
-        d1, d2 = st.columns(2)
-        if d1.button("Yes, delete", type="primary", key="delete_yes"):
-            errors = [e for e in (ui.delete(store, int(i)) for i in pending) if e is not None]
-            st.session_state["confirm_delete"] = None
-            st.session_state["delete_errors"] = errors
-            st.session_state.pop("delete_runs", None)
-            st.session_state.pop("compare_runs", None)
-            if len(errors) < len(pending):
-                st.toast(f"Deleted {len(pending) - len(errors)} run(s).")
+    def _compare_report(ids=tuple(chosen)) -> str:  # built when the button is clicked, not on every rerun
+        from sslviz.report import compare_report
+
+        return compare_report(store, ids)
+
+    # Share: one self-contained HTML file, readable offline. It only reads, so read-only mode keeps it.
+    st.download_button("Download report", data=_compare_report, mime="text/html",
+                       file_name=f"sslviz-compare-{'-'.join(map(str, chosen))}.html", key="compare_report", icon=":material/download:", on_click="ignore",
+                       help="These runs' configs, splits, overlays, recall and bias charts (interactive) as one HTML "
+                            "file that opens offline.")
+
+# -- archive, or delete with confirmation (none of it on a read-only server) -------------
+if not ui.read_only():
+    for message in st.session_state.pop("delete_errors", None) or []:  # from the rerun after "Yes, delete"
+        st.error(message)
+    with st.expander("Archive or delete runs"):
+        doomed = st.multiselect("Runs", ids, key="delete_runs", format_func=lambda i: labels.get(i, f"#{i}"))
+        ended = [i for i in doomed if runs.loc[runs["id"] == i, "status"].iloc[0] in ui.ARCHIVABLE]
+        a1, a2 = st.columns(2)
+        for col, archive, label, icon in ((a1, True, "Archive", ":material/archive:"),
+                                          (a2, False, "Unarchive", ":material/unarchive:")):
+            if col.button(label, key=f"{label.lower()}_selected", icon=icon, disabled=not ended,
+                          help="Archived runs are hidden from the run pickers (Show archived brings them back), not deleted."):
+                st.session_state["delete_errors"] = [e for e in (ui.set_archived(store, i, archive) for i in ended) if e]
+                st.session_state.pop("delete_runs", None)
+                st.rerun()
+        active = [i for i in doomed if ui.is_active(runs.loc[runs["id"] == i, "status"].iloc[0])]
+        if active:
+            st.warning(f"Stop {', '.join(f'#{i}' for i in active)} on the Live page before deleting.")
+        if st.session_state.get("confirm_delete"):
+            pending = st.session_state["confirm_delete"]
+            st.warning(f"Delete {', '.join(f'#{i}' for i in pending)} with their metrics, checkpoints and logs? This cannot be undone.")
+            d1, d2 = st.columns(2)
+            if d1.button("Yes, delete", type="primary", key="delete_yes"):
+                errors = [e for e in (ui.delete(store, int(i)) for i in pending) if e is not None]
+                st.session_state["confirm_delete"] = None
+                st.session_state["delete_errors"] = errors
+                st.session_state.pop("delete_runs", None)
+                st.session_state.pop("compare_runs", None)
+                if len(errors) < len(pending):
+                    st.toast(f"Deleted {len(pending) - len(errors)} run(s).")
+                st.rerun()
+            if d2.button("Cancel", key="delete_no"):
+                st.session_state["confirm_delete"] = None
+                st.rerun()
+        elif st.button("Delete selected…", key="delete_ask", icon=":material/delete:", disabled=not doomed or bool(active)):
+            st.session_state["confirm_delete"] = list(doomed)
             st.rerun()
-        if d2.button("Cancel", key="delete_no"):
-            st.session_state["confirm_delete"] = None
-            st.rerun()
-    elif st.button("Delete selected…", key="delete_ask", disabled=not doomed or bool(active)):
-        st.session_state["confirm_delete"] = list(doomed)
-        st.rerun()

@@ -12,17 +12,26 @@ from sslviz.records import NO_VAL_MESSAGE  # noqa: E402
 
 
 REFRESH_S = 1.5
+TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"]
 CONFUSION_TITLES = {"val": "Validation-set confusion matrix", "test": "Test-set confusion matrix",
                     "pseudo": "Pseudo-label confusion vs hidden truth"}  # store.confusion kind -> chart title
 
 store, runs = ui.runs_or_empty_state("Live run")
 
-# -- which run: ?run= wins when it changes, else the selectbox (default latest) --
-ids = runs["id"].astype(int).tolist()
+# -- which run: ?run= wins when it changes, else the selectbox (default latest); a link names its run --
+raw_run = st.query_params.get("run")
+if ui.missing_run_error(store, raw_run):  # a link to a run that is not here: say so, never show another one
+    st.page_link(ui.PAGES["live"], label="Show the latest run instead", icon=":material/monitoring:")
+    st.stop()
+qp_id = None if raw_run is None else int(raw_run)
+shown = ui.run_filters(runs, "live", keep=[qp_id, st.session_state.get("live_run")])
+ids = shown["id"].astype(int).tolist()
+if not ids:
+    st.info("No run matches these filters.")
+    st.stop()
 # No status in the label: the browser keeps showing the old text of the selected option after the
 # run-ended rerun, so "(running)" would linger; the status line below is always current.
-labels = {int(r["id"]): ui.run_label(r, status=False) for _, r in runs.iterrows()}
-qp_id = ui.query_run_id(store)
+labels = {int(r["id"]): ui.run_label(r, status=False) for _, r in shown.iterrows()}
 if qp_id is not None and st.session_state.get("live_qp") != qp_id:
     st.session_state["live_run"] = qp_id
 if st.session_state.get("live_run") not in ids:
@@ -32,11 +41,11 @@ st.session_state["live_qp"] = run_id
 if st.query_params.get("run") != str(run_id):
     st.query_params["run"] = str(run_id)
 
-# -- chart controls (outside the fragment: changing them reruns the page) --
+# -- chart controls (outside the fragment: changing them reruns the page); kept in the URL --
 cc1, cc2, cc3 = st.columns([2, 1, 1])
-smoothing = cc1.slider("Smoothing (EMA weight, debiased)", 0.0, 0.99, 0.6, 0.01, key="live_smoothing",
+smoothing = cc1.slider("Smoothing (EMA weight, debiased)", 0.0, 0.99, 0.6, 0.01, key="smoothing", bind="query-params",
                        help="TensorBoard-style exponential moving average; 0 shows the raw values.")
-x_label = cc2.radio("x axis", ["step", "wall time"], horizontal=True, key="live_x")
+x_label = cc2.radio("x axis", ["step", "wall time"], horizontal=True, key="x", bind="query-params")
 x = "step" if x_label == "step" else "wall"
 normalize = cc3.toggle("Normalise confusion rows", key="live_norm", value=False)
 
@@ -87,15 +96,28 @@ def live_panel():
         st.warning("Run stopped. Resume continues from its last checkpoint.")
     elif status == "queued":
         st.info("Queued: it starts when a device slot is free.")
-    if ui.is_active(status):
+    if ui.read_only():
+        pass  # viewing only: no Stop, Resume or Archive
+    elif ui.is_active(status):
         if run.get("stop_requested"):
             s2.caption("Stop requested…")
         elif s2.button("Stop", key="live_stop", icon=":material/stop:"):
             store.request_stop(run_id)
             st.toast(f"Asked run #{run_id} to stop.")
-    elif status in ("stopped", "failed"):
-        if s2.button("Resume", key="live_resume", icon=":material/play_arrow:") and ui.resume(store, run_id):
-            st.rerun()
+    else:
+        if status in ("stopped", "failed"):
+            if s2.button("Resume", key="live_resume", icon=":material/play_arrow:") and ui.resume(store, run_id):
+                st.rerun()
+        archived = bool(run.get("archived"))
+        if status in ui.ARCHIVABLE and s2.button("Unarchive" if archived else "Archive", key="live_archive",
+                                                 icon=":material/unarchive:" if archived else ":material/archive:",
+                                                 help="Archived runs are hidden from the run pickers, not deleted."):
+            error = ui.set_archived(store, run_id, not archived)
+            if error:
+                st.error(error)
+            else:
+                st.toast(f"Run #{run_id} {'unarchived' if archived else 'archived'}.")
+                st.rerun(scope="app")
 
     ct = store.class_train(run_id)
     if scal.empty and ct.empty:
@@ -110,53 +132,60 @@ def live_panel():
     kw = dict(x=x, uirevision=rev)
     no_val = not ev.empty and not charts.has_validation(ev)  # a run recorded before the validation split
 
-    t_pl, t_thr, t_conf, t_eval, t_tech, t_train = st.tabs(
-        ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"])
-    with t_pl:
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(charts.make_confidence_heatmap(ct, "conf_pl", names, **kw), key="live_conf_pl")
-        c2.plotly_chart(charts.make_confidence_heatmap(ct, "conf_true", names, **kw), key="live_conf_true")
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(charts.make_pseudo_counts_figure(ct, names, uirevision=rev), key="live_pl_now")
-        c2.plotly_chart(charts.make_precision_recall_figure(ct, names, uirevision=rev), key="live_pl_pr")
-        st.plotly_chart(charts.make_pseudo_counts_over_time_figure(ct, names, smoothing=smoothing, **kw),
-                        key="live_pl_time")
-    with t_thr:
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(charts.make_class_lines_figure(ct, "threshold", names, smoothing=0.0, title="Per-class threshold τ_c",
-                                                       y_title="threshold", y_range=(0, 1.02), **kw), key="live_threshold")
-        c2.plotly_chart(charts.make_scalars_figure(scal, ["mask_rate", "pl_accuracy"], smoothing=smoothing,
-                                                   labels={"mask_rate": "mask rate (accepted share)",
-                                                           "pl_accuracy": "pseudo-label accuracy"},
-                                                   title="Mask rate and pseudo-label accuracy", y_title="fraction",
-                                                   y_range=(0, 1.02), **kw), key="live_mask")
-        st.plotly_chart(charts.make_class_lines_figure(ct, "precision", names, smoothing=smoothing,
-                                                       title="Pseudo-label precision per class", y_title="precision",
-                                                       y_range=(0, 1.02), **kw), key="live_precision_time")
-    with t_conf:
-        if no_val:
-            st.caption(NO_VAL_MESSAGE)
-        for col, (kind, label) in zip(st.columns(3), CONFUSION_TITLES.items()):
-            got = store.confusion(run_id, kind)
-            title = f"{label} (step {got[0]})" if got else label
-            col.plotly_chart(charts.make_confusion_figure(got[1] if got else None, names, normalize=normalize,
-                                                          title=title, uirevision=rev), key=f"live_cm_{kind}")
-    with t_eval:
-        st.caption(f"Validation is evaluated every eval_every steps (the curve to watch); the test set at the end "
-                   f"of the run and on demand. {charts.SPLIT_LEGEND}." + (f" {NO_VAL_MESSAGE.capitalize()}." if no_val else ""))
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(charts.make_eval_figure(ev, title="Accuracy: validation (lines), test (◆)", **kw), key="live_acc")
-        c2.plotly_chart(charts.make_class_recall_figure(ce, names, **kw), key="live_recall")
-    with t_tech:
-        technique_panel(tech, names, smoothing, kw)
-    with t_train:
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(charts.make_scalars_figure(scal, ["loss", "loss_sup", "loss_unsup"], smoothing=smoothing,
-                                                   labels={"loss": "total", "loss_sup": "supervised",
-                                                           "loss_unsup": "unsupervised"},
-                                                   title="Losses", y_title="loss (cross-entropy)", **kw), key="live_loss")
-        c2.plotly_chart(charts.make_scalars_figure(scal, ["lr"], smoothing=0.0, labels={"lr": "learning rate"},
-                                                   title="Learning rate", y_title="learning rate", **kw), key="live_lr")
+    # Keyed and bound to ?tab=: the server knows the open tab, so only its figures are built.
+    tabs = st.tabs(TABS, key="tab", bind="query-params")
+    t_pl, t_thr, t_conf, t_eval, t_tech, t_train = (t if t.open is not False else None for t in tabs)
+    if t_pl is not None:
+        with t_pl:
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(charts.make_confidence_heatmap(ct, "conf_pl", names, **kw), key="live_conf_pl")
+            c2.plotly_chart(charts.make_confidence_heatmap(ct, "conf_true", names, **kw), key="live_conf_true")
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(charts.make_pseudo_counts_figure(ct, names, uirevision=rev), key="live_pl_now")
+            c2.plotly_chart(charts.make_precision_recall_figure(ct, names, uirevision=rev), key="live_pl_pr")
+            st.plotly_chart(charts.make_pseudo_counts_over_time_figure(ct, names, smoothing=smoothing, **kw),
+                            key="live_pl_time")
+    if t_thr is not None:
+        with t_thr:
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(charts.make_class_lines_figure(ct, "threshold", names, smoothing=0.0, title="Per-class threshold τ_c",
+                                                           y_title="threshold", y_range=(0, 1.02), **kw), key="live_threshold")
+            c2.plotly_chart(charts.make_scalars_figure(scal, ["mask_rate", "pl_accuracy"], smoothing=smoothing,
+                                                       labels={"mask_rate": "mask rate (accepted share)",
+                                                               "pl_accuracy": "pseudo-label accuracy"},
+                                                       title="Mask rate and pseudo-label accuracy", y_title="fraction",
+                                                       y_range=(0, 1.02), **kw), key="live_mask")
+            st.plotly_chart(charts.make_class_lines_figure(ct, "precision", names, smoothing=smoothing,
+                                                           title="Pseudo-label precision per class", y_title="precision",
+                                                           y_range=(0, 1.02), **kw), key="live_precision_time")
+    if t_conf is not None:
+        with t_conf:
+            if no_val:
+                st.caption(NO_VAL_MESSAGE)
+            for col, (kind, label) in zip(st.columns(3), CONFUSION_TITLES.items()):
+                got = store.confusion(run_id, kind)
+                title = f"{label} (step {got[0]})" if got else label
+                col.plotly_chart(charts.make_confusion_figure(got[1] if got else None, names, normalize=normalize,
+                                                              title=title, uirevision=rev), key=f"live_cm_{kind}")
+    if t_eval is not None:
+        with t_eval:
+            st.caption(f"Validation is evaluated every eval_every steps (the curve to watch); the test set at the end "
+                       f"of the run and on demand. {charts.SPLIT_LEGEND}." + (f" {NO_VAL_MESSAGE.capitalize()}." if no_val else ""))
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(charts.make_eval_figure(ev, title="Accuracy: validation (lines), test (◆)", **kw), key="live_acc")
+            c2.plotly_chart(charts.make_class_recall_figure(ce, names, **kw), key="live_recall")
+    if t_tech is not None:
+        with t_tech:
+            technique_panel(tech, names, smoothing, kw)
+    if t_train is not None:
+        with t_train:
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(charts.make_scalars_figure(scal, ["loss", "loss_sup", "loss_unsup"], smoothing=smoothing,
+                                                       labels={"loss": "total", "loss_sup": "supervised",
+                                                               "loss_unsup": "unsupervised"},
+                                                       title="Losses", y_title="loss (cross-entropy)", **kw), key="live_loss")
+            c2.plotly_chart(charts.make_scalars_figure(scal, ["lr"], smoothing=0.0, labels={"lr": "learning rate"},
+                                                       title="Learning rate", y_title="learning rate", **kw), key="live_lr")
     events = store.events(run_id)
     if not events.empty:
         with st.expander(f"Events ({len(events)})"):
@@ -165,3 +194,16 @@ def live_panel():
 
 
 live_panel()
+
+
+def _run_report() -> str:  # built when the button is clicked, not on every rerun
+    from sslviz.report import run_report
+
+    return run_report(store, run_id)
+
+
+# Share: one self-contained HTML file, readable offline. It only reads, so read-only mode keeps it.
+st.download_button("Download report", data=_run_report, file_name=f"sslviz-run{run_id}.html", mime="text/html",
+                   key="live_report", icon=":material/download:", on_click="ignore",
+                   help="This run's config, split, key charts (interactive) and bias summary as one HTML file "
+                        "that opens offline.")

@@ -27,6 +27,8 @@ def _widget(name: str, container) -> None:
 
 
 form.init_state()
+if ui.read_only() and st.session_state.get("ds_choice") not in ui.BUILTIN_DATASETS:
+    st.session_state["ds_choice"] = ui.BUILTIN_DATASETS[0]  # no folder loading on a read-only server (e.g. from YAML)
 store = ui.get_store()
 values = form.current_values()
 cfg, error = form.validate(values)
@@ -45,7 +47,7 @@ pc2.markdown(f"**{preset}** — {PRESET_DESCRIPTIONS.get(preset, '')}")
 # -- dataset --------------------------------------------------------------
 st.subheader("Dataset")
 dc1, dc2 = st.columns([1, 2])
-choice = dc1.selectbox("Dataset", [*ui.BUILTIN_DATASETS, form.FOLDER], key="ds_choice",
+choice = dc1.selectbox("Dataset", [*ui.BUILTIN_DATASETS, *([] if ui.read_only() else [form.FOLDER])], key="ds_choice",
                        help="digits: sklearn 8×8 digits (10 classes). toy2d: six overlapping 2-D blobs. "
                             "Or a CIFAR-10 pickle folder / ImageFolder tree (train/<class>/, test/<class>/).")
 if choice == form.FOLDER:
@@ -111,15 +113,17 @@ sc1, sc2 = st.columns([2, 1])
 sc1.text_input(FIELDS["name"].widget_label, key=form.key("name"), placeholder="e.g. fixmatch γ=50")
 if error is not None and error_field not in form.SECTION_FIELDS:
     st.error(str(error))
-if error is not None:
+if ui.read_only():
+    pass  # viewing only: no Start
+elif error is not None:
     sc2.caption("Fix the highlighted setting to enable Start.")
 elif split_error is not None:
     sc2.caption("Fix the split to enable Start.")
-start = sc2.button("Start run", type="primary", key="start", disabled=cfg is None or split_error is not None)
+start = not ui.read_only() and sc2.button("Start run", type="primary", key="start",
+                                          disabled=cfg is None or split_error is not None)
 form.save()
 
 if start and cfg is not None:
     run_id = ui.submit(store, cfg)
     if run_id is not None:
-        st.query_params["run"] = str(run_id)
         st.switch_page(ui.PAGES["live"], query_params={"run": str(run_id)})

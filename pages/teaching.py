@@ -27,7 +27,7 @@ def launch_pair(store) -> list[int]:
 
 store = ui.get_store()
 ui.reap(store)
-runs = store.runs()
+runs = ui.all_runs(store)
 
 st.title("Teaching: majority bias on toy 2-D data")
 st.caption("Six overlapping blobs with a long-tailed labeled set. Background = the model's decision regions; "
@@ -35,6 +35,8 @@ st.caption("Six overlapping blobs with a long-tailed labeled set. Background = t
            "below the confidence threshold. Watch the head classes' regions swallow the tail.")
 
 toy = runs[[ui.run_config(r).get("dataset") == "toy2d" for _, r in runs.iterrows()]] if not runs.empty else runs
+if not toy.empty:
+    toy = ui.run_filters(toy, "teach", keep=[st.session_state.get("teach_left"), st.session_state.get("teach_right")])
 labels = {int(r["id"]): ui.run_label(r) for _, r in toy.iterrows()} if not toy.empty else {}
 
 if len(toy) < 2:
@@ -42,7 +44,7 @@ if len(toy) < 2:
         "Launch two toy2d runs to compare them here — for example plain FixMatch against the `balanced` preset "
         f"({PRESET_DESCRIPTIONS['balanced']}). The button starts both with the default imbalance (γ = 50)."
         + (" One toy2d run exists already." if len(toy) == 1 else ""))
-    if st.button(f"Launch {PAIR[0]} vs {PAIR[1]} on toy2d", type="primary", key="teach_launch"):
+    if not ui.read_only() and st.button(f"Launch {PAIR[0]} vs {PAIR[1]} on toy2d", type="primary", key="teach_launch"):
         ids = launch_pair(store)
         if len(ids) == len(PAIR):
             st.toast(f"Started runs {', '.join(f'#{i}' for i in ids)}.")

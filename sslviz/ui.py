@@ -16,6 +16,7 @@ import streamlit as st
 
 from . import config as cfgmod
 from . import data, trainer, worker
+from . import runfilter
 from .charts import format_seconds
 from .router import PAGES, read_only  # noqa: F401  (PAGES and read_only are part of this module's API)
 from .store import ACTIVE, RunStore, StoreError, default_store_path
@@ -60,8 +61,19 @@ def reap(store: RunStore) -> None:
         st.warning(str(exc))
 
 
+READ_ONLY_REFUSAL = "This server is read-only: it shows runs but does not start, stop or change them."
+
+
+def _refuse_if_read_only() -> str | None:
+    """The refusal to show when this server is read-only (the pages draw no such buttons; this is the backstop)."""
+    return READ_ONLY_REFUSAL if read_only() else None
+
+
 def submit(store: RunStore, cfg) -> int | None:
     """``worker.submit``; user-facing errors are shown with st.error and give None."""
+    if _refuse_if_read_only():
+        st.error(READ_ONLY_REFUSAL)
+        return None
     try:
         with st.spinner("Checking the data and starting the run…"):
             return int(worker.submit(store, cfg))
@@ -72,6 +84,9 @@ def submit(store: RunStore, cfg) -> int | None:
 
 def resume(store: RunStore, run_id: int) -> bool:
     """``worker.resume``; False (after st.error) when the run cannot resume."""
+    if _refuse_if_read_only():
+        st.error(READ_ONLY_REFUSAL)
+        return False
     try:
         worker.resume(store, run_id)
     except ENGINE_ERRORS as exc:
@@ -82,6 +97,8 @@ def resume(store: RunStore, run_id: int) -> bool:
 
 def delete(store: RunStore, run_id: int) -> str | None:
     """``worker.delete`` (rows, checkpoint and log file); the reason as text when it refuses (a queued or running run)."""
+    if _refuse_if_read_only():
+        return READ_ONLY_REFUSAL
     try:
         worker.delete(store, run_id)
     except ENGINE_ERRORS as exc:
@@ -89,11 +106,33 @@ def delete(store: RunStore, run_id: int) -> str | None:
     return None
 
 
+ARCHIVABLE = ("finished", "stopped", "failed")  # ended runs; the store refuses queued and running ones
+
+
+def set_archived(store: RunStore, run_id: int, archived: bool) -> str | None:
+    """``RunStore.set_archived``: hide an ended run from the pickers (or show it again), nothing deleted; the reason
+    as text when it refuses."""
+    if _refuse_if_read_only():
+        return READ_ONLY_REFUSAL
+    try:
+        store.set_archived(int(run_id), bool(archived))
+    except ENGINE_ERRORS as exc:
+        return str(exc)
+    return None
+
+
+def all_runs(store: RunStore) -> pd.DataFrame:
+    """Every run, archived ones too (``archived`` 0/1), newest first; the pickers filter them (``run_filters``)."""
+    return store.runs(include_archived=True)
+
+
 def runs_or_empty_state(title: str) -> tuple[RunStore, pd.DataFrame]:
-    """Page header for the run pages: reap, show ``title``, and stop with a link to Setup if there are no runs."""
+    """Page header for the run pages: reap, show ``title``, and stop with a link to Setup if there are no runs.
+
+    The runs include archived ones; pass them through ``run_filters`` before offering them."""
     store = get_store()
     reap(store)
-    runs = store.runs()
+    runs = all_runs(store)
     st.title(title)
     if runs.empty:
         st.info("No runs yet — start one on Setup.")
@@ -149,6 +188,8 @@ def run_label(row, status: bool = True) -> str:
     dataset = cfg.get("dataset", "")
     dataset = dataset if dataset in BUILTIN_DATASETS else Path(str(dataset)).name
     label = f"#{int(row['id'])} {name} · {dataset}"
+    if row.get("archived") in (1, True):
+        label += " · archived"
     return f"{label} ({row.get('status', '?')})" if status else label
 
 
@@ -193,11 +234,50 @@ def status_line(run: dict, wall: float | None = None) -> str:
     return " · ".join(parts)
 
 
-def query_run_id(store: RunStore) -> int | None:
-    """The run id in ``?run=`` if it names a stored run."""
-    raw = st.query_params.get("run")
+# -- run pickers for stores with hundreds of runs ------------------------------
+FILTER_LABELS = {"preset": "Preset", "dataset": "Dataset", "status": "Status", "sweep": "Sweep"}
+
+
+def run_filters(runs: pd.DataFrame, prefix: str, keep=()) -> pd.DataFrame:
+    """Filter widgets in a collapsed expander and the runs they let through (``runfilter.filter_runs``).
+
+    Preset, dataset, status (and sweep when runs have one), a name search and "show archived"; keyed
+    ``<prefix>_filter_*``. Ids in ``keep`` (the run a link names, runs already picked) always stay.
+    """
+    keep = [int(k) for k in keep if k is not None and str(k).lstrip("-").isdigit()]
+    options = runfilter.choices(runs)
+    k = lambda name: f"{prefix}_filter_{name}"
+    picked = runfilter.RunFilter(
+        **{col: tuple(v for v in st.session_state.get(k(col)) or () if v in options.get(col, ()))
+           for col in runfilter.CHOICE_COLUMNS},
+        text=str(st.session_state.get(k("text")) or ""),
+        show_archived=bool(st.session_state.get(k("archived"))),
+    )
+    shown = runfilter.filter_runs(runs, picked, keep=keep)
+    n_archived = int(runs["archived"].fillna(0).astype(int).sum()) if "archived" in runs.columns else 0
+    label = f"Filter runs · {len(shown)} of {len(runs)}" + (f" ({n_archived} archived)" if n_archived else "")
+    with st.expander(label, expanded=picked.active, icon=":material/filter_list:"):
+        cols = st.columns(len(options) + 1)
+        for col, (name, values) in zip(cols, options.items()):
+            col.multiselect(FILTER_LABELS[name], values, key=k(name), placeholder="any")
+        cols[-1].text_input("Name contains", key=k("text"), placeholder="name, preset or #id")
+        st.toggle("Show archived", key=k("archived"), help="Archived runs are hidden from the pickers, not deleted.")
+    return shown
+
+
+def ids_param(raw) -> list[int]:
+    """Run ids from a ``?runs=3,5`` query parameter, in order; anything that is not an id is skipped."""
+    return [int(t) for t in str(raw or "").split(",") if t.strip().isdigit()]
+
+
+def missing_run_error(store: RunStore, raw) -> bool:
+    """When ``?run=`` names no stored run, say so (st.error naming the id) and return True."""
+    if raw is None or raw == "":
+        return False
     try:
-        rid = int(raw)
+        found = store.run(int(raw)) is not None
     except (TypeError, ValueError):
-        return None
-    return rid if store.run(rid) is not None else None
+        found = False
+    if not found:
+        st.error(f"There is no run {raw} in this store.")
+    return not found

@@ -95,6 +95,25 @@ def plotly_specs(at) -> dict[str, dict]:
     return out
 
 
+LIVE_TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"]
+
+
+def live_tab(at, tab: str) -> dict[str, dict]:
+    """Open ``tab`` on the Live page (its bound key, as a click would) and return the charts on the page."""
+    at.session_state["tab"] = tab
+    at.run()
+    assert not at.exception, at.exception
+    return plotly_specs(at)
+
+
+def all_live_tabs(at) -> dict[str, dict]:
+    """The charts of every Live tab, opened one after another (only the open tab builds its figures)."""
+    specs = {}
+    for tab in LIVE_TABS:
+        specs.update(live_tab(at, tab))
+    return specs
+
+
 # -- Setup ----------------------------------------------------------------------
 def test_setup_renders_and_refuses_invalid_gamma(store):
     at = _at().run()
@@ -159,7 +178,9 @@ def test_live_charts_update_on_rerun(store):
     at.query_params["run"] = str(rid)
     at.switch_page("pages/live.py").run()
     assert not at.exception
-    specs = plotly_specs(at)
+    first = plotly_specs(at)
+    assert set(first) == {"live_conf_pl", "live_conf_true", "live_pl_now", "live_pl_pr", "live_pl_time"}  # one tab built
+    specs = all_live_tabs(at)
     for key in ("live_conf_pl", "live_conf_true", "live_pl_now", "live_threshold", "live_cm_val", "live_cm_test",
                 "live_cm_pseudo", "live_acc", "live_recall", "live_loss", "live_lr", "live_mask"):
         assert key in specs, key
@@ -172,8 +193,7 @@ def test_live_charts_update_on_rerun(store):
     assert specs["live_conf_pl"]["layout"]["uirevision"]
 
     log_steps(store, rid, range(50, 70, 10))
-    at.run()
-    specs = plotly_specs(at)
+    specs = live_tab(at, "Pseudo-labels")
     assert values(specs["live_conf_pl"]["data"][0]["x"]) == [0, 10, 20, 30, 40, 50, 60]
     assert "step 60" in specs["live_pl_now"]["layout"]["title"]["text"]
 
@@ -185,7 +205,7 @@ def test_live_technique_state_tab(store):
     at.query_params["run"] = str(rid)
     at.switch_page("pages/live.py").run()
     assert not at.exception
-    specs = plotly_specs(at)
+    specs = live_tab(at, "Technique state")
     lines = lambda key: [t for t in specs[key]["data"] if not t["name"].endswith("(raw)")]  # smoothing adds raw lines
     assert len(lines("live_tech_da.p_model")) == 10  # one line per class
     tau = lines("live_tech_freematch.tau_t")
@@ -201,12 +221,14 @@ def test_live_run_without_validation_data(store):
     at.query_params["run"] = str(rid)
     at.switch_page("pages/live.py").run()
     assert not at.exception
-    specs = plotly_specs(at)
+    specs = live_tab(at, "Validation & test")
     message = "no validation data (run recorded before the validation split)"
     assert message in [a["text"] for a in specs["live_acc"]["layout"]["annotations"]]
+    specs = live_tab(at, "Confusion")
     assert any(message in c.value for c in at.caption)
     assert sum(np.sum(values(t["z"])) for t in specs["live_cm_test"]["data"]) > 0
     assert not specs["live_cm_val"]["data"]
+    live_tab(at, "Technique state")
     assert any("No technique state recorded" in i.value for i in at.info)
 
 
