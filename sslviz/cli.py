@@ -1,4 +1,4 @@
-"""Command line: ``python -m sslviz train|resume|stop|archive|unarchive|list|show|export|presets|docs``.
+"""Command line: ``python -m sslviz train|resume|stop|archive|unarchive|delete|list|show|export|presets|docs``.
 
 Every TrainConfig field is a ``train`` flag (``--gamma 50``, ``--class-weighting effective``);
 precedence is preset < ``--config`` YAML < flags. Bad input exits non-zero with one line.
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("stop", "ask a running run to stop gracefully (a queued one stops at once)"),
                        ("archive", "hide an ended run from list and the run pickers (unarchive shows it again)"),
                        ("unarchive", "show an archived run again"),
+                       ("delete", "remove an ended run: its metrics, checkpoint and log file"),
                        ("show", "summary of one run")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run", type=int)
@@ -227,6 +228,11 @@ def main(argv=None) -> int:
         if args.command == "stop":
             store.request_stop(args.run)
             print(f"stop requested for run {args.run}")
+        elif args.command == "delete":
+            from . import worker
+
+            worker.delete(store, args.run)
+            print(f"run {args.run} deleted")
         elif args.command in ("archive", "unarchive"):
             store.set_archived(args.run, args.command == "archive")
             print(f"run {args.run} {args.command}d")

@@ -1,8 +1,10 @@
 """Run lifecycle: heartbeat and 'process lost', SIGKILL + resume, graceful stop, checkpoints, the CPU slot queue."""
 import os
 import pickle
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -384,3 +386,303 @@ def test_cli_stop_of_unknown_or_finished_run_is_an_error(store, tiny, capsys):
     store.finish_run(rid, "finished")
     assert cli.main(["--store", str(store.path), "stop", str(rid)]) == 2
     assert capsys.readouterr().err == f"sslviz: error: Run {rid} is finished; stop needs a queued or running run.\n"
+
+
+# -- issue 12: one state machine, walked pair by pair, for the store, the CLI and the UI alike -------
+
+import sqlite3  # noqa: E402
+
+from sslviz import lifecycle  # noqa: E402
+from sslviz.store import RunStore  # noqa: E402
+
+STATUSES = ("queued", "running", "finished", "failed", "stopped")
+# The expected machine, written out here rather than read from lifecycle.TRANSITIONS (so a wrong table fails):
+# (status, action) -> status after it ("deleted" when the run is gone); a pair not listed is refused.
+MACHINE = {
+    ("queued", "claim"): "running",
+    **{("running", a): s for a, s in (("finish", "finished"), ("stop", "stopped"), ("fail", "failed"),
+                                      ("lose", "failed"))},
+    ("queued", "request_stop"): "stopped", ("running", "request_stop"): "running",
+    ("stopped", "resume"): "queued", ("failed", "resume"): "queued",
+    ("stopped", "resume_foreground"): "running", ("failed", "resume_foreground"): "running",
+    **{(s, a): "deleted" if a == "delete" else s for s in ("finished", "failed", "stopped")
+       for a in ("delete", "archive", "unarchive")},
+}
+NEEDS = {"claim": "start needs a queued run", "finish": "finish needs a running run", "stop": "stop needs a running run",
+         "fail": "fail needs a running run", "lose": None, "request_stop": "stop needs a queued or running run",
+         "resume": "resume needs a stopped or failed run", "resume_foreground": "resume needs a stopped or failed run",
+         "delete": "delete needs a finished, failed or stopped run", "archive": "archive needs a finished, failed or "
+         "stopped run", "unarchive": "unarchive needs a finished, failed or stopped run"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory):
+    """A checkpoint of the tiny config (trained once), copied under each run that may resume."""
+    from tests.conftest import TINY
+
+    s = RunStore(tmp_path_factory.mktemp("ckpt") / "runs.db")
+    rid = s.create_run(TrainConfig(**TINY).to_dict())
+    assert worker.run_worker(s, rid) == "finished"
+    data = worker.checkpoint_path(s, rid).read_bytes()
+    s.close()
+    return data
+
+
+def in_status(store, tiny, status, checkpoint=None) -> int:
+    """A run brought into ``status`` through the transitions themselves (a running one runs in this process)."""
+    cfg = TrainConfig(**tiny).to_dict()
+    if status == "queued":
+        rid = store.create_run(cfg)
+    else:
+        rid = store.create_run(cfg, pid=os.getpid())
+        if status != "running":
+            store.finish_run(rid, status, "boom" if status == "failed" else None)
+    if checkpoint is not None:
+        path = worker.checkpoint_path(store, rid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(checkpoint)
+    return rid
+
+
+def raw_row(store, rid) -> dict | None:
+    """The runs row as the file holds it (no liveness check); ``store`` is a RunStore or a path."""
+    conn = sqlite3.connect(getattr(store, "path", store))
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM runs WHERE id = ?", (rid,)).fetchone()
+        return None if row is None else dict(row)
+    finally:
+        conn.close()
+
+
+def raw_status(store, rid):
+    row = raw_row(store, rid)
+    return "deleted" if row is None else row["status"]
+
+
+STORE_ACTIONS = {
+    "claim": lambda s, rid: s.claim_run(rid, pid=os.getpid() + 10**6, device="cpu"),  # a worker process taking it
+    "finish": lambda s, rid: s.finish_run(rid, "finished"),
+    "stop": lambda s, rid: s.finish_run(rid, "stopped"),
+    "fail": lambda s, rid: s.finish_run(rid, "failed", "boom"),
+    "lose": lambda s, rid: s.lose(rid, "test") or None,
+    "request_stop": lambda s, rid: s.request_stop(rid),
+    "resume": lambda s, rid: worker.resume(s, rid),
+    "resume_foreground": lambda s, rid: s.resume(rid, pid=os.getpid()),
+    "delete": lambda s, rid: worker.delete(s, rid),
+    "archive": lambda s, rid: s.set_archived(rid, True),
+    "unarchive": lambda s, rid: s.set_archived(rid, False),
+}
+
+
+def test_the_machine_is_the_table():
+    """lifecycle.TRANSITIONS says exactly what MACHINE says, pair by pair."""
+    actual = {(s, a): ("deleted" if t.moves[s] is None else lifecycle.target(a, s))
+              for a, t in lifecycle.TRANSITIONS.items() for s in t.sources}
+    assert actual == MACHINE
+
+
+@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("action", list(STORE_ACTIONS))
+def test_every_status_action_pair_through_the_store(store, tiny, checkpoint_bytes, monkeypatch, status, action):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # a queued run stays queued: nothing is spawned
+    rid = in_status(store, tiny, status, checkpoint_bytes)
+    before = raw_row(store, rid)
+    expected = MACHINE.get((status, action))
+    if action == "lose" and expected is None:  # losing an ended run is no error: another reader got there first
+        assert store.lose(rid, "test") is False and raw_row(store, rid) == before
+        return
+    if expected is None:
+        with pytest.raises(lifecycle.TransitionRefused) as info:
+            STORE_ACTIONS[action](store, rid)
+        assert str(info.value).startswith(f"Run {rid} is {status}; {NEEDS[action]}")
+        assert raw_row(store, rid) == before  # refused: nothing changed
+        return
+    STORE_ACTIONS[action](store, rid)
+    assert raw_status(store, rid) == expected
+    if action == "request_stop":
+        assert store.stop_requested(rid)
+    if action in ("archive", "unarchive"):
+        assert store.run(rid)["archived"] == (action == "archive")
+        assert (rid in store.runs().id.tolist()) == (action == "unarchive")
+        assert rid in store.runs(include_archived=True).id.tolist()
+
+
+CLI_ACTIONS = {"stop": ["stop"], "resume": ["resume", "--background"], "resume_foreground": ["resume"],
+               "archive": ["archive"], "unarchive": ["unarchive"], "delete": ["delete"]}
+CLI_NEEDS = {"stop": "request_stop"}  # the CLI command -> the action of the machine
+
+
+@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("command", list(CLI_ACTIONS))
+def test_every_status_action_pair_through_the_cli(store, tiny, checkpoint_bytes, monkeypatch, capsys, status, command):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")
+    rid = in_status(store, tiny, status, checkpoint_bytes)
+    before = raw_row(store, rid)
+    action = CLI_NEEDS.get(command, command)
+    expected = MACHINE.get((status, action))
+    code = cli.main(["--store", str(store.path), *CLI_ACTIONS[command][:1], str(rid), *CLI_ACTIONS[command][1:]])
+    err = capsys.readouterr().err
+    if expected is None:
+        assert code == 2 and err.startswith(f"sslviz: error: Run {rid} is {status}; {NEEDS[action]}")
+        assert raw_row(store, rid) == before
+        return
+    assert code == 0, err
+    if command == "resume_foreground":  # it ran here, from the checkpoint of its last step, to the end
+        expected = "finished"
+        assert f"resumed from step {tiny['steps']}" in store.events(rid).message.tolist()
+    assert raw_status(store, rid) == expected
+    if command == "delete":
+        assert not worker.checkpoint_path(store, rid).exists()
+
+
+UI_ACTIONS = {"resume": "resume", "delete": "delete", "request_stop": "stop"}
+
+
+@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("action", list(UI_ACTIONS))
+def test_every_status_action_pair_through_the_ui(store, tiny, checkpoint_bytes, monkeypatch, status, action):
+    """The pages' entry points: ui.resume (Resume), ui.delete (Compare's Delete), store.request_stop (Stop)."""
+    from sslviz import ui
+
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")
+    shown = []
+    monkeypatch.setattr(ui.st, "error", lambda text, *a, **k: shown.append(str(text)))
+    rid = in_status(store, tiny, status, checkpoint_bytes)
+    before = raw_row(store, rid)
+    expected = MACHINE.get((status, action))
+    message = f"Run {rid} is {status}; {NEEDS[action]}"
+    if action == "resume":
+        assert ui.resume(store, rid) is (expected is not None)
+        assert [m[:len(message)] for m in shown] == ([] if expected else [message])
+    elif action == "delete":
+        out = ui.delete(store, rid)
+        assert (out is None) if expected else out.startswith(message)
+    else:
+        if expected is None:
+            with pytest.raises(lifecycle.TransitionRefused, match=re.escape(message)):
+                store.request_stop(rid)
+        else:
+            assert store.request_stop(rid) is True
+    if expected is None:
+        assert raw_row(store, rid) == before
+    else:
+        assert raw_status(store, rid) == expected
+
+
+def test_ui_submit_records_a_queued_run(store, tiny, monkeypatch):
+    from sslviz import ui
+
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")
+    rid = ui.submit(store, TrainConfig(**tiny))
+    assert raw_status(store, rid) == "queued" and store.run(rid)["executor"] == "local"
+
+
+def test_missing_run_id_is_one_message_for_every_command(store, capsys):
+    for command in ("show", "stop", "resume", "archive", "unarchive", "delete", "export", "worker"):
+        assert cli.main(["--store", str(store.path), command, "42"]) == 2, command
+        assert capsys.readouterr().err == f"sslviz: error: There is no run 42 in {store.path}.\n", command
+
+
+# -- liveness: every reader, the same function ------------------------------------------------------
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _read_cli(store, rid, capsys, command):
+    assert cli.main(["--store", str(store.path), *command]) == 0
+    return capsys.readouterr().out
+
+
+READERS = {
+    "RunStore.run": lambda store, rid, capsys: "{status} · {error}".format(**store.run(rid)),
+    "RunStore.runs": lambda store, rid, capsys: "{status} · {error}".format(**store.runs().iloc[0].to_dict()),
+    "cli list": lambda store, rid, capsys: _read_cli(store, rid, capsys, ["list"]),
+    "cli show": lambda store, rid, capsys: _read_cli(store, rid, capsys, ["show", str(rid)]).replace(" - ", " · "),
+    "worker.mark_lost": lambda store, rid, capsys: "failed · process lost" if rid in worker.mark_lost(store) else "",
+}
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_each_reader_alone_sees_a_dead_process_as_lost(store, tiny, capsys, monkeypatch, reader):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")
+    queued = store.create_run(TrainConfig(**tiny).to_dict())  # reading must never start it
+    rid = store.create_run(TrainConfig(**tiny).to_dict(), pid=dead_pid())
+    assert raw_status(store, rid) == "running"
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "2")  # a slot is free now: still, reading starts nothing
+    assert "failed · process lost" in READERS[reader](store, rid, capsys)
+    assert raw_status(store, rid) == "failed" and store.events(rid).message.iloc[-1].endswith("; process lost")
+    assert raw_status(store, queued) == "queued"
+
+
+def test_liveness_dispatches_on_the_executor(store, tiny, monkeypatch):
+    """A run executed elsewhere is judged by its executor's check, registered once; readers do not change."""
+    verdicts = {}
+    monkeypatch.setitem(lifecycle.LIVENESS, "ray", lambda row, now: verdicts.get(int(row["id"])))
+    rid = store.create_run(TrainConfig(**tiny).to_dict(), pid=dead_pid(), executor="ray")  # pid means nothing there
+    assert store.run(rid)["status"] == "running"
+    verdicts[rid] = "trial actor died"
+    row = store.runs().iloc[0]
+    assert (row.status, row.error, row.executor) == ("failed", "process lost", "ray")
+    assert store.events(rid).message.iloc[-1] == "trial actor died; process lost"
+
+
+def test_no_sslviz_module_writes_a_status_outside_the_transitions():
+    """``update_run(status=...)`` is the fixtures' unguarded setter; the package itself never uses it."""
+    import ast
+
+    for path in (ROOT / "sslviz").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "update_run":
+                assert "status" not in {k.arg for k in node.keywords}, f"{path.name}:{node.lineno}"
+
+
+# -- issue 12, done when: kill -9 a foreground CLI run; list, show and the Live page say so --------
+
+
+def _cli(store_path, *args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "sslviz", "--store", str(store_path), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_sigkilled_foreground_cli_run_reads_lost_everywhere(tmp_path, wait_for, monkeypatch):
+    db = tmp_path / "runs.db"
+    proc = subprocess.Popen([sys.executable, "-m", "sslviz", "--store", str(db), "train", "--dataset", "toy2d",
+                             "--steps", "100000", "--eval-every", "100000", "--log-every", "5", "--batch-size", "16",
+                             "--mu", "2", "--device", "cpu"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        def training():
+            try:
+                row = raw_row(db, 1) if db.exists() else None
+            except sqlite3.OperationalError:  # the file is still being created
+                return None
+            return row is not None and row["step"] >= 10 and row
+
+        assert wait_for(training, timeout=120, every=0.2), proc.stderr.read() if proc.poll() is not None else ""
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = time.monotonic()
+    assert raw_status(db, 1) == "running"  # nobody has looked yet
+
+    out = _cli(db, "list")
+    assert out.returncode == 0 and "failed · process lost" in out.stdout, out
+    show = _cli(db, "show", "1")
+    assert show.returncode == 0 and show.stdout.startswith("run 1 [failed - process lost]"), show
+    assert time.monotonic() - killed < 10
+
+    # The Live page reads the same store: its status line and error say the same.
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SSLVIZ_HOME", str(tmp_path))
+    monkeypatch.setenv("SSLVIZ_STORE", str(db))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    assert any("**failed**" in m.value for m in at.markdown)
+    assert any("process lost" in e.value for e in at.error)
