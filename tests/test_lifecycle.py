@@ -686,3 +686,7 @@ def test_sigkilled_foreground_cli_run_reads_lost_everywhere(tmp_path, wait_for, 
     assert not at.exception
     assert any("**failed**" in m.value for m in at.markdown)
     assert any("process lost" in e.value for e in at.error)
+
+
+def test_design_shows_the_transition_table():
+    assert lifecycle.markdown_table() in (ROOT / "docs" / "DESIGN.md").read_text()
