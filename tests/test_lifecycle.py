@@ -536,13 +536,15 @@ def test_every_status_action_pair_through_the_cli(store, tiny, checkpoint_bytes,
         assert not worker.checkpoint_path(store, rid).exists()
 
 
-UI_ACTIONS = {"resume": "resume", "delete": "delete", "request_stop": "stop"}
+UI_ACTIONS = {"resume": "resume", "delete": "delete", "request_stop": "stop", "archive": "archive",
+              "unarchive": "unarchive"}
 
 
 @pytest.mark.parametrize("status", STATUSES)
 @pytest.mark.parametrize("action", list(UI_ACTIONS))
 def test_every_status_action_pair_through_the_ui(store, tiny, checkpoint_bytes, monkeypatch, status, action):
-    """The pages' entry points: ui.resume (Resume), ui.delete (Compare's Delete), store.request_stop (Stop)."""
+    """The pages' entry points: ui.resume (Resume), ui.delete (Compare's Delete), store.request_stop (Stop),
+    ui.set_archived (Archive / Unarchive)."""
     from sslviz import ui
 
     monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")
@@ -555,8 +557,8 @@ def test_every_status_action_pair_through_the_ui(store, tiny, checkpoint_bytes, 
     if action == "resume":
         assert ui.resume(store, rid) is (expected is not None)
         assert [m[:len(message)] for m in shown] == ([] if expected else [message])
-    elif action == "delete":
-        out = ui.delete(store, rid)
+    elif action in ("delete", "archive", "unarchive"):
+        out = ui.delete(store, rid) if action == "delete" else ui.set_archived(store, rid, action == "archive")
         assert (out is None) if expected else out.startswith(message)
     else:
         if expected is None:
