@@ -76,11 +76,14 @@ class Technique:
     differs: ClassVar[str] = "—"
     fields: ClassVar[tuple[Field, ...]] = ()
     schedule: ClassVar[str | None] = None  # a threshold schedule answers to threshold_schedule=<schedule>
+    off: ClassVar[tuple[str, object] | None] = None  # (field, value): the technique is off when field == value
 
     @classmethod
     def active(cls, cfg) -> bool:
-        """Whether this technique takes part in a run of ``cfg``."""
-        return True
+        """Whether this technique takes part in a run of ``cfg``: its schedule is chosen, or its switch is not off."""
+        if cls.schedule is not None:
+            return cfg.threshold_schedule == cls.schedule
+        return cls.off is None or getattr(cfg, cls.off[0]) != cls.off[1]
 
     @classmethod
     def acts_at(cls) -> tuple[str, ...]:
@@ -132,6 +135,7 @@ class Technique:
 # -- pseudo-label distribution -------------------------------------------------
 class DebiasPL(Technique):
     name, title = "debias", "DebiasPL"
+    off = ("debias_tau", 0.0)
     paper = "Wang et al., Debiased Learning from Naturally Imbalanced Pseudo-Labels, CVPR 2022"
     implemented = ("Pseudo-labels from `softmax(f_w - tau log p_hat)`; `p_hat` <- EMA (own momentum) of the raw "
                    "weak-view softmax, updated after pseudo-labelling; adaptive marginal loss: the consistency loss "
@@ -144,10 +148,6 @@ class DebiasPL(Technique):
         Field("debias_momentum", 0.999, (real(0, 1, "left"),), "EMA momentum of DebiasPL's running mean "
               "prediction p_hat", "Pseudo-label distribution", step=0.001),
     )
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.debias_tau > 0
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -169,6 +169,7 @@ class DebiasPL(Technique):
 
 class DistributionAlignment(Technique):
     name, title = "da", "Distribution alignment"
+    off = ("dist_align", "none")
     paper = "Berthelot et al., ReMixMatch, ICLR 2020"
     implemented = ("`p~ = normalize(p * p_target / p_model)` before the threshold; `p_model` = mean prediction of "
                    "the last `dist_align_window` unlabeled batches (ReMixMatch: 128); target = labeled class "
@@ -182,10 +183,6 @@ class DistributionAlignment(Technique):
         Field("dist_align_window", 128, (integer(1, 100_000),), "batches averaged into DA's running model "
               "distribution p_model", "Pseudo-label distribution"),
     )
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.dist_align != "none"
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -221,10 +218,6 @@ class FlexMatch(Technique):
     differs = "Batches are drawn with replacement (no epochs); the mask uses the state before this batch's update, as USB."
     fields = (Field("flexmatch_warmup", True, (Bool(),),
                     "FlexMatch: count not-yet-predicted samples as a class (threshold warm-up)", "Thresholds"),)
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.threshold_schedule == cls.schedule
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -263,10 +256,6 @@ class FreeMatch(Technique):
         Field("freematch_fairness_weight", 0.01, (real(0, 10),), "FreeMatch weight of the self-adaptive fairness "
               "loss (0 = thresholds only)", "Unsupervised loss", step=0.001),
     )
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.threshold_schedule == cls.schedule
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -327,6 +316,7 @@ class FixMatch(Technique):
 # -- threshold modifiers ----------------------------------------------------------
 class FrequencyThresholds(Technique):
     name, title = "freq_thresholds", "Class-frequency thresholds"
+    off = ("threshold_class_alpha", 0.0)
     paper = "class-specific thresholds as in the imbalanced-SSL literature (e.g. Adsh's motivation, CReST)"
     implemented = "`tau_c' = max(tau_c * (n_c / n_max)^alpha, min(tau_c, floor))` from labeled counts: lower for rare classes."
     differs = "sslviz's own simple form, not a specific paper's estimator."
@@ -337,10 +327,6 @@ class FrequencyThresholds(Technique):
               "raises one to it)", "Thresholds"),
     )
 
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.threshold_class_alpha > 0
-
     def thresholds(self, tau, u, t):
         return fx.frequency_scaled_thresholds(tau, self.run.labeled_counts, self.cfg.threshold_class_alpha,
                                               self.cfg.threshold_min)
@@ -348,15 +334,12 @@ class FrequencyThresholds(Technique):
 
 class ThresholdWarmup(Technique):
     name, title = "threshold_warmup", "Threshold warm-up"
+    off = ("threshold_warmup_steps", 0)
     paper = "—"
     implemented = "Thresholds fall linearly from 1.0 to their value over the first steps."
     differs = "sslviz's own."
     fields = (Field("threshold_warmup_steps", 0, (integer(0),), "thresholds fall linearly from 1.0 to their value over "
                     "this many steps (0 = off)", "Thresholds"),)
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.threshold_warmup_steps > 0
 
     def thresholds(self, tau, u, t):
         return fx.warmup_thresholds(tau, t, self.cfg.threshold_warmup_steps)
@@ -365,6 +348,7 @@ class ThresholdWarmup(Technique):
 # -- augmentation -------------------------------------------------------------------
 class ClassAugmentation(Technique):
     name, title = "class_aug", "Per-class augmentation strength"
+    off = ("aug_class_alpha", 0.0)
     paper = "rare classes augmented harder (the field's standard example; cf. CReST/ACR discussions)"
     implemented = ("Strong-view strength `aug_strength * min((n_max/n_c)^alpha, cap)` by pseudo-label class; labeled "
                    "samples of rare classes get an extra `aug_strength * (m_c - 1)` (capped at aug_strength).")
@@ -374,10 +358,6 @@ class ClassAugmentation(Technique):
               "classes augmented harder (0 = off)", "Augmentation"),
         Field("aug_max_multiplier", 3.0, (real(1, 10),), "cap of that multiplier", "Augmentation"),
     )
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.aug_class_alpha > 0
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -395,15 +375,12 @@ class ClassAugmentation(Technique):
 # -- supervised loss -------------------------------------------------------------------
 class LogitAdjustment(Technique):
     name, title = "logit_adjust", "Logit adjustment"
+    off = ("logit_adjust_tau", 0.0)
     paper = "Menon et al., Long-tail learning via logit adjustment, ICLR 2021"
     implemented = "Supervised loss on `logits + tau log prior` (labeled prior); prediction from the raw logits."
     differs = "Labeled loss only, as ACR and DASO do."
     fields = (Field("logit_adjust_tau", 0.0, (real(0, 5),), "train on logits + tau * log(prior): 1 = logit-adjusted "
                     "loss (0 = off)", "Supervised loss"),)
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.logit_adjust_tau > 0
 
     def sup_logits(self, logits, y):
         return fx.logit_adjust(logits, fx.log_prior(self.run.labeled_counts), self.cfg.logit_adjust_tau)
@@ -411,6 +388,7 @@ class LogitAdjustment(Technique):
 
 class ClassWeighting(Technique):
     name, title = "class_weights", "Class-weighted supervised loss"
+    off = ("class_weighting", "none")
     paper = "Cui et al., Class-Balanced Loss Based on Effective Number of Samples, CVPR 2019"
     implemented = "Per-class weights `1/n_c` or `(1-beta)/(1-beta^n_c)`, normalised to mean 1 over classes."
     differs = ("Normalised over classes, so the expected per-sample weight under labeled sampling is below 1 "
@@ -421,10 +399,6 @@ class ClassWeighting(Technique):
         Field("effective_beta", 0.999, (real(0, 1, "neither"),), "beta of the effective number of samples",
               "Supervised loss", step=0.001),
     )
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.class_weighting != "none"
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -437,15 +411,12 @@ class ClassWeighting(Technique):
 # -- unsupervised loss -----------------------------------------------------------------
 class UnsupClassScale(Technique):
     name, title = "unsup_scale", "Per-class consistency weights"
+    off = ("unsup_class_alpha", 0.0)
     paper = "per-class unsupervised weights (cf. SAW, Lai et al. ICML 2022, which estimates them from pseudo-labels)"
     implemented = "Each accepted pseudo-label's loss scaled by `(n_max / n_c)^alpha` from labeled counts, mean 1."
     differs = "Fixed from labeled counts; SAW's re-estimation from the unlabeled pseudo-label distribution is not this."
     fields = (Field("unsup_class_alpha", 0.0, (real(0, 5),), "scale each pseudo-label's loss by (n_max / n_c) ** "
                     "alpha (mean 1; 0 = off)", "Unsupervised loss"),)
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        return cfg.unsup_class_alpha > 0
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
