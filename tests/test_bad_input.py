@@ -192,8 +192,9 @@ def _corrupt(tmp_path):
 
 
 def _not_image(tmp_path):
+    # An image extension on a file that is not one (files without an image extension are skipped, see test_data).
     root = _folder(tmp_path / "d")
-    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    (root / "train" / "cat" / "notes.png").write_text("not an image")
     return root
 
 
@@ -205,7 +206,7 @@ FOLDERS = [
     (_missing, r"Dataset path '.*does-not-exist' does not exist"),
     (_one_class, r"has only one class \(cat\) in train/; need at least 2"),
     (_corrupt, r"File '.*train/dog/1\.png' is not a readable image"),
-    (_not_image, r"File '.*train/cat/notes\.txt' is not a readable image"),
+    (_not_image, r"File '.*train/cat/notes\.png' is not a readable image"),
     (_test_differs, r"test/ classes differ from train/ \(missing in test: \['dog'\]; extra in test: \['owl'\]\)"),
 ]
 
