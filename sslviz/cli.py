@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--background", action="store_true")
     listing = sub.add_parser("list", help="the runs in the store (archived ones with --all)")
     listing.add_argument("--all", action="store_true", help="include archived runs")
+    evaluate = sub.add_parser("evaluate", help="evaluate a run's latest checkpoint now (default: the test set) "
+                                              "and record it; the run keeps going")
+    evaluate.add_argument("run", type=int)
+    evaluate.add_argument("--split", choices=records.SPLITS, action="append", help="val and/or test (default test)")
     export = sub.add_parser("export", help="write a run's metrics to CSV or Parquet files")
     export.add_argument("run", type=int)
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
@@ -249,6 +253,13 @@ def main(argv=None) -> int:
                 print(runs[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         elif args.command == "show":
             _show(store, args.run)
+        elif args.command == "evaluate":
+            from .worker import evaluate_now
+
+            record = evaluate_now(store, args.run, tuple(args.split or ("test",)))
+            for split, m in record["eval"].items():
+                print(f"run {args.run} step {record['step']} {records.SPLIT_LABELS[split]}: accuracy "
+                      f"{m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}")
         elif args.command == "export":
             args.out.mkdir(parents=True, exist_ok=True)
             for name, df in store.export(args.run).items():

@@ -463,10 +463,18 @@ class RunStore:
 
     # -- metrics ----------------------------------------------------------
     def log(self, run_id: int, record: dict) -> None:
-        """Write one trainer record (`sslviz.records`) in a single transaction."""
-        rows = records.to_rows(run_id, record)
+        """Write one trainer record (`sslviz.records`) and the run's progress, in a single transaction."""
         self._write([("UPDATE runs SET step = ?, heartbeat = ? WHERE id = ?", (int(record["step"]), time.time(), run_id)),
-                     *((records.insert_sql(kind), batch) for kind, batch in rows.items())])
+                     *self._metric_statements(run_id, record)])
+
+    def log_metrics(self, run_id: int, record: dict) -> None:
+        """Write a record's metric rows only: an evaluation made outside the run's own process (on demand, from
+        a checkpoint) must not move the run's step or heartbeat."""
+        self._write(self._metric_statements(run_id, record))
+
+    @staticmethod
+    def _metric_statements(run_id: int, record: dict) -> list:
+        return [(records.insert_sql(kind), batch) for kind, batch in records.to_rows(run_id, record).items()]
 
     def _step_filter(self, table: str, where: str, params: tuple, max_points: int | None) -> tuple[str, tuple]:
         """SQL condition keeping at most ``max_points`` evenly spaced steps among the rows ``where`` selects

@@ -384,6 +384,27 @@ def train(
             **{f"{split_}_{k}": v for split_, m in final.items() for k, v in m.items()}}
 
 
+def evaluate_checkpoint(cfg: TrainConfig, checkpoint_path: str | os.PathLike, splits=("test",),
+                        cache_dir: str | os.PathLike | None = None) -> dict:
+    """Evaluate a run's latest checkpoint (its EMA model when it has one) on ``splits``, on demand.
+
+    Returns a record ``{"step", "wall", "eval": {split: metrics}}`` at the checkpoint's step, for
+    ``RunStore.log_metrics``; the run itself, running or not, is not touched.
+    """
+    ckpt = load_checkpoint(checkpoint_path)
+    check_checkpoint(ckpt, cfg)
+    p = prepare(cfg, cache_dir)
+    ds = p.dataset
+    device = resolve_device(cfg.device)
+    name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+    model = build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes).to(device)
+    model.load_state_dict(ckpt["ema"] if ckpt["ema"] else ckpt["model"])
+    sets = {"val": (ds.x_val, ds.y_val), "test": (ds.x_test, ds.y_test)}
+    return {"step": int(ckpt["step"]), "wall": float(ckpt["wall"]),
+            "eval": {s: evaluate(model, torch.as_tensor(sets[s][0], device=device), sets[s][1], ds.num_classes,
+                                 ds.kind) for s in splits}}
+
+
 def _host(metrics: dict) -> dict:
     """Technique metrics as plain floats (vectors as lists) for the record; one copy per interval."""
     return {name: (v.float().cpu().tolist() if torch.is_tensor(v) else v) for name, v in metrics.items()}

@@ -27,7 +27,8 @@ from . import lifecycle
 from .config import TrainConfig
 from .lifecycle import HEARTBEAT_EVERY, LOST_AFTER, PROCESS_LOST, NoSuchRun, TransitionRefused  # noqa: F401 (re-exported)
 from .store import RunStore, StoreError
-from .trainer import CheckpointMismatch, Diverged, check_checkpoint, load_checkpoint, prepare, resolve_device, run_info, train
+from .trainer import (CheckpointMismatch, Diverged, check_checkpoint, evaluate_checkpoint, load_checkpoint, prepare,
+                      resolve_device, run_info, train)
 from .models import build_model, default_model_name
 
 STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
@@ -91,6 +92,18 @@ def record(store: RunStore, cfg: TrainConfig, pid: int | None = None) -> int:
     # A new run has no checkpoint: one under its name is left from an older store file of the same name.
     checkpoint_path(store, run_id).unlink(missing_ok=True)
     return run_id
+
+
+def evaluate_now(store: RunStore, run_id: int, splits=("test",)) -> dict:
+    """Evaluate ``run_id``'s latest checkpoint on ``splits`` and record it at the checkpoint's step (on demand:
+    a running run keeps training; its next records are unaffected). Returns the record."""
+    ckpt = checkpoint_path(store, run_id)
+    if not ckpt.exists():
+        raise ValueError(f"Run {run_id} has no checkpoint yet (one is written every checkpoint_every steps).")
+    record = evaluate_checkpoint(TrainConfig.from_dict(store.run(run_id)["config"]), ckpt, splits, cache_dir(store))
+    store.log_metrics(run_id, record)
+    store.add_event(run_id, "evaluated", f"{', '.join(splits)} evaluated on demand at step {record['step']}")
+    return record
 
 
 def check_resumable(store: RunStore, run_id: int) -> None:

@@ -692,3 +692,17 @@ def test_sigkilled_foreground_cli_run_reads_lost_everywhere(tmp_path, wait_for, 
 
 def test_design_shows_the_transition_table():
     assert lifecycle.markdown_table() in (ROOT / "docs" / "DESIGN.md").read_text()
+
+
+def test_evaluate_on_demand_reproduces_the_runs_own_numbers_without_moving_it(store, tiny, capsys):
+    cfg = TrainConfig(**tiny)
+    rid = store.create_run(cfg.to_dict())
+    assert worker.run_worker(store, rid, progress=lambda step: step == 10 and store.request_stop(rid)) == "stopped"
+    recorded = store.evals(rid, split="test").iloc[-1]
+    record = worker.evaluate_now(store, rid, ("val", "test"))
+    assert record["step"] == store.run(rid)["step"] == 15
+    assert record["eval"]["test"]["balanced_accuracy"] == pytest.approx(recorded.balanced_accuracy)
+    assert cli.main(["--store", str(store.path), "evaluate", str(rid)]) == 0
+    assert "step 15 test: accuracy" in capsys.readouterr().out
+    assert store.run(rid)["step"] == 15 and store.run(rid)["status"] == "stopped"  # the run itself is untouched
+    assert "evaluated" in events(store, rid)
