@@ -1,8 +1,9 @@
-"""End to end in a real browser: `streamlit run app.py` driven by Debian's Chromium via Playwright.
+"""End to end in a real browser: one `streamlit run app.py` for the whole file, driven by Debian's Chromium via Playwright.
 
-Set gamma, press Start, wait for the live page to show a test confusion matrix with
-non-zero counts, press Stop, check the status. Skips cleanly where /usr/bin/chromium
-or playwright is missing; `.ci/run` installs both.
+First what a freshly started server paints first (a deep link, then the root), then a copied link
+reopening the same view (Live and Compare), then Start -> live charts -> Stop. The store is seeded with
+two finished runs before the server starts. Skips cleanly where /usr/bin/chromium or playwright is
+missing; `.ci/run` installs both.
 """
 import os
 import signal
@@ -88,11 +89,48 @@ def _stop_leftover_runs(store_path: Path, grace_s: float = 5.0) -> None:
     store.close()
 
 
-@pytest.fixture
-def server(tmp_path):
+# Recorded from the first DOM change of a page load: one entry each time what the app shows changes.
+PAINTS_JS = """
+window.__paints = [];
+const texts = sel => [...document.querySelectorAll(sel)].map(e => {
+  const c = e.cloneNode(true);  // without the icons, whose ligature names are text
+  c.querySelectorAll('[data-testid="stIconMaterial"]').forEach(i => i.remove());
+  return c.textContent.replace(/\\s+/g, ' ').trim();
+});
+new MutationObserver(() => {
+  const s = {t: Math.round(performance.now()), title: document.title,
+             streamlit_nav: texts('[data-testid="stSidebarNav"] a'), links: texts('[data-testid="stPageLink"]'),
+             headings: texts('h1')};
+  const last = window.__paints[window.__paints.length - 1];
+  if (!last || JSON.stringify({...last, t: 0}) !== JSON.stringify({...s, t: 0})) window.__paints.push(s);
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+NAV_TITLES = ["Setup", "Live run", "Compare runs", "Data", "Teaching (toy 2-D)"]
+
+
+def _seed(store_path: Path) -> list[int]:
+    """Two finished digits runs with metrics, recorded before the server starts."""
+    from tests.test_app_pages import log_steps, make_run
+
+    store = RunStore(store_path)
+    ids = [make_run(store, status="finished", name=name, preset=preset)
+           for name, preset in (("plain", "fixmatch"), ("bal", "balanced"))]
+    for rid in ids:
+        log_steps(store, rid, range(0, 50, 10))
+    store.close()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One fresh server for the whole file; yields (url, store path, seeded run ids, a launched Chromium)."""
+    tmp_path = tmp_path_factory.mktemp("browser")
     port = _free_port()
     store_path = tmp_path / "home" / "runs.db"
+    store_path.parent.mkdir()
+    seeded = _seed(store_path)
     env = {**os.environ, "SSLVIZ_HOME": str(tmp_path / "home"), "SSLVIZ_STORE": str(store_path)}
+    env.pop("SSLVIZ_READ_ONLY", None)
     with open(tmp_path / "server.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
@@ -111,7 +149,10 @@ def server(tmp_path):
                     time.sleep(0.3)
             else:
                 pytest.fail("streamlit did not become healthy: " + (tmp_path / "server.log").read_text()[-2000:])
-            yield url, store_path
+            with sync_api.sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                yield url, store_path, seeded, browser, tmp_path
+                browser.close()
         finally:
             _stop_leftover_runs(store_path)
             proc.terminate()
@@ -125,49 +166,132 @@ def _wait_idle(page, timeout=60_000):
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
-def test_start_watch_stop_in_chromium(server, tmp_path):
-    url, store_path = server
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        _wait_idle(page)
-        gamma = page.get_by_role("spinbutton", name="γ = N₁ / N_K (labeled)")
-        gamma.fill("20")
-        gamma.press("Enter")
-        _wait_idle(page)
-        page.screenshot(path=str(tmp_path / "setup.png"), full_page=True)
+def _first_paint(browser, url: str, shots: Path, name: str):
+    """Load ``url`` in a new page and return what it showed, change by change, until the page is idle."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.add_init_script(PAINTS_JS)
+    page.goto(url)
+    page.wait_for_function("() => window.__paints.some(s => s.links.length)", timeout=60_000)
+    page.screenshot(path=str(shots / f"{name}-first-links.png"))
+    _wait_idle(page)
+    paints = page.evaluate("window.__paints")
+    page.screenshot(path=str(shots / f"{name}-idle.png"))
+    page.close()
+    return paints
 
-        page.get_by_role("button", name="Start run").click()
-        t_start = time.time()
-        page.wait_for_url("**/live?run=*", timeout=30_000)
-        page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd.data && gd.data.length)",
-                               timeout=90_000)
-        first_chart_s = time.time() - t_start
-        page.get_by_role("tab", name="Confusion").click()
-        page.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=90_000)
-        confusion_s = time.time() - t_start
-        assert page.evaluate(CONFUSION_TOTAL_JS, "validation") == 300  # the balanced digits validation set: 30 a class
-        assert page.evaluate(CONFUSION_TOTAL_JS, "test") is None  # the test set is evaluated when the run ends
-        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
 
-        # A second tab on the same link watches the same run (it lives in the store, not the session).
-        second = browser.new_page(viewport={"width": 1400, "height": 1000})
-        second.goto(page.url)
-        _wait_idle(second)
-        assert second.url.endswith(page.url.split("/")[-1])
-        second.get_by_role("tab", name="Confusion").click()
-        second.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=60_000)
-        second.close()
+def test_first_paint_is_ours_on_a_fresh_server(server):
+    """The first thing a fresh server paints is the app's own navigation and page title, never Streamlit's
+    file-based menu: first a deep link (the first request this server sees), then the root."""
+    url, _, (first, _), browser, shots = server
+    for path, title in ((f"/live?run={first}", "Live run · sslviz"), ("/", "Setup · sslviz")):
+        paints = _first_paint(browser, url + path, shots, path.strip("/").split("?")[0] or "root")
+        shown = [p for p in paints if p["links"] or p["streamlit_nav"] or p["headings"]]
+        assert shown, paints
+        # The first thing shown: our links (they arrive one by one, milliseconds apart) under our title.
+        assert shown[0]["links"] and shown[0]["title"] == title, (path, paints)
+        assert all(p["links"] == NAV_TITLES[:len(p["links"])] for p in paints), (path, paints)  # only ours
+        assert not any(p["streamlit_nav"] for p in paints), (path, paints)  # Streamlit's own menu never shows
+        full = next(i for i, p in enumerate(shown) if p["links"] == NAV_TITLES)
+        assert not any(p["headings"] for p in shown[:full + 1]), (path, paints)  # all links before the page body
 
-        # The keyed run button, not the "Stop" of Streamlit's own status widget shown while a script runs.
-        page.locator(".st-key-live_stop button").click()
-        page.get_by_text("stopped").first.wait_for(timeout=60_000)
-        # A stopped run reports its test score: the test confusion matrix appears, all 500 test images in it.
-        page.get_by_role("tab", name="Confusion").click()
-        page.wait_for_function(f"({CONFUSION_TOTAL_JS})('test') == 500", timeout=60_000)
-        page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
-        browser.close()
+
+def _widget_text(page, key: str) -> str:
+    """What a keyed widget shows: its text and the values of its inputs (a selectbox shows its choice in one)."""
+    return page.locator(f".st-key-{key}").evaluate(
+        "e => e.innerText + ' ' + [...e.querySelectorAll('input')].map(i => i.value || i.placeholder).join(' ')")
+
+
+def _selected_tab(page) -> str:
+    return page.locator('[role="tab"][aria-selected="true"]').inner_text().strip()
+
+
+def test_copied_link_reopens_the_same_view(server):
+    """Live: run, tab and x axis; Compare: runs and x axis. The URL of the first page, opened in a second
+    page, shows the same view."""
+    url, _, (first, second_run), browser, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}/live?run={first}")
+    _wait_idle(page)
+    page.get_by_role("tab", name="Confusion").click()
+    page.wait_for_url("**tab=Confusion**", timeout=30_000)
+    page.get_by_text("wall time").click()
+    page.wait_for_url("**x=wall**", timeout=30_000)
+    _wait_idle(page)
+    page.wait_for_function(f"({CONFUSION_TOTAL_JS})('test') > 0", timeout=30_000)  # the open tab's charts
+    copied = page.url
+    assert f"run={first}" in copied
+
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.goto(copied)
+    _wait_idle(other)
+    other.wait_for_function(f"({CONFUSION_TOTAL_JS})('test') > 0", timeout=30_000)
+    assert _selected_tab(other) == "Confusion"
+    assert other.get_by_role("radio", name="wall time").is_checked()
+    assert f"#{first} plain" in _widget_text(other, "live_run")
+    other.close()
+
+    page.goto(f"{url}/compare")
+    _wait_idle(page)
+    radio = page.get_by_role("radio", name="wall time")
+    radio.wait_for(timeout=60_000)  # the first visit of Compare loads its components
+    page.get_by_text("wall time").click()
+    page.wait_for_url("**x=wall**", timeout=30_000)
+    _wait_idle(page)
+    copied = page.url
+    assert f"runs={second_run}%2C{first}" in copied or f"runs={second_run},{first}" in copied, copied
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.goto(copied)
+    other.get_by_role("radio", name="wall time").wait_for(timeout=60_000)
+    _wait_idle(other)
+    chosen = _widget_text(other, "compare_runs")
+    assert f"#{first} plain" in chosen and f"#{second_run} bal" in chosen, chosen
+    assert other.get_by_role("radio", name="wall time").is_checked()
+    other.close()
+    page.close()
+
+
+def test_start_watch_stop_in_chromium(server):
+    url, store_path, seeded, browser, tmp_path = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    _wait_idle(page)
+    gamma = page.get_by_role("spinbutton", name="γ = N₁ / N_K (labeled)")
+    gamma.fill("20")
+    gamma.press("Enter")
+    _wait_idle(page)
+    page.screenshot(path=str(tmp_path / "setup.png"), full_page=True)
+
+    page.get_by_role("button", name="Start run").click()
+    t_start = time.time()
+    page.wait_for_url("**/live?run=*", timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd.data && gd.data.length)",
+                           timeout=90_000)
+    first_chart_s = time.time() - t_start
+    page.get_by_role("tab", name="Confusion").click()
+    page.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=90_000)
+    confusion_s = time.time() - t_start
+    assert page.evaluate(CONFUSION_TOTAL_JS, "validation") == 300  # the balanced digits validation set: 30 a class
+    assert page.evaluate(CONFUSION_TOTAL_JS, "test") is None  # the test set is evaluated when the run ends
+    page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+
+    # A second tab on the same link watches the same run (it lives in the store, not the session).
+    second = browser.new_page(viewport={"width": 1400, "height": 1000})
+    second.goto(page.url)
+    _wait_idle(second)
+    assert second.url.endswith(page.url.split("/")[-1])
+    second.get_by_role("tab", name="Confusion").click()
+    second.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=60_000)
+    second.close()
+
+    # The keyed run button, not the "Stop" of Streamlit's own status widget shown while a script runs.
+    page.locator(".st-key-live_stop button").click()
+    page.get_by_text("stopped").first.wait_for(timeout=60_000)
+    # A stopped run reports its test score: the test confusion matrix appears, all 500 test images in it.
+    page.get_by_role("tab", name="Confusion").click()
+    page.wait_for_function(f"({CONFUSION_TOTAL_JS})('test') == 500", timeout=60_000)
+    page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
+    page.close()
 
     run = RunStore(store_path).runs().iloc[0]
     assert run.status == "stopped"
