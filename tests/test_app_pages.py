@@ -347,3 +347,87 @@ def test_teaching_two_runs_with_snapshots(store):
     at.run()
     assert "step 20" in plotly_specs(at)["teach_chart_left"]["layout"]["title"]["text"]
     assert any("Animating: step 20 (2 of 3 snapshots)" in c.value for c in at.caption)
+
+
+# -- Many runs: filters and the archive; links to missing runs; read-only -------------------------------------
+def test_pickers_filter_and_archive(store, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # the queued run stays queued: no process starts
+    monkeypatch.setenv("SSLVIZ_GPU_SLOTS", "0")
+    plain = make_run(store, status="finished", name="plain")
+    toy = make_run(store, dataset="toy2d", preset="balanced", status="stopped", name="toy")
+    running = make_run(store, status="queued", name="busy")
+    at = _at().run()
+    at.switch_page("pages/live.py").run()
+    assert at.selectbox(key="live_run").options == [f"#{running} busy · digits", f"#{toy} toy · toy2d",
+                                                    f"#{plain} plain · digits"]
+    at.multiselect(key="live_filter_dataset").set_value(["digits"]).run()
+    at.text_input(key="live_filter_text").input("pla").run()
+    # The run on screen stays in the list (the view never jumps); the filter leaves one other.
+    assert at.selectbox(key="live_run").options == [f"#{running} busy · digits", f"#{plain} plain · digits"]
+    at.selectbox(key="live_run").set_value(plain).run()
+    assert at.query_params["run"] == [str(plain)] or at.query_params["run"] == str(plain)
+    assert at.button(key="live_archive").label == "Archive"
+    at.button(key="live_archive").click().run()
+    assert not at.exception, at.exception
+    assert store.runs()["id"].tolist() == [running, toy]  # hidden from the default list, not deleted
+    assert store.run(plain) is not None
+
+    at = _at().run()  # a new session: the archived run is gone from every picker until asked for
+    at.switch_page("pages/compare.py").run()
+    assert sorted(at.dataframe[0].value["id"]) == [toy, running]
+    assert at.multiselect(key="compare_runs").value == [running, toy]
+    at.toggle(key="compare_filter_archived").set_value(True).run()
+    assert sorted(at.dataframe[0].value["id"]) == [plain, toy, running]
+    at.multiselect(key="delete_runs").set_value([plain]).run()
+    at.button(key="unarchive_selected").click().run()
+    assert not at.exception, at.exception
+    assert sorted(store.runs()["id"]) == [plain, toy, running]
+    at.multiselect(key="delete_runs").set_value([running]).run()
+    assert at.button(key="archive_selected").disabled  # queued and running runs cannot be archived
+    at.multiselect(key="compare_runs").set_value([]).run()  # runs already picked stay whatever the filters say
+    at.multiselect(key="compare_filter_status").set_value(["stopped"]).run()
+    assert at.dataframe[0].value["id"].tolist() == [toy]
+
+    make_run(store, dataset="toy2d", status="finished", name="toy2")
+    at = _at().run()
+    at.switch_page("pages/teaching.py").run()
+    assert len(at.selectbox(key="teach_left").options) == 2
+    assert at.multiselect(key="teach_filter_status").options == ["finished", "stopped"]
+    assert at.toggle(key="teach_filter_archived").value is False
+
+
+def test_live_link_to_a_missing_run_says_so(store):
+    make_run(store, status="finished")
+    at = _at().run()
+    at.query_params["run"] = "42"
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["There is no run 42 in this store."]
+    assert not at.get("selectbox") or not any(s.key == "live_run" for s in at.selectbox)  # no other run shown
+    assert not plotly_specs(at)
+
+
+def test_read_only_mode_offers_no_actions(store, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_READ_ONLY", "1")
+    stopped = make_run(store, status="stopped")
+    log_steps(store, stopped, [0, 10])
+    active = make_run(store, status="running")
+    make_run(store, dataset="toy2d", status="finished")
+    at = _at().run()
+    assert not at.exception
+    assert not any(b.key == "start" for b in at.button)
+    assert "Local folder…" not in at.selectbox(key="ds_choice").options
+    assert [c.value for c in at.sidebar.caption if "read-only" in c.value] == [":material/visibility: read-only: viewing only"]
+    for rid in (stopped, active):
+        at.query_params["run"] = str(rid)
+        at.switch_page("pages/live.py").run()
+        assert not at.exception
+        keys = {b.key for b in at.button}
+        assert not keys & {"live_stop", "live_resume", "live_archive"}, keys
+        assert plotly_specs(at) or rid == active  # still shows the run
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    assert not any(b.key in ("delete_ask", "archive_selected", "unarchive_selected") for b in at.button)
+    assert not any(m.key == "delete_runs" for m in at.multiselect)
+    at.switch_page("pages/teaching.py").run()
+    assert not any(b.key == "teach_launch" for b in at.button)
