@@ -1,9 +1,9 @@
 """The mitigations work on real data: on imbalanced digits, `balanced` beats plain `fixmatch`.
 
 Same seeds, same budget, labeled gamma = 50 (class 9 keeps a single labeled image). Averaged
-over two seeds; the margins are about half of the gaps measured when writing the test
-(see the closing note of the engine issue), so the test is stable but still fails if a
-mitigation stops working.
+over two seeds and read on the validation split (the preset was chosen on validation, see
+bench/RESULTS.md); the margins are about half of the gaps measured when writing the test,
+so the test is stable but still fails if a mitigation stops working.
 """
 import numpy as np
 import pytest
@@ -19,8 +19,8 @@ def _scores(preset: str) -> tuple[float, float]:
     bal, rare = [], []
     for seed in SEEDS:
         result = train(from_preset(preset, seed=seed, **BUDGET))
-        bal.append(result["balanced_accuracy"])
-        rare.append(np.mean(result["recall"][-3:]))  # classes 7, 8, 9 are the rarest
+        bal.append(result["val_balanced_accuracy"])
+        rare.append(np.mean(result["val_recall"][-3:]))  # classes 7, 8, 9 are the rarest
     return float(np.mean(bal)), float(np.mean(rare))
 
 
@@ -30,8 +30,8 @@ def scores():
 
 
 def test_balanced_beats_fixmatch_on_balanced_accuracy(scores):
-    assert scores["balanced"][0] >= scores["fixmatch"][0] + 0.02, scores
+    assert scores["balanced"][0] >= scores["fixmatch"][0] + 0.035, scores  # measured 0.722 -> 0.792
 
 
 def test_balanced_beats_fixmatch_on_rarest_three_recall(scores):
-    assert scores["balanced"][1] >= scores["fixmatch"][1] + 0.08, scores
+    assert scores["balanced"][1] >= scores["fixmatch"][1] + 0.13, scores  # measured 0.261 -> 0.522
