@@ -54,9 +54,9 @@ ENGINE_ERRORS = (ValueError, StoreError)
 
 
 def reap(store: RunStore) -> None:
-    """Let the worker mark dead runs failed and start queued ones."""
+    """Let the worker mark dead runs failed and start queued ones (a read-only server only marks: it starts nothing)."""
     try:
-        worker.reap(store)
+        worker.reap(store, spawn=not read_only())
     except ENGINE_ERRORS as exc:
         st.warning(str(exc))
 

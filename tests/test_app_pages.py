@@ -413,6 +413,7 @@ def test_read_only_mode_offers_no_actions(store, monkeypatch):
     log_steps(store, stopped, [0, 10])
     active = make_run(store, status="running")
     make_run(store, dataset="toy2d", status="finished")
+    queued = make_run(store, status="queued")
     at = _at().run()
     assert not at.exception
     assert not any(b.key == "start" for b in at.button)
@@ -431,3 +432,4 @@ def test_read_only_mode_offers_no_actions(store, monkeypatch):
     assert not any(m.key == "delete_runs" for m in at.multiselect)
     at.switch_page("pages/teaching.py").run()
     assert not any(b.key == "teach_launch" for b in at.button)
+    assert store.run(queued)["status"] == "queued"  # viewing a read-only server starts nothing
