@@ -26,7 +26,7 @@ from .lifecycle import ACTIVE, ENDED, ENDING, PROCESS_LOST, NoSuchRun, Transitio
 from .records import CONFUSION_KINDS, SPLITS
 CHECKPOINT_WAL_EVERY = 20  # commits between passive WAL checkpoints
 MAX_POINTS = 2000  # default cap on steps returned per series
-SCHEMA_VERSION = 2  # PRAGMA user_version of the files this code writes; bump it with a new step in UPGRADES
+SCHEMA_VERSION = 3  # PRAGMA user_version of the files this code writes; bump it with a new step in UPGRADES
 
 RUNS_SQL = """
 CREATE TABLE runs (
@@ -48,7 +48,18 @@ CREATE TABLE runs (
     info TEXT NOT NULL DEFAULT '{}',
     code_version TEXT,
     executor TEXT NOT NULL DEFAULT 'local',
-    archived INTEGER NOT NULL DEFAULT 0
+    archived INTEGER NOT NULL DEFAULT 0,
+    sweep INTEGER
+)"""
+# A sweep: a grid of runs defined together (sslviz.sweep); its runs carry its id in ``runs.sweep``.
+SWEEPS_SQL = """
+CREATE TABLE sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    spec TEXT NOT NULL,
+    executor TEXT NOT NULL DEFAULT 'local',
+    options TEXT NOT NULL DEFAULT '{}'
 )"""
 METRIC_TABLES = tuple(r.TABLE for r in records.METRIC_ROWS)
 
@@ -87,12 +98,20 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN archived INTEGER NOT NULL DEFAULT 0")
 
 
-UPGRADES = (_v0_to_v1, _v1_to_v2)  # UPGRADES[v] turns a version-v file into version v + 1
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Sweeps: a ``sweeps`` table and the sweep each run belongs to (none before)."""
+    conn.execute("ALTER TABLE runs ADD COLUMN sweep INTEGER")
+    conn.execute("CREATE TABLE sweeps (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL DEFAULT '', "
+                 "created REAL NOT NULL, spec TEXT NOT NULL, executor TEXT NOT NULL DEFAULT 'local', "
+                 "options TEXT NOT NULL DEFAULT '{}')")
+
+
+UPGRADES = (_v0_to_v1, _v1_to_v2, _v2_to_v3)  # UPGRADES[v] turns a version-v file into version v + 1
 
 
 def _create_current(conn: sqlite3.Connection) -> None:
     """A fresh file goes straight to the current version, from the record declarations."""
-    for sql in (RUNS_SQL, *(stmt for row in records.ROWS for stmt in records.create_sql(row))):
+    for sql in (RUNS_SQL, SWEEPS_SQL, *(stmt for row in records.ROWS for stmt in records.create_sql(row))):
         conn.execute(sql)
 
 
@@ -275,18 +294,18 @@ class RunStore:
             self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def create_run(self, config: dict, *, info: dict | None = None, pid: int | None = None,
-                   executor: str = lifecycle.DEFAULT_EXECUTOR) -> int:
+                   executor: str = lifecycle.DEFAULT_EXECUTOR, sweep: int | None = None) -> int:
         """Record a new run: ``submit`` (queued), or ``start_foreground``: already running in process ``pid`` (a
         foreground CLI run, claimed in the same transaction so no reaper can start a second worker for it).
         ``executor`` names how it executes, hence its liveness check (``lifecycle.LIVENESS``). The run
-        remembers the code that computes it (`code_version`). Returns its id."""
+        remembers the code that computes it (`code_version`); ``sweep`` is the sweep it belongs to. Returns its id."""
         now = time.time()
         running = pid is not None
         status = lifecycle.target("start_foreground" if running else "submit", lifecycle.NEW)
         row = dict(name=config.get("name", ""), preset=config.get("preset", ""), config=json.dumps(config),
                    status=status, created=now, total_steps=int(config["steps"]),
                    info=json.dumps(info or {}), pid=pid, heartbeat=now if running else None,
-                   started=now if running else None, code_version=code_version(), executor=executor)
+                   started=now if running else None, code_version=code_version(), executor=executor, sweep=sweep)
         with self._transaction() as conn:
             cur = conn.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", row)
         return int(cur.lastrowid)
@@ -435,11 +454,45 @@ class RunStore:
             f"(SELECT MAX(step) FROM evals WHERE run_id = r.id AND split = '{s}')" for s in SPLITS)
         df = self._read(
             "SELECT r.id, r.name, r.preset, r.status, r.error, r.step, r.total_steps, r.device, r.created, r.started, "
-            "r.finished, r.heartbeat, r.pid, r.config, r.code_version, r.executor, r.archived, r.stop_requested, "
+            "r.finished, r.heartbeat, r.pid, r.config, r.code_version, r.executor, r.archived, r.stop_requested, r.sweep, "
             f"{', '.join(f'{v} AS {k}' for k, v in metrics.items())} FROM runs r {joins}"
             f"{'' if include_archived else ' WHERE r.archived = 0'} ORDER BY r.id DESC"
         )
-        return self._lost_checked(df.astype({k: float for k in metrics}))  # NULL -> NaN even when no run has that split
+        # NULL -> NaN even when no run has that split; the sweep id stays an integer (pd.NA without one)
+        return self._lost_checked(df.astype({**{k: float for k in metrics}, "sweep": "Int64"}))
+
+    # -- sweeps (sslviz.sweep): a grid of runs defined together ----------------------------------------
+    def create_sweep(self, spec: dict, *, name: str = "", executor: str = lifecycle.DEFAULT_EXECUTOR,
+                     options: dict | None = None) -> int:
+        """Record a sweep (its grid ``spec`` and how it executes; ``options``: Ray address, storage_path ...);
+        its runs are created with ``create_run(..., sweep=id)``. Returns its id."""
+        row = dict(name=name, created=time.time(), spec=json.dumps(spec), executor=executor,
+                   options=json.dumps(options or {}))
+        with self._transaction() as conn:
+            cur = conn.execute(f"INSERT INTO sweeps ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", row)
+        return int(cur.lastrowid)
+
+    def sweeps(self) -> pd.DataFrame:
+        """Every sweep, newest first: id, name, created, spec, executor, options (JSON text), runs (its run count)."""
+        return self._read("SELECT s.*, (SELECT COUNT(*) FROM runs WHERE sweep = s.id) AS runs FROM sweeps s "
+                          "ORDER BY s.id DESC")
+
+    def sweep(self, sweep_id: int) -> dict | None:
+        """One sweep's row with ``spec`` and ``options`` decoded, or None."""
+        row = self._one("SELECT * FROM sweeps WHERE id = ?", (int(sweep_id),))
+        if row is None:
+            return None
+        out = dict(row)
+        out["spec"], out["options"] = json.loads(out["spec"]), json.loads(out["options"])
+        return out
+
+    def delete_sweep(self, sweep_id: int) -> None:
+        """Remove a sweep's row once it has no runs left (``sweep.delete`` deletes them first)."""
+        with self._transaction() as conn:
+            left = conn.execute("SELECT COUNT(*) FROM runs WHERE sweep = ?", (int(sweep_id),)).fetchone()[0]
+            if left:
+                raise ValueError(f"Sweep {sweep_id} still has {left} run(s); delete them first.")
+            conn.execute("DELETE FROM sweeps WHERE id = ?", (int(sweep_id),))
 
     def delete_run(self, run_id: int) -> None:
         """``delete``: remove an ended run and its metrics (files are ``worker.delete``'s); refused while it is

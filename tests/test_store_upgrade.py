@@ -43,7 +43,7 @@ def test_v0_fixture_opens_upgraded_with_its_runs_and_metrics(v0_path):
     before = row_counts(v0_path)
     old_evals = raw(v0_path, "SELECT run_id, step, accuracy, balanced_accuracy FROM evals ORDER BY run_id, step")
     s = RunStore(v0_path)
-    assert raw(v0_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]  # 0 -> 1 -> 2
+    assert raw(v0_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(3,)]  # 0 -> 1 -> 2 -> 3
     assert row_counts(v0_path) == before  # every row kept
 
     runs = s.runs()
@@ -52,6 +52,7 @@ def test_v0_fixture_opens_upgraded_with_its_runs_and_metrics(v0_path):
     assert runs.val_accuracy.isna().all() and runs.test_accuracy.notna().all()  # old evaluations were the test set
     assert runs.code_version.isna().all()  # unknown for runs computed before it was recorded
     assert runs.executor.tolist() == ["local"] * 3 and runs.archived.tolist() == [0] * 3  # v2's columns
+    assert runs.sweep.isna().all() and s.sweeps().empty  # v3: no old run belongs to a sweep
     new_evals = [(rid, *row) for rid in (1, 2, 3)
                  for row in s.evals(rid)[["step", "accuracy", "balanced_accuracy"]].itertuples(index=False)]
     assert new_evals == old_evals
@@ -83,7 +84,7 @@ def test_upgraded_schema_equals_a_fresh_one(v0_path, tmp_path):
 def test_fresh_file_starts_at_the_current_version(tmp_path):
     RunStore(tmp_path / "runs.db").close()
     assert raw(tmp_path / "runs.db", "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert set(schema(tmp_path / "runs.db")) == {"runs", *(r.TABLE for r in records.ROWS)}
+    assert set(schema(tmp_path / "runs.db")) == {"runs", "sweeps", *(r.TABLE for r in records.ROWS)}
 
 
 def test_a_broken_upgrade_leaves_the_file_at_its_old_version(v0_path, monkeypatch):
@@ -154,11 +155,33 @@ def test_v1_file_upgrades_to_v2_with_local_unarchived_runs(v0_path, tmp_path, mo
     assert "executor" not in [c for c, *_ in schema(v0_path)["runs"]]
     before = row_counts(v0_path)
     s = RunStore(v0_path)
-    assert raw(v0_path, "PRAGMA user_version") == [(2,)] and row_counts(v0_path) == before
+    assert raw(v0_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] and row_counts(v0_path) == before
     RunStore(tmp_path / "fresh.db").close()
     assert schema(v0_path) == schema(tmp_path / "fresh.db")
     assert raw(v0_path, "SELECT id, executor, archived FROM runs ORDER BY id") == [(1, "local", 0), (2, "local", 0),
                                                                                    (3, "local", 0)]
     s.set_archived(3, True)
     assert sorted(s.runs().id) == [1, 2] and sorted(s.runs(include_archived=True).id) == [1, 2, 3]
+    s.close()
+
+
+def test_v2_file_upgrades_to_v3_with_sweeps(v0_path, tmp_path, monkeypatch):
+    """A version-2 file gains the ``sweeps`` table and ``runs.sweep`` (NULL: no old run belongs to a sweep); a sweep
+    can then be recorded and its runs tagged, and the schema equals a fresh one."""
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    RunStore(v0_path).close()
+    monkeypatch.undo()
+    assert raw(v0_path, "PRAGMA user_version") == [(2,)] and "sweeps" not in schema(v0_path)
+    before = row_counts(v0_path)
+    s = RunStore(v0_path)
+    assert raw(v0_path, "PRAGMA user_version") == [(3,)] and row_counts(v0_path) == before
+    RunStore(tmp_path / "fresh.db").close()
+    assert schema(v0_path) == schema(tmp_path / "fresh.db")
+    assert raw(v0_path, "SELECT id, sweep FROM runs ORDER BY id") == [(1, None), (2, None), (3, None)]
+    sweep_id = s.create_sweep({"grid": {"gamma": [10, 50]}}, name="g", options={"address": None})
+    run_id = s.create_run({"steps": 10, "preset": "fixmatch"}, sweep=sweep_id)
+    assert s.sweep(sweep_id)["spec"] == {"grid": {"gamma": [10, 50]}} and s.sweeps().runs.tolist() == [1]
+    assert s.runs().set_index("id").sweep[run_id] == sweep_id
+    with pytest.raises(ValueError, match="still has 1 run"):
+        s.delete_sweep(sweep_id)
     s.close()
