@@ -1,4 +1,4 @@
-"""Command line: ``python -m sslviz train|resume|stop|archive|unarchive|delete|list|show|export|presets|docs``.
+"""Command line: ``python -m sslviz train|resume|stop|archive|unarchive|delete|list|show|export|sweep|presets|docs``.
 
 Every TrainConfig field is a ``train`` flag (``--gamma 50``, ``--class-weighting effective``);
 precedence is preset < ``--config`` YAML < flags. Bad input exits non-zero with one line.
@@ -94,9 +94,113 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="the presets and the knobs each changes")
     docs = sub.add_parser("docs", help="print the README's technique and knob tables (markdown)")
     docs.add_argument("--readme", type=Path, help="rewrite the tables between this file's marker comments instead")
+    sweep = sub.add_parser("sweep", help="a grid of runs: define and start it (--grid ...), or list, show, stop, "
+                                         "resume, delete or export one", description=SWEEP_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("action", nargs="?", default="start", choices=SWEEP_ACTIONS, help="default: start")
+    sweep.add_argument("sweep", nargs="?", type=int, help="sweep id (show, stop, resume, delete, export)")
+    sweep.add_argument("--grid", action="append", metavar="FIELD=V1,V2", help="an axis of the grid (repeatable)")
+    sweep.add_argument("--seeds", default=None, help="seeds of every cell, e.g. 0,1,2 (default 0)")
+    sweep.add_argument("--file", type=Path, help="YAML sweep file (grid, seeds, base, name); flags add to it")
+    sweep.add_argument("--preset", default=None, help="preset of every cell (unless preset is a grid axis)")
+    sweep.add_argument("--config", type=Path, help="YAML file of config knobs shared by every cell")
+    sweep.add_argument("--sweep-name", default=None, help="a label for the sweep")
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: the worker queue and its slots (returns at once); ray: one Ray actor per cell, "
+                            "driven from this process until the sweep ends")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray)")
+    sweep.add_argument("--storage-path", default=None,
+                       help="Ray: a folder every node reaches for checkpoints (without one a remote trial resumes "
+                            "from step 0)")
+    sweep.add_argument("--dry-run", action="store_true", help="validate every cell and print the estimate only")
+    sweep.add_argument("--format", choices=("csv", "parquet"), default="csv", help="export: the cell table format")
+    sweep.add_argument("--out", type=Path, default=Path("."), help="export: folder")
+    _add_config_flags(sweep)
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("run", type=int)
     return parser
+
+
+SWEEP_ACTIONS = ("start", "list", "show", "stop", "resume", "delete", "export")
+SWEEP_HELP = """A sweep runs one config per cell of a grid, every cell with each seed:
+
+  python -m sslviz sweep --grid preset=fixmatch,balanced --grid gamma=10,50 --seeds 0,1,2 --steps 300
+  python -m sslviz sweep --file sweep.yaml --executor ray --address auto --storage-path /shared/ckpt
+  python -m sslviz sweep list | show 2 | stop 2 | resume 2 | delete 2 | export 2 --format parquet
+
+Every cell is validated before anything starts. Config flags (--steps, --dataset ...) are shared by every cell."""
+
+
+def _sweep_command(store: RunStore, args) -> int:
+    from . import sweep as sw
+
+    if args.action == "list":
+        sweeps = store.sweeps()
+        if sweeps.empty:
+            print(f"no sweeps yet in {store.path}; start one with: python -m sslviz sweep --grid gamma=10,50")
+        else:
+            print(sweeps[["id", "name", "executor", "runs"]].to_string(index=False))
+        return 0
+    if args.action != "start":
+        if args.sweep is None:
+            raise ValueError(f"sweep {args.action} needs a sweep id (python -m sslviz sweep list shows them).")
+        row = store.sweep(args.sweep)
+        if row is None:
+            raise sw.SweepError(f"There is no sweep {args.sweep} in {store.path}.")
+        if args.action == "stop":
+            print(f"stop requested for {len(sw.stop(store, args.sweep))} run(s) of sweep {args.sweep}")
+        elif args.action == "delete":
+            print(f"sweep {args.sweep} deleted with {len(sw.delete(store, args.sweep))} run(s)")
+        elif args.action == "resume":
+            ids = sw.resume(store, args.sweep)
+            print(f"{len(ids)} run(s) of sweep {args.sweep} queued to resume")
+            if row["executor"] == "ray" and ids:
+                from .ray_executor import drive
+
+                print(drive(store, args.sweep, address=args.address, storage_path=args.storage_path))
+        else:
+            res = sw.results(store, args.sweep)
+            cells = sw.cell_table(res, sw.varied(row["spec"]))
+            if args.action == "show":
+                print(f"sweep {args.sweep} {row['name']} ({row['executor']}): {len(res)} runs, "
+                      + ", ".join(f"{n} {s}" for s, n in res.status.value_counts().items()))
+                cols = [*sw.varied(row["spec"]), "seeds", *(f"{m}_mean" for m in sw.METRICS)]
+                print(cells[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            else:
+                args.out.mkdir(parents=True, exist_ok=True)
+                path = args.out / f"sweep{args.sweep}_cells.{args.format}"
+                path.write_bytes(sw.export_table(cells, args.format))
+                print(path)
+        return 0
+    spec = sw.SweepSpec.from_yaml(args.file.read_text()) if args.file else sw.SweepSpec()
+    base = dict(spec.base)
+    if args.config is not None:
+        base.update(parse_yaml(args.config.read_text(), source=str(args.config)))
+    base.update({name: getattr(args, name) for name in FIELDS if name != "preset" and hasattr(args, name)})
+    if args.preset:
+        base["preset"] = args.preset
+    grid = {**spec.grid, **sw.parse_grid(args.grid)}
+    seeds = tuple(int(v) for v in args.seeds.split(",")) if args.seeds else spec.seeds
+    spec = sw.SweepSpec(grid=grid, seeds=seeds, base={k: v for k, v in base.items() if k not in grid},
+                        name=args.sweep_name or spec.name)
+    from .worker import cache_dir
+
+    plan = sw.validate(spec, cache_dir(store), store=store)
+    parallel = sw.default_parallel(args.executor, plan.configs)
+    plan.seconds, _ = sw.estimate_seconds(plan.configs, parallel=parallel, store=store)
+    print(f"{len(plan.configs)} runs ({' x '.join(f'{len(v)} {k}' for k, v in grid.items()) or '1 cell'} x "
+          f"{len(seeds)} seed(s)), about {plan.seconds / 60:.1f} min with {parallel} at once ({plan.basis})")
+    if args.dry_run:
+        return 0
+    if args.executor == "local":
+        sweep_id, run_ids = sw.submit_local(store, plan)
+        print(f"sweep {sweep_id}: runs {run_ids[0]}-{run_ids[-1]} queued in {store.path}; "
+              f"follow with: python -m sslviz sweep show {sweep_id}")
+        return 0
+    sweep_id, run_ids, results = sw.submit_ray(store, plan, address=args.address, storage_path=args.storage_path)
+    print(f"sweep {sweep_id} on Ray: " + ", ".join(f"{n} {s}" for s, n in
+                                                   __import__("collections").Counter(results.values()).items()))
+    return 0 if all(s in ("finished", "stopped") for s in results.values()) else 1
 
 
 def _resolve_config(args) -> TrainConfig:
@@ -218,6 +322,8 @@ def main(argv=None) -> int:
                 print(f"run {worker.submit(store, cfg)} queued in {store.path}")
                 return 0
             return _train_foreground(store, worker.record(store, cfg, pid=os.getpid()))
+        if args.command == "sweep":
+            return _sweep_command(store, args)
         if getattr(args, "run", None) is not None and store.run(args.run) is None:  # every command taking a run id
             raise NoSuchRun(args.run, store.path)
         if args.command == "resume":

@@ -169,9 +169,28 @@ LIVENESS: dict[str, Callable[[Mapping, float], str | None]] = {"local": local_lo
 DEFAULT_EXECUTOR = "local"
 
 
+def ray_lost(row: Mapping, now: float) -> str | None:
+    """Why a Ray run (a cell of a sweep on Ray, ``sslviz.ray_executor``) is lost, or None while it lives.
+
+    The trial is a Ray actor, possibly on another node; the driver process that owns the store (``pid``, on this
+    machine) asks Ray for the actor's state and records its death itself ("the Ray actor died"), and heartbeats
+    every running run it drives. So a reader without Ray judges the driver: its pid gone, or silent for LOST_AFTER.
+    """
+    pid = int(row["pid"]) if _present(row.get("pid")) else None
+    heartbeat = float(row["heartbeat"]) if _present(row.get("heartbeat")) else 0.0
+    if pid is not None and not pid_alive(pid):
+        return f"the Ray driver (process {pid}) is gone"
+    if now - heartbeat > LOST_AFTER:
+        return f"no heartbeat from the Ray driver for {now - heartbeat:.0f} s"
+    return None
+
+
 def register_executor(name: str, check: Callable[[Mapping, float], str | None]) -> None:
     """Add (or replace) the liveness check of runs whose ``executor`` is ``name``."""
     LIVENESS[name] = check
+
+
+register_executor("ray", ray_lost)
 
 
 def lost_reason(row: Mapping, now: float | None = None) -> str | None:

@@ -344,7 +344,7 @@ class RunStore:
         now = time.time()
         try:
             self._apply(run_id, "claim", dict(device=device, heartbeat=now, started=now, pid=None),
-                        where=" AND (SELECT COUNT(*) FROM runs WHERE status = 'running' AND "
+                        where=" AND (SELECT COUNT(*) FROM runs WHERE status = 'running' AND executor = 'local' AND "
                               "(CASE WHEN device LIKE 'cuda%' THEN 'cuda' ELSE 'cpu' END) = ?) < ?",
                         params=(device, slots))
         except TransitionRefused:

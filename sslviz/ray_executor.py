@@ -1,0 +1,234 @@
+"""Sweeps on Ray: each cell a Ray actor with its CPU/GPU request; records stream back to the store's process.
+
+``ray`` is imported lazily (the ``sslviz[ray]`` extra; the dashboard's install has none). ``drive(store, sweep)``
+is the driver: it connects to Ray (``address``, else ``$RAY_ADDRESS``, else a local Ray started here), starts one
+actor per queued Ray run of the sweep (Ray schedules them as CPUs/GPUs free up) and, every ``POLL`` seconds,
+drains each actor's buffered trainer records and writes them into the SQLite store, which only this process opens:
+a trial process is given the config and a checkpoint path, never the store (its ``SSLVIZ_STORE`` points nowhere,
+so an accidental ``RunStore()`` in a trial fails). Each record is taken from the actor's buffer once and written
+once.
+
+Lifecycle: a run is ``queued`` until its actor starts training (``claim``, pid = this driver), then ``running``;
+the driver heartbeats it while Ray answers for the actor, so readers elsewhere judge it by the driver
+(``lifecycle.ray_lost``). A dead actor (``RayActorError``) is recorded as lost by the driver. Stop goes through
+Ray: the store's stop flag makes the driver call the actor's ``request_stop`` (the trainer stops at its next log
+step and checkpoints); a stop of a queued cell kills its actor before it starts.
+
+Checkpoints follow Ray's multi-node storage rule: they go to ``storage_path`` (a folder every node and the driver
+reach, e.g. NFS or a shared mount), as ``<store>-run<id>.pt``. A local Ray started here is one node, so the
+store's own checkpoints folder is used when no storage_path is given. On a remote cluster without one, trials
+write no checkpoint, and resuming such a run restarts it from step 0, recorded as an event saying so.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from . import lifecycle
+
+POLL = 0.5  # seconds between drains of the actors' record buffers
+NO_STORE = "/nonexistent/sslviz-trials-have-no-store.db"  # a trial's SSLVIZ_STORE
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("The Ray executor needs Ray: pip install 'sslviz[ray]' (ray==2.60.0).") from None
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray unless this process already is: ``address`` or ``$RAY_ADDRESS`` (a cluster), else a local Ray
+    (``num_cpus`` CPUs). Returns whether the Ray in use is one started here (a single node)."""
+    ray = _ray()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return getattr(connect, "_local", not address)
+    # Local workers import this same sslviz; on a cluster, sslviz must be installed on every node.
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}}
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=env)
+    connect._local = not address
+    return connect._local
+
+
+def storage_checkpoint(store, run_id: int, storage_path) -> Path:
+    return Path(storage_path) / f"{Path(store.path).stem}-run{run_id}.pt"
+
+
+class Trial:
+    """One cell on a Ray worker: trains a config, buffers its records for the driver, stops when asked.
+
+    A threaded actor (``max_concurrency=2``): ``train`` runs in one thread while the driver calls ``drain`` and
+    ``request_stop`` in the other. It knows no store."""
+
+    def __init__(self):
+        os.environ["SSLVIZ_STORE"] = NO_STORE  # no path to the driver's store reaches a trial
+        self._records, self._lock = [], threading.Lock()
+        self._stop = threading.Event()
+        self._device = None
+
+    def train(self, config: dict, checkpoint: str | None, resume: bool, threads: int = 1) -> dict:
+        import torch
+
+        from .config import TrainConfig
+        from .trainer import resolve_device, train
+
+        cfg = TrainConfig.from_dict(config)
+        torch.set_num_threads(max(1, threads))
+        self._device = str(resolve_device(cfg.device))
+
+        def push(record):
+            with self._lock:
+                self._records.append(record)
+
+        summary = train(cfg, on_log=push, should_stop=self._stop.is_set, checkpoint_path=checkpoint, resume=resume)
+        return {"status": summary["status"]}
+
+    def drain(self) -> dict:
+        with self._lock:
+            out, self._records = self._records, []
+        return {"device": self._device, "records": out}
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def probe(self) -> str:
+        """What opening the default store in this trial process gives (tests: it must fail)."""
+        from .store import RunStore, StoreError
+
+        try:
+            RunStore()
+        except StoreError as exc:
+            return f"no store: {exc}"
+        return "opened a store"
+
+
+class _Cell:
+    def __init__(self, run_id, actor, ref):
+        self.run_id, self.actor, self.ref = run_id, actor, ref
+        self.running = False
+        self.stop_sent = False
+
+
+def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None, num_cpus: int | None = None,
+          gpus_per_run: float | None = None, threads: int = 1, on_update=None) -> dict[int, str]:
+    """Run every queued Ray run of sweep ``sweep_id`` to its end, writing its records into ``store`` here.
+
+    Returns ``{run id: final status}``. Ctrl-C stops every trial gracefully (they checkpoint) and returns."""
+    ray = _ray()
+    sweep = store.sweep(sweep_id)
+    options = sweep["options"]
+    address = address or options.get("address")
+    storage_path = storage_path or options.get("storage_path")
+    local = connect(address, num_cpus)
+    from . import worker
+    from .config import TrainConfig
+    from .trainer import CheckpointMismatch, check_checkpoint, load_checkpoint
+
+    Actor = ray.remote(Trial)
+    runs = store.runs(include_archived=True)
+    queued = runs[(runs["sweep"] == sweep_id) & (runs.status == lifecycle.QUEUED) & (runs.executor == "ray")]
+    cells: dict[int, _Cell] = {}
+    results: dict[int, str] = {}
+    for row in queued.sort_values("id").itertuples():
+        run_id = int(row.id)
+        cfg = TrainConfig.from_dict(store.run(run_id)["config"])
+        if storage_path:
+            ckpt = storage_checkpoint(store, run_id, storage_path)
+        elif local:
+            ckpt = worker.checkpoint_path(store, run_id)
+        else:
+            ckpt = None
+        resume = ckpt is not None and ckpt.exists()
+        if resume:
+            try:
+                check_checkpoint(load_checkpoint(ckpt), cfg)
+            except CheckpointMismatch as exc:
+                store.claim_run(run_id, os.getpid(), "ray")
+                store.finish_run(run_id, "failed", f"cannot resume: {exc}")
+                results[run_id] = "failed"
+                continue
+            step = int(load_checkpoint(ckpt)["step"])
+            store.truncate_after(run_id, step)
+            store.add_event(run_id, "resumed", f"resuming on Ray from step {step} ({ckpt})")
+        elif int(row.step) > 0:  # it ran before but left no checkpoint this driver can reach
+            store.truncate_after(run_id, 0)
+            store.add_event(run_id, "restarted", "no checkpoint reachable (give the sweep a storage_path every Ray "
+                                                 "node sees): restarted from step 0")
+        gpus = gpus_per_run
+        if gpus is None:
+            gpus = 1 if cfg.device == "cuda" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0)) else 0
+        actor = Actor.options(num_cpus=1, num_gpus=gpus, max_concurrency=2).remote()
+        cells[run_id] = _Cell(run_id, actor, actor.train.remote(cfg.to_dict(), str(ckpt) if ckpt else None,
+                                                                resume, threads))
+
+    def write(cell, drained):
+        if not cell.running and (drained["device"] or drained["records"]):
+            store.claim_run(cell.run_id, os.getpid(), f"ray:{drained['device'] or 'cpu'}")
+            store.add_event(cell.run_id, "started", f"started on Ray ({drained['device']})")
+            cell.running = True
+        for record in drained["records"]:
+            store.log(cell.run_id, record)
+
+    def end(cell, status, error=None):
+        if not cell.running:
+            try:
+                store.claim_run(cell.run_id, os.getpid(), "ray")
+            except lifecycle.TransitionRefused:
+                pass
+        store.finish_run(cell.run_id, status, error)
+        store.add_event(cell.run_id, status, error or f"{status} on Ray")
+        results[cell.run_id] = status
+
+    interrupted = False
+    while cells:
+        try:
+            done, _ = ray.wait([c.ref for c in cells.values()], num_returns=len(cells), timeout=POLL)
+            done = set(done)
+            for cell in list(cells.values()):
+                try:
+                    row = store.run(cell.run_id)
+                    if row is None or row["status"] not in lifecycle.ACTIVE:  # stopped while queued, or lost
+                        ray.kill(cell.actor)
+                        results[cell.run_id] = row["status"] if row else "deleted"
+                        del cells[cell.run_id]
+                        continue
+                    if (interrupted or row["stop_requested"]) and not cell.stop_sent:
+                        cell.actor.request_stop.remote()
+                        cell.stop_sent = True
+                    if cell.ref in done:
+                        try:
+                            outcome = ray.get(cell.ref)
+                            write(cell, ray.get(cell.actor.drain.remote()))
+                            end(cell, outcome["status"])
+                        except ray.exceptions.RayActorError as exc:
+                            raise
+                        except ray.exceptions.RayTaskError as exc:  # the trainer raised on the worker
+                            write(cell, ray.get(cell.actor.drain.remote()))
+                            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                            end(cell, "failed", f"{type(cause).__name__}: {cause}")
+                        ray.kill(cell.actor)
+                        del cells[cell.run_id]
+                        continue
+                    write(cell, ray.get(cell.actor.drain.remote(), timeout=60))
+                    if cell.running:
+                        store.heartbeat(cell.run_id)
+                except ray.exceptions.RayActorError as exc:
+                    if cell.running:
+                        store.lose(cell.run_id, f"the Ray actor died ({type(exc).__name__})")
+                        results[cell.run_id] = "failed"
+                    else:
+                        end(cell, "failed", f"the Ray actor died before starting ({type(exc).__name__})")
+                    del cells[cell.run_id]
+            if on_update is not None:
+                on_update(results)
+        except KeyboardInterrupt:
+            interrupted = True  # the next pass asks every trial to stop; they checkpoint and end as stopped
+    return results

@@ -1,0 +1,498 @@
+"""Sweeps: a grid of runs defined, validated, executed, stopped, resumed, deleted and read as one object.
+
+A sweep is a row of the store's ``sweeps`` table (its :class:`SweepSpec`, how it executes) and the runs that
+carry its id in ``runs.sweep``, one per cell of the grid (every combination of the ``grid`` values, times the
+seeds). Every cell is checked before anything is recorded (its config against the declared fields, its split
+against the data, its model against the input shape: the checks ``worker.record`` makes), so an impossible
+cell fails the whole sweep at once, naming the cell and the field.
+
+Executors: ``local`` (default) records every cell as a queued run of the existing worker queue (its
+``SSLVIZ_CPU_SLOTS`` / ``SSLVIZ_GPU_SLOTS`` slots); ``ray`` (``sslviz.ray_executor``) runs each cell as a Ray
+actor and streams its records back to this process, which owns the store. Stop, resume and delete act on every
+run of a sweep through the runs' own lifecycle actions.
+
+Reading: :func:`results` (one row per run: knobs, validation / test balanced accuracy, 3-rarest recall, head-tail
+gap), :func:`cell_table` (mean, std and seed count per cell) and the figures :func:`make_heatmap_figure` and
+:func:`make_parallel_figure`, which the Sweep page draws and exports.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import lifecycle
+from .config import FIELDS, TrainConfig
+from .params import InvalidParameterError
+
+EXECUTORS = ("local", "ray")
+# metric key -> (label, higher is better); per run from RunStore.runs() and bias.run_bias_summary
+METRICS = {
+    "val_balanced_accuracy": ("validation balanced accuracy", True),
+    "test_balanced_accuracy": ("test balanced accuracy", True),
+    "val_tail_recall": ("validation recall of the 3 rarest", True),
+    "test_tail_recall": ("test recall of the 3 rarest", True),
+    "val_head_tail_gap": ("validation head − tail recall", False),
+    "test_head_tail_gap": ("test head − tail recall", False),
+}
+# Fields that shape the split: an impossible split is blamed on the one its message names (the grid's first).
+SPLIT_TOKENS = {"gamma_u": "gamma_u", "gamma": "gamma", "n1": "N_1", "m1": "M_1", "unlabeled_shape": "shape"}
+# Seconds per training step on one CPU thread when the store has no finished run of the dataset to go by.
+DEFAULT_STEP_SECONDS = {"toy2d": 0.01, "digits": 0.04}
+FOLDER_STEP_SECONDS = 0.5
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start: the message names the cell (its number and values) and the field."""
+
+    def __init__(self, message: str, cell: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.cell, self.field = cell, field
+
+
+# -- definition ---------------------------------------------------------------------------------------
+def parse_value(name: str, text: str):
+    """The typed value of field ``name`` written as ``text`` on a command line ('none' is None when optional)."""
+    f = FIELDS.get(name)
+    if f is None:
+        raise SweepError(f"Unknown sweep field {name!r}; any config field can vary ({', '.join(FIELDS)}).", field=name)
+    text = text.strip()
+    if f.optional and text.lower() == "none":
+        return None
+    try:
+        if f.kind == "int":
+            return int(text)
+        if f.kind == "float":
+            return float(text)
+        if f.kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+    except ValueError:
+        raise SweepError(f"The {name!r} values must be {f.kind}s; got {text!r}.", field=name) from None
+    return text
+
+
+def parse_grid(items) -> dict[str, list]:
+    """``["preset=fixmatch,balanced", "gamma=10,50"]`` -> ``{"preset": [...], "gamma": [10.0, 50.0]}``."""
+    grid: dict[str, list] = {}
+    for item in items or ():
+        name, sep, values = str(item).partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise SweepError(f"A grid axis is FIELD=V1,V2,...; got {item!r}.")
+        grid[name] = [parse_value(name, v) for v in values.split(",")]
+    return grid
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A grid over config fields (``{field: [values]}``, in axis order), the seeds of every cell, and the values
+    every cell shares (``base``: e.g. steps, dataset). Cells: the product of the axes, seeds innermost."""
+    grid: dict = field(default_factory=dict)
+    seeds: tuple = (0,)
+    base: dict = field(default_factory=dict)
+    name: str = ""
+
+    def __post_init__(self):
+        if "seed" in self.grid:
+            raise SweepError("Give seeds with --seeds (the seeds of every cell), not as a grid axis.", field="seed")
+        for name, values in self.grid.items():
+            if name not in FIELDS:
+                raise SweepError(f"Unknown sweep field {name!r}.", field=name)
+            if not values:
+                raise SweepError(f"The grid axis {name!r} has no values.", field=name)
+            if len(set(map(repr, values))) != len(values):
+                raise SweepError(f"The grid axis {name!r} repeats a value: {values!r}.", field=name)
+        overlap = sorted(set(self.grid) & set(self.base))
+        if overlap:
+            raise SweepError(f"{overlap[0]!r} is both a grid axis and a shared value.", field=overlap[0])
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise SweepError(f"Seeds must be distinct and at least one; got {list(self.seeds)!r}.", field="seed")
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(v) for v in self.grid.values()) * len(self.seeds)
+
+    def cells(self) -> list[dict]:
+        """The knobs each cell sets: its grid values and its seed (``base`` left out), in run order."""
+        axes = list(self.grid)
+        return [{**dict(zip(axes, combo)), "seed": int(seed)}
+                for combo in itertools.product(*self.grid.values()) for seed in self.seeds]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "grid": {k: list(v) for k, v in self.grid.items()}, "seeds": list(self.seeds),
+                "base": dict(self.base)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        unknown = sorted(set(d) - {"name", "grid", "seeds", "base"})
+        if unknown:
+            raise SweepError(f"Unknown sweep file key {unknown[0]!r}; a sweep file has name, grid, seeds and base.")
+        return cls(grid={str(k): list(v if isinstance(v, (list, tuple)) else [v]) for k, v in (d.get("grid") or {}).items()},
+                   seeds=tuple(int(s) for s in (d.get("seeds") or [0])), base=dict(d.get("base") or {}),
+                   name=str(d.get("name") or ""))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "SweepSpec":
+        """A sweep file: ``grid: {preset: [fixmatch, balanced], gamma: [10, 50]}``, ``seeds: [0, 1, 2]``,
+        ``base: {steps: 300}``, optional ``name``."""
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise SweepError("A sweep file is a mapping with grid, seeds, base and name.")
+        return cls.from_dict(data)
+
+
+def describe(cell: dict) -> str:
+    """'preset=balanced, gamma=10, seed=1'."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cell.items())
+
+
+def _blame(exc: Exception, cell: dict) -> str | None:
+    """The field an error is about: its own ``field``, else the split field its message names (grid axes first)."""
+    if getattr(exc, "field", None):
+        return exc.field
+    text = str(exc)
+    names = [n for n in SPLIT_TOKENS if n in cell] + [n for n in SPLIT_TOKENS if n not in cell]
+    for name in names:
+        token = SPLIT_TOKENS[name]
+        if f"{token}=" in text or f"{token} " in text:
+            return name
+    return None
+
+
+@dataclass
+class Plan:
+    """A validated sweep: one config and run info per cell, and the time estimate."""
+    spec: SweepSpec
+    cells: list
+    configs: list
+    infos: list
+    seconds: float  # estimated wall time on the executor's parallelism
+    basis: str  # what the estimate is based on
+
+
+def cell_config(spec: SweepSpec, i: int, cell: dict) -> TrainConfig:
+    values = {**spec.base, **cell}
+    name = values.get("name") or f"{spec.name or 'sweep'} · {describe({k: v for k, v in cell.items()})}"
+    values["name"] = name
+    return TrainConfig.from_dict(values, preset=values.get("preset"))
+
+
+def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) -> Plan:
+    """Check every cell as ``worker.record`` would (config fields, split against the data, model against the input
+    shape) before anything starts; SweepError naming the first bad cell ("cell 3 of 8 (gamma=500, seed=0): gamma:
+    ...") and its field. Returns the :class:`Plan` with the time estimate for ``parallel`` runs at once."""
+    from .data import DatasetError, load_dataset
+    from .models import build_model, default_model_name
+    from .splits import SplitError
+    from .trainer import prepare, resolve_device, run_info
+
+    cells = spec.cells()
+    datasets: dict = {}
+    configs, infos = [], []
+    for i, cell in enumerate(cells):
+        where = f"Cell {i + 1} of {len(cells)} ({describe(cell)})"
+        try:
+            cfg = cell_config(spec, i, cell)
+            if cfg.dataset not in datasets:
+                datasets[cfg.dataset] = load_dataset(cfg.dataset, cache_dir)
+            prepared = prepare(cfg, cache_dir, dataset=datasets[cfg.dataset])
+            device = resolve_device(cfg.device)
+            ds = prepared.dataset
+            model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+            build_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)
+        except (InvalidParameterError, SplitError, DatasetError, ValueError) as exc:
+            blamed = _blame(exc, cell)
+            raise SweepError(f"{where}: {blamed + ': ' if blamed else ''}{exc}", cell=i, field=blamed) from None
+        configs.append(cfg)
+        infos.append(run_info(prepared, model, device))
+    seconds, basis = estimate_seconds(configs, parallel=parallel, store=store)
+    return Plan(spec, cells, configs, infos, seconds, basis)
+
+
+def step_seconds(dataset: str, store=None) -> tuple[float, str]:
+    """Seconds per step of a run on ``dataset``: the median of the store's finished runs of it, else a default."""
+    if store is not None:
+        runs = store.runs(include_archived=True)
+        done = runs[(runs.status == "finished") & runs.started.notna() & runs.finished.notna()]
+        rates = [(r.finished - r.started) / max(1, r.total_steps) for r in done.itertuples()
+                 if json.loads(r.config).get("dataset") == dataset]
+        if rates:
+            return float(np.median(rates)), f"median of {len(rates)} finished {dataset} run(s) in the store"
+    if dataset in DEFAULT_STEP_SECONDS:
+        return DEFAULT_STEP_SECONDS[dataset], f"a default of {DEFAULT_STEP_SECONDS[dataset]} s/step on one CPU thread"
+    return FOLDER_STEP_SECONDS, f"a guess of {FOLDER_STEP_SECONDS} s/step for a folder dataset"
+
+
+def estimate_seconds(configs, *, parallel: int = 1, store=None) -> tuple[float, str]:
+    """Estimated wall time of ``configs`` run ``parallel`` at a time, and what it rests on."""
+    total, bases = 0.0, {}
+    for cfg in configs:
+        rate, basis = step_seconds(cfg.dataset, store)
+        bases[cfg.dataset] = basis
+        total += rate * cfg.steps
+    return total / max(1, parallel), "; ".join(bases.values())
+
+
+def local_parallelism(configs) -> int:
+    """How many of ``configs`` the local worker queue trains at once (its slots on their device)."""
+    from .trainer import resolve_device
+    from .worker import device_slots
+
+    devices = {resolve_device(c.device).type for c in configs} or {"cpu"}
+    return max(1, min(device_slots(d) for d in devices))
+
+
+# -- execution ----------------------------------------------------------------------------------------
+def record(store, plan: Plan, *, executor: str = "local", options: dict | None = None) -> tuple[int, list[int]]:
+    """Record the sweep and one queued run per cell (tagged with the sweep, executing on ``executor``);
+    starts nothing. Returns (sweep id, run ids)."""
+    from .worker import checkpoint_path
+
+    if executor not in EXECUTORS:
+        raise SweepError(f"Unknown executor {executor!r}; expected one of {list(EXECUTORS)}.")
+    sweep_id = store.create_sweep(plan.spec.to_dict(), name=plan.spec.name, executor=executor, options=options)
+    run_ids = []
+    for cfg, info in zip(plan.configs, plan.infos):
+        run_id = store.create_run(cfg.to_dict(), info=info, executor=executor, sweep=sweep_id)
+        checkpoint_path(store, run_id).unlink(missing_ok=True)  # a stale file of an older store of the same name
+        store.add_event(run_id, "queued", f"queued by sweep {sweep_id}")
+        run_ids.append(run_id)
+    return sweep_id, run_ids
+
+
+def submit_local(store, plan: Plan) -> tuple[int, list[int]]:
+    """Record the sweep's runs for the local worker queue and start as many as the slots allow."""
+    from .worker import start_queued
+
+    sweep_id, run_ids = record(store, plan, executor="local")
+    start_queued(store)
+    return sweep_id, run_ids
+
+
+def sweep_runs(store, sweep_id: int) -> pd.DataFrame:
+    """The runs of a sweep (archived ones too), oldest first; SweepError for an unknown sweep."""
+    if store.sweep(sweep_id) is None:
+        raise SweepError(f"There is no sweep {sweep_id} in {store.path}.")
+    runs = store.runs(include_archived=True)
+    return runs[runs["sweep"] == sweep_id].sort_values("id")
+
+
+def stop(store, sweep_id: int) -> list[int]:
+    """``request_stop`` every queued or running run of the sweep; the ids asked."""
+    asked = []
+    for row in sweep_runs(store, sweep_id).itertuples():
+        if row.status in lifecycle.ACTIVE:
+            try:
+                store.request_stop(int(row.id))
+                asked.append(int(row.id))
+            except lifecycle.TransitionRefused:
+                pass  # it ended meanwhile
+    return asked
+
+
+def resume(store, sweep_id: int) -> list[int]:
+    """``resume`` every stopped or failed run of the sweep (from its checkpoint when it has one): local runs are
+    queued for the worker queue; Ray runs are queued for the sweep's driver (``ray_executor.drive``). The ids."""
+    from . import worker
+
+    resumed = []
+    for row in sweep_runs(store, sweep_id).itertuples():
+        if row.status not in (lifecycle.STOPPED, lifecycle.FAILED):
+            continue
+        if row.executor == "local" and worker.checkpoint_path(store, int(row.id)).exists():
+            worker.resume(store, int(row.id))
+        else:  # a local run with no checkpoint yet (stopped while queued), or a Ray run: queued as it is
+            store.resume(int(row.id))
+            store.add_event(int(row.id), "resume", f"queued again by sweep {sweep_id}")
+        resumed.append(int(row.id))
+    if resumed:
+        worker.start_queued(store)
+    return resumed
+
+
+def delete(store, sweep_id: int) -> list[int]:
+    """Delete a sweep with every run of it (metrics, checkpoints, logs); refused while any of them is active."""
+    from . import worker
+
+    runs = sweep_runs(store, sweep_id)
+    active = runs[runs.status.isin(lifecycle.ACTIVE)]
+    if len(active):
+        raise SweepError(f"Sweep {sweep_id} has {len(active)} queued or running run(s) "
+                         f"({', '.join(f'#{i}' for i in active.id)}); stop it first.")
+    options = store.sweep(sweep_id)["options"]
+    for run_id in runs.id.astype(int):
+        worker.delete(store, run_id)
+        if options.get("storage_path"):
+            from .ray_executor import storage_checkpoint
+
+            storage_checkpoint(store, run_id, options["storage_path"]).unlink(missing_ok=True)
+    store.delete_sweep(sweep_id)
+    return runs.id.astype(int).tolist()
+
+
+# -- reading ------------------------------------------------------------------------------------------
+def varied(spec: dict) -> list[str]:
+    """The knobs a sweep varies, in axis order (seed left out)."""
+    return list((spec.get("grid") or {}).keys())
+
+
+def results(store, sweep_id: int) -> pd.DataFrame:
+    """One row per run of the sweep: id, status, the varied knobs, seed, and every :data:`METRICS` column
+    (latest validation / test; NaN where not evaluated yet)."""
+    from . import bias
+
+    spec = store.sweep(sweep_id)["spec"]
+    keys = varied(spec)
+    rows = []
+    for r in sweep_runs(store, sweep_id).itertuples():
+        cfg = json.loads(r.config)
+        summary = bias.run_bias_summary(store, int(r.id))
+        rows.append({"run": int(r.id), "status": r.status, "step": int(r.step), **{k: cfg.get(k) for k in keys},
+                     "seed": cfg.get("seed"), "val_balanced_accuracy": r.val_balanced_accuracy,
+                     "test_balanced_accuracy": r.test_balanced_accuracy,
+                     **{k: summary[k] for k in METRICS if k in summary}})
+    return pd.DataFrame(rows, columns=["run", "status", "step", *keys, "seed", *METRICS])
+
+
+def cell_table(res: pd.DataFrame, keys) -> pd.DataFrame:
+    """Mean, std and number of seeds with a value per cell (``keys``: the varied knobs), plus its run ids:
+    columns ``<metric>_mean``, ``<metric>_std``, ``<metric>_n``, ``runs``."""
+    keys = list(keys)
+    if res.empty:
+        return pd.DataFrame(columns=[*keys, "seeds", "runs"])
+    out = []
+    for values, group in res.groupby(keys, sort=False, dropna=False) if keys else [((), res)]:
+        values = values if isinstance(values, tuple) else (values,)
+        row = dict(zip(keys, values), seeds=len(group), runs=",".join(map(str, group.run)))
+        for m in METRICS:
+            v = group[m].dropna().astype(float)
+            row[f"{m}_mean"] = v.mean() if len(v) else np.nan
+            row[f"{m}_std"] = v.std(ddof=1) if len(v) > 1 else (0.0 if len(v) else np.nan)
+            row[f"{m}_n"] = len(v)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _axis_label(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def make_heatmap_figure(cells: pd.DataFrame, metric: str, *, rows: str, cols: str, facet: str | None = None,
+                        title: str | None = None):
+    """Heatmap(s) of ``metric`` over ``rows`` x ``cols`` (one panel per ``facet`` value): each cell's text is
+    mean ± std and n (seeds with a value); the best row of each column is marked ★ (highest, or lowest gap)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    label, higher = METRICS[metric]
+    facets = list(dict.fromkeys(cells[facet])) if facet else [None]
+    fig = make_subplots(rows=1, cols=len(facets), subplot_titles=[f"{facet} = {f}" for f in facets] if facet else None,
+                        shared_yaxes=True, horizontal_spacing=0.06)
+    row_values = list(dict.fromkeys(cells[rows])) if len(cells) else []
+    col_values = sorted(dict.fromkeys(cells[cols]), key=lambda v: (isinstance(v, str), v)) if len(cells) else []
+    finite = cells[f"{metric}_mean"].dropna() if len(cells) else pd.Series(dtype=float)
+    zmin, zmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    for j, fv in enumerate(facets):
+        sub = cells if fv is None else cells[cells[facet] == fv]
+        z = np.full((len(row_values), len(col_values)), np.nan)
+        text = [["" for _ in col_values] for _ in row_values]
+        for r in sub.itertuples(index=False):
+            d = r._asdict()
+            i, k = row_values.index(d[rows]), col_values.index(d[cols])
+            mean, std, n = d[f"{metric}_mean"], d[f"{metric}_std"], d[f"{metric}_n"]
+            z[i, k] = mean
+            text[i][k] = "—" if n == 0 else f"{mean:.3f} ± {std:.3f}<br>n={n}"
+        for k in range(len(col_values)):  # mark the best row per column
+            column = z[:, k]
+            if np.isfinite(column).any():
+                best = int(np.nanargmax(column) if higher else np.nanargmin(column))
+                text[best][k] = "★ " + text[best][k]
+        fig.add_trace(go.Heatmap(
+            z=z, x=[_axis_label(v) for v in col_values], y=[_axis_label(v) for v in row_values], text=text,
+            texttemplate="%{text}", zmin=zmin, zmax=zmax, colorscale="Viridis" if higher else "Viridis_r",
+            showscale=j == len(facets) - 1, colorbar=dict(title=dict(text=label.split(" ")[0])),
+            hovertemplate=f"{rows}=%{{y}}<br>{cols}=%{{x}}<br>%{{text}}<extra></extra>"), row=1, col=j + 1)
+        fig.update_xaxes(title_text=cols, type="category", row=1, col=j + 1)
+    fig.update_yaxes(title_text=rows, type="category", row=1, col=1)
+    fig.update_layout(title=title or f"{label.capitalize()}: mean ± std over seeds (★ best per column)",
+                      height=max(280, 90 + 70 * len(row_values)), margin=dict(t=70, l=60, r=20, b=50))
+    return fig
+
+
+def make_parallel_figure(res: pd.DataFrame, metric: str, keys):
+    """Parallel coordinates: one line per run across the varied knobs (categories as ticks) and ``metric``."""
+    import plotly.graph_objects as go
+
+    label, _ = METRICS[metric]
+    dims = []
+    for k in [*keys, "seed"]:
+        values = res[k]
+        if pd.api.types.is_numeric_dtype(values) and values.notna().all():
+            dims.append(dict(label=k, values=values.astype(float)))
+        else:
+            cats = list(dict.fromkeys(values.astype(str)))
+            dims.append(dict(label=k, values=[cats.index(v) for v in values.astype(str)],
+                             tickvals=list(range(len(cats))), ticktext=cats))
+    dims.append(dict(label=label, values=res[metric].astype(float)))
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=res[metric].astype(float), colorscale="Viridis",
+                                                             showscale=True)))
+    fig.update_layout(title=f"Knobs against {label} (one line per run)", height=380, margin=dict(t=70, l=60, r=60))
+    return fig
+
+
+def figures_html(figures: dict) -> str:
+    """The figures as one self-contained HTML document (plotly.js embedded once, interactive, offline)."""
+    parts = []
+    for i, (title, fig) in enumerate(figures.items()):
+        parts.append(f"<h2>{title}</h2>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    return "<!doctype html><html><head><meta charset='utf-8'><title>sslviz sweep</title></head><body>" + \
+        "".join(parts) + "</body></html>"
+
+
+def export_table(cells: pd.DataFrame, fmt: str) -> bytes:
+    """The cell table as CSV or Parquet bytes."""
+    if fmt == "csv":
+        return cells.to_csv(index=False).encode()
+    import io
+
+    buf = io.BytesIO()
+    cells.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def seed_groups(configs: dict[int, dict]) -> dict[tuple, list[int]]:
+    """Runs that differ only by seed (and name): ``{key: [run ids]}`` in first-seen order (Compare's grouping)."""
+    groups: dict[tuple, list[int]] = {}
+    for run_id, cfg in configs.items():
+        key = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in cfg.items() if k not in ("seed", "name")))
+        groups.setdefault(key, []).append(run_id)
+    return groups
+
+
+def home_of(store) -> Path:
+    return Path(store.path).parent
+
+
+def default_parallel(executor: str, configs) -> int:
+    return local_parallelism(configs) if executor == "local" else max(1, os.cpu_count() or 1)
+
+
+def submit_ray(store, plan: Plan, *, address: str | None = None, storage_path=None, **drive_options):
+    """Record the sweep's runs for Ray and drive them to their end in this process (``ray_executor.drive``).
+    Returns (sweep id, run ids, {run id: status})."""
+    from . import ray_executor
+
+    if storage_path is not None:
+        storage_path = str(Path(storage_path).resolve())
+    sweep_id, run_ids = record(store, plan, executor="ray", options={"address": address, "storage_path": storage_path})
+    return sweep_id, run_ids, ray_executor.drive(store, sweep_id, address=address, storage_path=storage_path,
+                                                 **drive_options)
