@@ -184,8 +184,29 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, *, input_shape: tuple, num_classes: int) -> nn.Module:
-    """Build registered model ``name`` for inputs of ``input_shape`` (no batch axis).
+class Classifier(nn.Module):
+    """A backbone that maps inputs to features, a linear head on them, and room for extra heads.
+
+    ``forward`` is ``fc(backbone(x))``. Techniques that need features (ABC's balanced head, ACR's second
+    branch) add their heads to ``heads`` before training starts, so the optimiser, the EMA copy and the
+    checkpoint carry them like any other parameter.
+    """
+
+    def __init__(self, backbone: nn.Module, fc: nn.Linear) -> None:
+        super().__init__()
+        self.backbone, self.fc = backbone, fc
+        self.heads = nn.ModuleDict()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.fc.in_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.backbone(x))
+
+
+def build_model(name: str, *, input_shape: tuple, num_classes: int) -> Classifier:
+    """Build registered model ``name`` for inputs of ``input_shape`` (no batch axis), as a :class:`Classifier`.
 
     Raises
     ------
@@ -195,7 +216,11 @@ def build_model(name: str, *, input_shape: tuple, num_classes: int) -> nn.Module
     """
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(sorted(MODELS))}.")
-    return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
+    net = MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
+    if isinstance(net, WideResNet):
+        return Classifier(net.features, net.fc)
+    *body, fc = net  # the Sequential models end in their linear head
+    return Classifier(nn.Sequential(*body), fc)
 
 
 def default_model_name(input_shape: tuple, device: str) -> str:

@@ -1,136 +1,28 @@
 """Every technique declared once: its knobs, its state, and the phases of the step where it acts.
 
-A technique is a class. Its class attributes declare it (``fields`` with type,
-range, default, help and Setup group; the paper; what is implemented and what
-differs); an instance holds one run's state (``self.state``, checkpointed) and
-overrides the phase methods where it acts. The trainer calls the phases in a
-fixed order (``PHASES``, the order of a FixMatch step) and, within a phase, the
-active techniques in ``TECHNIQUES`` order, so the whole composition is visible
-in this file: no hooks, priorities or runtime class mixing.
+A technique is a class (base and phases in ``technique.py``). Its class attributes
+declare it (``fields`` with type, range, default, help and Setup group; the paper;
+what is implemented and what differs); an instance holds one run's state
+(``self.state``, checkpointed) and overrides the phase methods where it acts. The
+trainer calls the phases in a fixed order (``PHASES``, the order of a FixMatch
+step) and, within a phase, the active techniques in ``TECHNIQUES`` order, so the
+whole composition is visible in this file: no hooks, priorities or runtime class
+mixing. FixMatch's own mitigations are declared here; the imbalanced-SSL methods
+papers compare against (ABC, ACR, SAW, Adsh, DARP) in ``methods/``.
 
-Each phase method takes the value being built first and returns it, changed or
-not; the base class returns it unchanged. The formulas themselves are pure
-functions in ``techniques.py`` with doctests.
+The formulas themselves are pure functions in ``techniques.py`` with doctests.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import nn
 
 from . import augment
 from . import techniques as fx
 from .fields import Field
 from .params import Bool, Options, integer, real
-
-# The step, in order (trainer.train): each name is a Technique method.
-PHASES = (
-    "transform_probs",  # weak-view probabilities -> the distribution pseudo-labels are read from
-    "thresholds",  # per-class confidence thresholds for this batch
-    "observe",  # after the mask: state updates that must see the accepted pseudo-labels
-    "labeled_strength",  # augmentation strength of the labeled view (None = weak view)
-    "strong_strength",  # per-sample strength of the unlabeled strong view
-    "sup_logits",  # logits entering the supervised cross-entropy
-    "sup_weights",  # per-sample weights of the supervised loss
-    "unsup_logits",  # strong-view logits entering the consistency loss
-    "unsup_weights",  # per-sample weights of the consistency loss (the mask is applied by the loop)
-    "extra_loss",  # further loss terms, already weighted, added to the total
-    "metrics",  # technique state for the live charts, once per log interval
-)
-GROUPS = ("Thresholds", "Pseudo-label distribution", "Supervised loss", "Unsupervised loss", "Augmentation")
-
-
-@dataclass(frozen=True)
-class Run:
-    """What a technique may know about the run it acts in."""
-
-    num_classes: int
-    device: torch.device
-    labeled_counts: Tensor  # (K,) float, on device
-    num_unlabeled: int
-    steps: int  # the whole budget
-
-
-@dataclass
-class Unlabeled:
-    """One unlabeled batch as it moves through the phases (true labels deliberately absent)."""
-
-    idx: Tensor  # (uB,) indices into the unlabeled set
-    logits_w: Tensor  # weak-view logits (no grad)
-    probs: Tensor  # current pseudo-label distribution; starts as softmax(logits_w)
-    pseudo: Tensor | None = None  # hard pseudo-labels, set by the loop after "thresholds"
-    conf: Tensor | None = None
-    mask: Tensor | None = None  # 1.0 where accepted
-
-
-class Technique:
-    """Base: the declaration fields and phase methods that do nothing."""
-
-    name: ClassVar[str]  # short id, used as the prefix of its live metrics and as its checkpoint key
-    title: ClassVar[str]  # README row
-    paper: ClassVar[str]
-    implemented: ClassVar[str]
-    differs: ClassVar[str] = "—"
-    fields: ClassVar[tuple[Field, ...]] = ()
-    schedule: ClassVar[str | None] = None  # a threshold schedule answers to threshold_schedule=<schedule>
-    off: ClassVar[tuple[str, object] | None] = None  # (field, value): the technique is off when field == value
-
-    @classmethod
-    def active(cls, cfg) -> bool:
-        """Whether this technique takes part in a run of ``cfg``: its schedule is chosen, or its switch is not off."""
-        if cls.schedule is not None:
-            return cfg.threshold_schedule == cls.schedule
-        return cls.off is None or getattr(cfg, cls.off[0]) != cls.off[1]
-
-    @classmethod
-    def acts_at(cls) -> tuple[str, ...]:
-        """The phases this technique overrides (for docs and the README)."""
-        return tuple(p for p in PHASES if getattr(cls, p) is not getattr(Technique, p))
-
-    def __init__(self, cfg, run: Run):
-        self.cfg, self.run = cfg, run
-        self.state: dict[str, Tensor] = {}  # checkpointed; restored by load_state
-
-    def load_state(self, state: dict[str, Tensor]) -> None:
-        self.state = {k: state[k].to(self.run.device) for k in self.state}
-
-    # -- phases (see PHASES) ------------------------------------------------
-    def transform_probs(self, probs: Tensor, u: Unlabeled) -> Tensor:
-        return probs
-
-    def thresholds(self, tau: Tensor, u: Unlabeled, t: int) -> Tensor:
-        return tau
-
-    def observe(self, _: None, u: Unlabeled) -> None:
-        return None
-
-    def labeled_strength(self, strength: Tensor | None, y: Tensor) -> Tensor | None:
-        return strength
-
-    def strong_strength(self, strength: Tensor, pseudo: Tensor) -> Tensor:
-        return strength
-
-    def sup_logits(self, logits: Tensor, y: Tensor) -> Tensor:
-        return logits
-
-    def sup_weights(self, w: Tensor, y: Tensor) -> Tensor:
-        return w
-
-    def unsup_logits(self, logits: Tensor, u: Unlabeled) -> Tensor:
-        return logits
-
-    def unsup_weights(self, w: Tensor, u: Unlabeled) -> Tensor:
-        return w
-
-    def extra_loss(self, loss: Tensor, logits_s: Tensor, u: Unlabeled) -> Tensor:
-        return loss
-
-    def metrics(self, out: dict) -> dict:
-        return out
-
+from .technique import GROUPS, PHASES, Batch, Run, Technique, Unlabeled  # noqa: F401  (the registry's API)
 
 # -- pseudo-label distribution -------------------------------------------------
 class DebiasPL(Technique):
@@ -270,10 +162,10 @@ class FreeMatch(Technique):
                                                                      self.cfg.freematch_momentum)
         return fx.freematch_thresholds(s["tau_t"], s["p_t"])
 
-    def extra_loss(self, loss, logits_s, u):
-        if self.cfg.freematch_fairness_weight == 0:
+    def extra_loss(self, loss, b):
+        if self.cfg.freematch_fairness_weight == 0 or b.u is None:
             return loss
-        fair = fx.freematch_fairness_loss(logits_s, u.mask, self.state["p_t"], self.state["label_hist"])
+        fair = fx.freematch_fairness_loss(b.logits_s, b.u.mask, self.state["p_t"], self.state["label_hist"])
         self.loss_sum += fair.detach()
         self.loss_n += 1
         return loss + self.cfg.freematch_fairness_weight * fair
@@ -440,6 +332,14 @@ class Pipeline:
 
     def __init__(self, cfg, run: Run):
         self.techniques = [t(cfg, run) for t in TECHNIQUES if t.active(cfg)]
+        self.needs_pass = any(t.needs_pass for t in self.techniques)
+
+    def attach_heads(self, model: nn.Module) -> None:
+        """Add each technique's own head to ``model.heads`` (before the optimiser and the EMA copy see it)."""
+        for t in self.techniques:
+            head = t.head(model.feature_dim)
+            if head is not None:
+                model.heads[t.name] = head.to(next(model.parameters()).device)
 
     def __call__(self, phase: str, value, *context):
         for t in self.techniques:

@@ -117,18 +117,26 @@ def _plain(x: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, kind: str, batch: int = 1024) -> torch.Tensor:
-    """Softmax probabilities for ``x`` (on the model's device) in eval mode."""
+def predict(model: torch.nn.Module, x: torch.Tensor, kind: str, tech: registry.Pipeline | None = None,
+            batch: int = 1024) -> torch.Tensor:
+    """Softmax probabilities for ``x`` (on the model's device) in eval mode, from the logits ``tech`` predicts
+    with (a technique such as ABC predicts with a head of its own)."""
     was_training = model.training
     model.eval()
-    out = torch.cat([F.softmax(model(_plain(x[i:i + batch], kind)).float(), dim=1) for i in range(0, len(x), batch)])
+    out = []
+    for i in range(0, len(x), batch):
+        feats = model.backbone(_plain(x[i:i + batch], kind))
+        logits = model.fc(feats)
+        if tech is not None:
+            logits = tech("eval_logits", logits, feats, model)
+        out.append(F.softmax(logits.float(), dim=1))
     model.train(was_training)
-    return out
+    return torch.cat(out)
 
 
-def evaluate(model, x, y: np.ndarray, num_classes: int, kind: str) -> dict:
+def evaluate(model, x, y: np.ndarray, num_classes: int, kind: str, tech: registry.Pipeline | None = None) -> dict:
     """Accuracy, balanced accuracy, per-class recall and confusion matrix (rows = true class) on ``(x, y)``."""
-    pred = predict(model, x, kind).argmax(1).cpu().numpy()
+    pred = predict(model, x, kind, tech).argmax(1).cpu().numpy()
     labels = list(range(num_classes))
     return {
         "accuracy": float(accuracy_score(y, pred)),
@@ -138,7 +146,8 @@ def evaluate(model, x, y: np.ndarray, num_classes: int, kind: str) -> dict:
     }
 
 
-def snapshot_2d(model, x_unlabeled, y_unlabeled, thresholds, kind: str, gen_seed: int) -> dict:
+def snapshot_2d(model, x_unlabeled, y_unlabeled, thresholds, kind: str, gen_seed: int,
+                tech: registry.Pipeline | None = None) -> dict:
     """Decision regions on a grid and a sample of unlabeled points with their pseudo-labels (2-D data only)."""
     pts = x_unlabeled
     lo = pts.min(0).values.cpu() - 0.5
@@ -147,10 +156,10 @@ def snapshot_2d(model, x_unlabeled, y_unlabeled, thresholds, kind: str, gen_seed
     ys = torch.linspace(float(lo[1]), float(hi[1]), SNAPSHOT_GRID)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1).to(pts.device)
-    regions = predict(model, grid, kind).argmax(1).reshape(SNAPSHOT_GRID, SNAPSHOT_GRID)
+    regions = predict(model, grid, kind, tech).argmax(1).reshape(SNAPSHOT_GRID, SNAPSHOT_GRID)
     rng = np.random.default_rng(gen_seed)
     pick = torch.as_tensor(rng.choice(len(pts), size=min(SNAPSHOT_POINTS, len(pts)), replace=False), device=pts.device)
-    probs = predict(model, pts[pick], kind)
+    probs = predict(model, pts[pick], kind, tech)
     conf, pl = probs.max(1)
     accepted = conf >= thresholds[pl]
     rows = torch.stack([pts[pick, 0], pts[pick, 1], pl.float(), conf, accepted.float(), y_unlabeled[pick].float()], 1)
@@ -218,13 +227,21 @@ def train(
     torch.manual_seed(cfg.seed)
     model_name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
     model = build_model(model_name, input_shape=ds.input_shape, num_classes=K).to(device)
+    n_l, n_u = len(split.labeled_idx), len(split.unlabeled_idx)
+    B, uB = cfg.batch_size, (cfg.mu * cfg.batch_size if n_u else 0)  # no unlabeled data: supervised only
+    # The techniques of this run, called phase by phase below (registry.PHASES); their heads join the model
+    # before the optimiser and the EMA copy are made.
+    counts_l = torch.as_tensor(split.labeled_counts, dtype=torch.float32, device=device)
+    pass_steps = max(1, -(-n_u // uB)) if uB else 1  # one pass over the unlabeled set: the papers' "epoch"
+    tech = registry.Pipeline(cfg, registry.Run(K, device, counts_l, n_u, cfg.steps, pass_steps))
+    tech.attach_heads(model)
     channels_last = kind == "image"  # faster convolutions on both CPU and CUDA (bench/RESULTS.md)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema_model = copy.deepcopy(model) if cfg.ema_decay > 0 else None
     eval_model = ema_model if ema_model is not None else model
     optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    forward = torch.compile(model) if cfg.compile else model
+    backbone = torch.compile(model.backbone) if cfg.compile else model.backbone
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     # Everything the loop touches lives on the device: images stay uint8 until augmented.
@@ -234,12 +251,6 @@ def train(
     x_l, y_l = on_device(ds.x_train[split.labeled_idx]), on_device(ds.y_train[split.labeled_idx])
     x_u, y_u = on_device(ds.x_train[split.unlabeled_idx]), on_device(ds.y_train[split.unlabeled_idx])
     eval_sets = {"val": (on_device(ds.x_val), ds.y_val), "test": (on_device(ds.x_test), ds.y_test)}
-    n_l, n_u = len(x_l), len(x_u)
-    B, uB = cfg.batch_size, (cfg.mu * cfg.batch_size if n_u else 0)  # no unlabeled data: supervised only
-
-    # The techniques of this run, called phase by phase below (registry.PHASES).
-    counts_l = torch.as_tensor(split.labeled_counts, dtype=torch.float32, device=device)
-    tech = registry.Pipeline(cfg, registry.Run(K, device, counts_l, n_u, cfg.steps))
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     start, wall0 = 0, 0.0
@@ -274,7 +285,7 @@ def train(
         })
 
     def evaluate_on(*names: str) -> dict:
-        return {n: evaluate(eval_model, eval_sets[n][0], eval_sets[n][1], K, kind) for n in names}
+        return {n: evaluate(eval_model, eval_sets[n][0], eval_sets[n][1], K, kind, tech) for n in names}
 
     meter = IntervalMeter(K, device)  # device-side sums, flushed every log interval
     t0 = time.time() - wall0  # wall time continues across resumes
@@ -294,13 +305,17 @@ def train(
         xl = _views(xl, kind, ds.hflip, tech("labeled_strength", None, yl), gen)
 
         if uB:
+            # -- once a pass: the model's predictions on the whole unlabeled set (SAW, Adsh, DARP) --------
+            if tech.needs_pass and (step - 1) % pass_steps == 0:
+                tech("on_pass", None, predict(model, x_u, kind))
             iu = torch.randint(n_u, (uB,), generator=gen, device=device)
             xu, yu = x_u[iu], y_u[iu]
             # -- pseudo-labels from the weak view --------------------------------
             xu_w = _views(xu, kind, ds.hflip, None, gen)
             with torch.no_grad(), amp:
-                logits_w = forward(xu_w.contiguous(memory_format=torch.channels_last) if channels_last else xu_w).float()
-            u = registry.Unlabeled(iu, logits_w, F.softmax(logits_w, dim=1))
+                feats_w = backbone(xu_w.contiguous(memory_format=torch.channels_last) if channels_last else xu_w)
+                logits_w = model.fc(feats_w).float()
+            u = registry.Unlabeled(iu, logits_w, F.softmax(logits_w, dim=1), feats_w)
             u.probs = tech("transform_probs", u.probs, u)
             thresholds = tech("thresholds", torch.full((K,), cfg.threshold, device=device), u, step - 1)
             u.pseudo, u.conf, u.mask = techniques.confidence_mask(u.probs, thresholds)
@@ -316,17 +331,18 @@ def train(
 
         # -- losses ----------------------------------------------------------
         with amp:
-            logits = forward(inputs).float()
+            feats = backbone(inputs)
+            logits = model.fc(feats).float()
         ce_l = F.cross_entropy(tech("sup_logits", logits[:B], yl), yl, reduction="none")
         loss_sup = (ce_l * tech("sup_weights", torch.ones_like(ce_l), yl)).mean()
-        loss = loss_sup
+        batch = registry.Batch(yl, logits[:B], feats[:B], model=model, step=step)
         if uB:
-            logits_s = logits[B:]
-            ce_u = F.cross_entropy(tech("unsup_logits", logits_s, u), u.pseudo, reduction="none")
+            batch.u, batch.logits_s, batch.feats_s = u, logits[B:], feats[B:]
+            ce_u = F.cross_entropy(tech("unsup_logits", batch.logits_s, u), u.pseudo, reduction="none")
             loss_unsup = (ce_u * u.mask * tech("unsup_weights", torch.ones_like(ce_u), u)).mean()
-            loss = tech("extra_loss", loss + cfg.lambda_u * loss_unsup, logits_s, u)
         else:
             loss_unsup = torch.zeros((), device=device)
+        loss = tech("extra_loss", loss_sup + cfg.lambda_u * loss_unsup, batch)
 
         # -- update ----------------------------------------------------------
         optimizer.zero_grad(set_to_none=True)
@@ -367,7 +383,7 @@ def train(
         if step % cfg.eval_every == 0 or last or stopping or step == cfg.log_every:
             record["eval"] = final = evaluate_on(*(("val", "test") if last or stopping else ("val",)))
             if kind == "points" and n_u:
-                record["snapshot"] = snapshot_2d(eval_model, x_u, y_u, thresholds, kind, cfg.seed)
+                record["snapshot"] = snapshot_2d(eval_model, x_u, y_u, thresholds, kind, cfg.seed, tech)
         if on_log is not None:
             on_log(record)
         if progress is not None:
@@ -398,11 +414,15 @@ def evaluate_checkpoint(cfg: TrainConfig, checkpoint_path: str | os.PathLike, sp
     device = resolve_device(cfg.device)
     name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
     model = build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes).to(device)
+    counts = torch.as_tensor(p.split.labeled_counts, dtype=torch.float32, device=device)
+    tech = registry.Pipeline(cfg, registry.Run(ds.num_classes, device, counts, len(p.split.unlabeled_idx), cfg.steps))
+    tech.attach_heads(model)  # a technique's head (ABC's balanced one) may be what predictions are read from
     model.load_state_dict(ckpt["ema"] if ckpt["ema"] else ckpt["model"])
+    tech.load_state_dict(ckpt["techniques"])
     sets = {"val": (ds.x_val, ds.y_val), "test": (ds.x_test, ds.y_test)}
     return {"step": int(ckpt["step"]), "wall": float(ckpt["wall"]),
             "eval": {s: evaluate(model, torch.as_tensor(sets[s][0], device=device), sets[s][1], ds.num_classes,
-                                 ds.kind) for s in splits}}
+                                 ds.kind, tech) for s in splits}}
 
 
 def _host(metrics: dict) -> dict:

@@ -195,14 +195,15 @@ def test_nan_from_the_model_fails_the_run(store, tiny, monkeypatch):
 
     def build(*args, **kwargs):
         model = real_build(*args, **kwargs)
-        real_forward = model.forward
+        head = model.fc
+        real_forward = head.forward
 
         def forward(x):
-            calls["n"] += model.training  # evaluation forwards do not count
+            calls["n"] += head.training  # evaluation forwards do not count
             out = real_forward(x)
             return out * float("nan") if calls["n"] > 2 * 12 else out  # 2 training forwards per step
 
-        model.forward = forward
+        head.forward = forward
         return model
 
     monkeypatch.setattr(trainer, "build_model", build)

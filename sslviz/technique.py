@@ -1,0 +1,154 @@
+"""What a technique is: the phases of a step it may act at, what it may see, and the base class.
+
+The declarations themselves are in ``registry.py`` (FixMatch's own mitigations) and ``methods/`` (the
+imbalanced-SSL methods papers compare against); this module holds only their common shape, so neither
+imports the other.
+
+Each phase method takes the value being built first and returns it, changed or not; the base class
+returns it unchanged. The trainer calls the phases in ``PHASES`` order and, within a phase, the active
+techniques in ``registry.TECHNIQUES`` order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .fields import Field
+
+# The step, in order (trainer.train): each name is a Technique method.
+PHASES = (
+    "on_pass",  # every pass over the unlabeled set (pass_steps steps): the model's predictions on all of it
+    "transform_probs",  # weak-view probabilities -> the distribution pseudo-labels are read from
+    "thresholds",  # per-class confidence thresholds for this batch
+    "observe",  # after the mask: state updates that must see the accepted pseudo-labels
+    "labeled_strength",  # augmentation strength of the labeled view (None = weak view)
+    "strong_strength",  # per-sample strength of the unlabeled strong view
+    "sup_logits",  # logits entering the supervised cross-entropy
+    "sup_weights",  # per-sample weights of the supervised loss
+    "unsup_logits",  # strong-view logits entering the consistency loss
+    "unsup_weights",  # per-sample weights of the consistency loss (the mask is applied by the loop)
+    "extra_loss",  # further loss terms (extra heads, regularisers), already weighted, added to the total
+    "eval_logits",  # the logits a prediction is read from (validation, test, snapshots)
+    "metrics",  # technique state for the live charts, once per log interval
+)
+GROUPS = ("Thresholds", "Pseudo-label distribution", "Supervised loss", "Unsupervised loss", "Augmentation",
+          "Imbalanced-SSL methods")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a technique may know about the run it acts in."""
+
+    num_classes: int
+    device: torch.device
+    labeled_counts: Tensor  # (K,) float, on device
+    num_unlabeled: int
+    steps: int  # the whole budget
+    pass_steps: int = 1  # steps in one pass over the unlabeled set (n_u / unlabeled batch): the papers' "epoch"
+
+
+@dataclass
+class Unlabeled:
+    """One unlabeled batch as it moves through the phases (true labels deliberately absent)."""
+
+    idx: Tensor  # (uB,) indices into the unlabeled set
+    logits_w: Tensor  # weak-view logits (no grad)
+    probs: Tensor  # current pseudo-label distribution; starts as softmax(logits_w)
+    feats_w: Tensor | None = None  # weak-view features (no grad), for techniques with heads of their own
+    pseudo: Tensor | None = None  # hard pseudo-labels, set by the loop after "thresholds"
+    conf: Tensor | None = None
+    mask: Tensor | None = None  # 1.0 where accepted
+
+
+@dataclass
+class Batch:
+    """What the loss phase sees of one step: labeled and strong-view outputs with their features."""
+
+    y: Tensor  # (B,) labels
+    logits_l: Tensor
+    feats_l: Tensor
+    u: Unlabeled | None = None
+    logits_s: Tensor | None = None
+    feats_s: Tensor | None = None
+    model: nn.Module | None = field(default=None, repr=False)  # the training model (its heads included)
+    step: int = 0
+
+
+class Technique:
+    """Base: the declaration fields and phase methods that do nothing."""
+
+    name: ClassVar[str]  # short id: the prefix of its live metrics, its checkpoint key and its head's name
+    title: ClassVar[str]  # README row
+    paper: ClassVar[str]
+    implemented: ClassVar[str]
+    differs: ClassVar[str] = "—"
+    fields: ClassVar[tuple[Field, ...]] = ()
+    schedule: ClassVar[str | None] = None  # a threshold schedule answers to threshold_schedule=<schedule>
+    off: ClassVar[tuple[str, object] | None] = None  # (field, value): the technique is off when field == value
+    needs_pass: ClassVar[bool] = False  # whether on_pass needs the model's predictions on the whole unlabeled set
+
+    @classmethod
+    def active(cls, cfg) -> bool:
+        """Whether this technique takes part in a run of ``cfg``: its schedule is chosen, or its switch is not off."""
+        if cls.schedule is not None:
+            return cfg.threshold_schedule == cls.schedule
+        return cls.off is None or getattr(cfg, cls.off[0]) != cls.off[1]
+
+    @classmethod
+    def acts_at(cls) -> tuple[str, ...]:
+        """The phases this technique overrides (for docs and the README)."""
+        return tuple(p for p in PHASES if getattr(cls, p) is not getattr(Technique, p))
+
+    def __init__(self, cfg, run: Run):
+        self.cfg, self.run = cfg, run
+        self.state: dict[str, Tensor] = {}  # checkpointed; restored by load_state
+
+    def head(self, feature_dim: int) -> nn.Module | None:
+        """A head of this technique's own on the backbone's features (None: it has none)."""
+        return None
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        self.state = {k: state[k].to(self.run.device) for k in self.state}
+
+    # -- phases (see PHASES) ------------------------------------------------
+    def on_pass(self, _: None, probs_all: Tensor) -> None:
+        return None
+
+    def transform_probs(self, probs: Tensor, u: Unlabeled) -> Tensor:
+        return probs
+
+    def thresholds(self, tau: Tensor, u: Unlabeled, t: int) -> Tensor:
+        return tau
+
+    def observe(self, _: None, u: Unlabeled) -> None:
+        return None
+
+    def labeled_strength(self, strength: Tensor | None, y: Tensor) -> Tensor | None:
+        return strength
+
+    def strong_strength(self, strength: Tensor, pseudo: Tensor) -> Tensor:
+        return strength
+
+    def sup_logits(self, logits: Tensor, y: Tensor) -> Tensor:
+        return logits
+
+    def sup_weights(self, w: Tensor, y: Tensor) -> Tensor:
+        return w
+
+    def unsup_logits(self, logits: Tensor, u: Unlabeled) -> Tensor:
+        return logits
+
+    def unsup_weights(self, w: Tensor, u: Unlabeled) -> Tensor:
+        return w
+
+    def extra_loss(self, loss: Tensor, b: Batch) -> Tensor:
+        return loss
+
+    def eval_logits(self, logits: Tensor, feats: Tensor, model: nn.Module) -> Tensor:
+        return logits
+
+    def metrics(self, out: dict) -> dict:
+        return out
