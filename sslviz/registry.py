@@ -21,6 +21,7 @@ from torch import nn
 from . import augment
 from . import techniques as fx
 from .fields import Field
+from .methods import METHODS
 from .params import Bool, Options, integer, real
 from .technique import GROUPS, PHASES, Batch, Run, Technique, Unlabeled  # noqa: F401  (the registry's API)
 
@@ -323,6 +324,7 @@ class UnsupClassScale(Technique):
 TECHNIQUES: tuple[type[Technique], ...] = (
     FixMatch, DebiasPL, DistributionAlignment, *(t for t in THRESHOLD_SCHEDULES.values() if t is not None),
     FrequencyThresholds, ThresholdWarmup, ClassAugmentation, LogitAdjustment, ClassWeighting, UnsupClassScale,
+    *METHODS,
 )
 TECHNIQUE_FIELDS: tuple[Field, ...] = tuple(f for t in TECHNIQUES for f in t.fields)
 
