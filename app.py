@@ -12,6 +12,7 @@ pages = [
     st.Page(router.PAGES["setup"], title="Setup", icon=":material/tune:", default=True),
     st.Page(router.PAGES["live"], title="Live run", icon=":material/monitoring:"),
     st.Page(router.PAGES["compare"], title="Compare runs", icon=":material/compare_arrows:"),
+    st.Page(router.PAGES["sweep"], title="Sweeps", icon=":material/grid_on:"),
     st.Page(router.PAGES["data"], title="Data", icon=":material/dataset:"),
     st.Page(router.PAGES["teaching"], title="Teaching (toy 2-D)", icon=":material/school:"),
 ]

@@ -1,4 +1,5 @@
-"""Compare: runs side by side, with a majority-bias summary per run; delete runs."""
+"""Compare: runs side by side (runs differing only by seed grouped into one line with a band), with a
+majority-bias summary per run; delete runs."""
 import pandas as pd
 import streamlit as st
 
@@ -6,7 +7,7 @@ from sslviz import router
 
 router.require_router()  # first, before the engine is imported: see sslviz/router.py
 
-from sslviz import bias, charts, ui  # noqa: E402
+from sslviz import bias, charts, sweep, ui  # noqa: E402
 from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
 
 
@@ -75,12 +76,26 @@ else:
     for i in chosen:
         ev = store.evals(i)
         curves[short[i]] = charts.attach_wall(ev, ev) if x == "wall" else ev
-    rev = "compare-" + "-".join(map(str, chosen)) + x
+    # Runs that differ only by seed (a sweep's cell, or repeated single runs) as one line with a band.
+    seed_groups = [g for g in sweep.seed_groups({i: configs[i] for i in chosen}).values()]
+    grouped = x == "step" and any(len(g) > 1 for g in seed_groups) and st.toggle(
+        "Group seeds", value=True, key="compare_group_seeds",
+        help="Runs whose configs differ only by seed become one line: the mean over seeds, with a band from the "
+             "lowest to the highest seed (test: mean ◆ with the spread as an error bar).")
+    rev = "compare-" + "-".join(map(str, chosen)) + x + ("-grouped" if grouped else "")
     c1, c2 = st.columns(2)
     for col, metric, label in ((c1, "balanced_accuracy", "balanced accuracy"), (c2, "accuracy", "accuracy")):
-        col.plotly_chart(charts.make_runs_overlay_figure(curves, metric, x=x, smoothing=smoothing,
-                                                         title=f"{label.capitalize()}: validation (lines), test (◆)",
-                                                         y_title=label, uirevision=rev), key=f"compare_{metric}")
+        title = f"{label.capitalize()}: validation (lines), test (◆)"
+        if grouped:
+            groups = {(short[g[0]] if len(g) == 1 else
+                       f"{short[g[0]].split(' · seed=')[0]} · seeds {', '.join(str(configs[i].get('seed')) for i in g)}"):
+                      [curves[short[i]] for i in g] for g in seed_groups}
+            fig = charts.make_seed_groups_figure(groups, metric, x=x, smoothing=smoothing, title=title, y_title=label,
+                                                 uirevision=rev)
+        else:
+            fig = charts.make_runs_overlay_figure(curves, metric, x=x, smoothing=smoothing, title=title, y_title=label,
+                                                  uirevision=rev)
+        col.plotly_chart(fig, key=f"compare_{metric}")
 
     # -- per-class recall per split: only runs with the same classes share a chart --
     for col, split in zip(st.columns(len(SPLITS)), SPLITS):

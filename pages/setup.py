@@ -107,6 +107,38 @@ with st.expander("Import / export YAML"):
                        file_name=f"sslviz-{values.get('preset') or 'config'}.yaml", mime="application/x-yaml",
                        disabled=cfg is None, on_click="ignore", key="export_yaml")
 
+# -- sweep: this config over a grid ---------------------------------------------------------
+with st.expander("Sweep: run this config over a grid", icon=":material/grid_on:"):
+    st.caption("One axis per line, FIELD=V1,V2 over any knob (preset, gamma, unlabeled_shape, lr, …); every cell "
+               "runs with each seed, the rest of this form shared. Every cell is checked before anything starts.")
+    st.text_area("Grid", key="sweep_grid", height=100, placeholder="preset=fixmatch,balanced\ngamma=10,50\n"
+                 "unlabeled_shape=consistent,reversed")
+    gc1, gc2 = st.columns(2)
+    gc1.text_input("Seeds", key="sweep_seeds", value="0,1,2", help="comma-separated, e.g. 0,1,2")
+    gc2.text_input("Sweep name", key="sweep_name", placeholder="optional")
+    sweep_plan, sweep_error = None, None
+    grid_lines = [ln for ln in (st.session_state.get("sweep_grid") or "").splitlines() if ln.strip()]
+    if grid_lines and cfg is not None:
+        from sslviz import sweep as sw
+
+        try:
+            grid = sw.parse_grid(grid_lines)
+            seeds = tuple(int(v) for v in str(st.session_state.get("sweep_seeds") or "0").split(",") if v.strip())
+            base = {k: v for k, v in cfg.to_dict().items() if k not in grid and k not in ("seed", "name")}
+            spec = sw.SweepSpec(grid=grid, seeds=seeds, base=base, name=st.session_state.get("sweep_name") or "")
+            sweep_plan = sw.validate(spec, ui.dataset_cache_dir(), store=store)
+            parallel = sw.local_parallelism(sweep_plan.configs)
+            seconds, _ = sw.estimate_seconds(sweep_plan.configs, parallel=parallel, store=store)
+            st.info(f"**{len(sweep_plan.configs)} runs**, about **{charts.format_seconds(seconds)}** with {parallel} "
+                    f"at once on the local worker queue ({sweep_plan.basis}).")
+        except ui.ENGINE_ERRORS as exc:
+            sweep_error = str(exc)
+            st.error(sweep_error)
+    if not ui.read_only() and st.button("Start sweep", key="start_sweep", disabled=sweep_plan is None,
+                                        icon=":material/play_arrow:"):
+        sweep_id, _ = sw.submit_local(store, sweep_plan)
+        st.switch_page(ui.PAGES["sweep"], query_params={"sweep": str(sweep_id)})
+
 # -- start ---------------------------------------------------------------------
 st.divider()
 sc1, sc2 = st.columns([2, 1])

@@ -457,6 +457,60 @@ def make_runs_overlay_figure(curves: Mapping[str, pd.DataFrame], column: str, *,
     return fig if any(has_validation(df) for df in curves.values()) else _note_no_validation(fig)
 
 
+def seed_band(frames: Sequence[pd.DataFrame], column: str, split: str = "val", x: str = "step") -> pd.DataFrame:
+    """Mean, min, max and count of ``column`` over runs (their ``split`` rows) at each ``x`` they share or not:
+    columns x, mean, lo, hi, n (a run missing at an x does not count there).
+
+    >>> a = pd.DataFrame({"step": [10, 20], "split": "val", "v": [0.2, 0.4]})
+    >>> b = pd.DataFrame({"step": [10, 20], "split": "val", "v": [0.4, 0.8]})
+    >>> seed_band([a, b], "v").round(2).values.tolist()
+    [[10.0, 0.3, 0.2, 0.4, 2.0], [20.0, 0.6, 0.4, 0.8, 2.0]]
+    """
+    rows = [df[df["split"] == split][[x, column]] for df in frames if df is not None and not df.empty]
+    if not rows:
+        return pd.DataFrame(columns=[x, "mean", "lo", "hi", "n"])
+    g = pd.concat(rows).dropna().groupby(x)[column]
+    return pd.DataFrame({"mean": g.mean(), "lo": g.min(), "hi": g.max(), "n": g.count()}).reset_index()
+
+
+def make_seed_groups_figure(groups: Mapping[str, Sequence[pd.DataFrame]], column: str, *, x: str = "step",
+                            smoothing: float = 0.0, title: str = "", y_title: str = "", y_range=(0, 1.02),
+                            uirevision="compare") -> go.Figure:
+    """One colour per group of runs differing only by seed (label -> their ``store.evals`` frames): the mean of
+    their validation curves as a line with a band from the lowest to the highest seed, test as the mean diamond
+    with the seeds' spread as an error bar. A group of one run is drawn as that run."""
+    fig = go.Figure()
+    for i, (label, frames) in enumerate(groups.items()):
+        color = RUN_PALETTE[i % len(RUN_PALETTE)]
+        frames = [f for f in frames if f is not None and not f.empty and column in f]
+        if not frames:
+            continue
+        name = f"{label} ({len(frames)} seeds)" if len(frames) > 1 else label
+        val = seed_band(frames, column, "val", x)
+        if not val.empty:
+            if len(frames) > 1:
+                fig.add_trace(go.Scatter(x=np.r_[val[x], val[x][::-1]], y=np.r_[val["hi"], val["lo"][::-1]],
+                                         fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
+                                         name=f"{name} min–max", legendgroup=name, showlegend=False, hoverinfo="skip"))
+            _add_lines(fig, val[x].to_numpy(), val["mean"].to_numpy(float), f"{name} ({SPLIT_LABELS['val']})",
+                       color, smoothing, legendgroup=name)
+        test = seed_band(frames, column, "test", x)
+        if not test.empty:
+            last = test.iloc[[-1]]
+            fig.add_trace(go.Scatter(
+                x=last[x], y=last["mean"], mode="markers", name=f"{name} ({SPLIT_LABELS['test']})", legendgroup=name,
+                marker=dict(color=color, **TEST_MARKER),
+                error_y=dict(type="data", symmetric=False, array=last["hi"] - last["mean"],
+                             arrayminus=last["mean"] - last["lo"], color=color),
+                hovertemplate=f"{name}<br>test mean %{{y:.3f}}<br>%{{x}}<extra></extra>"))
+    if not fig.data:
+        return _empty(title, uirevision=uirevision)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    fig = _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="runs (mean, band: min–max over seeds)")
+    return fig
+
+
 def make_recall_comparison_figure(recalls: Mapping[str, Sequence[float]], class_names=None, *, split: str = "test",
                                   title: str | None = None, uirevision="compare") -> go.Figure:
     """Grouped bars of one split's recall: x = class, one bar series per run (run colours; classes on the axis)."""

@@ -27,6 +27,7 @@ PAGES = {
     "setup": "pages/setup.py",
     "live": "pages/live.py",
     "compare": "pages/compare.py",
+    "sweep": "pages/sweep.py",
     "data": "pages/data.py",
     "teaching": "pages/teaching.py",
 }

@@ -1,0 +1,230 @@
+"""Sweeps: grid expansion and validation, a local sweep end to end, stop and resume, seed grouping, the pages."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st_
+
+from sslviz import charts, lifecycle, sweep
+from sslviz.store import RunStore
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+# -- definition -----------------------------------------------------------------------------------------
+AXES = {"gamma": st_.floats(1, 100, allow_nan=False), "lr": st_.floats(0.001, 1), "mu": st_.integers(0, 8),
+        "preset": st_.sampled_from(["fixmatch", "balanced", "fixmatch-da"]),
+        "unlabeled_shape": st_.sampled_from(["consistent", "uniform", "reversed"])}
+
+
+@st_.composite
+def grids(draw):
+    names = draw(st_.lists(st_.sampled_from(sorted(AXES)), min_size=0, max_size=3, unique=True))
+    grid = {n: draw(st_.lists(AXES[n], min_size=1, max_size=3, unique=True)) for n in names}
+    seeds = tuple(draw(st_.lists(st_.integers(0, 99), min_size=1, max_size=3, unique=True)))
+    return grid, seeds
+
+
+@given(grids())
+@settings(max_examples=60, deadline=None)
+def test_grid_expands_to_every_combination_times_every_seed(g):
+    grid, seeds = g
+    spec = sweep.SweepSpec(grid=grid, seeds=seeds, base={"steps": 30})
+    cells = spec.cells()
+    assert len(cells) == spec.size == math.prod(len(v) for v in grid.values()) * len(seeds)
+    assert len({tuple(sorted(c.items())) for c in cells}) == len(cells)  # all distinct
+    for c in cells:
+        assert set(c) == {*grid, "seed"} and all(c[k] in grid[k] for k in grid) and c["seed"] in seeds
+    assert sweep.SweepSpec.from_dict(spec.to_dict()) == spec  # what the store keeps reads back the same
+
+
+@given(grids())
+@settings(max_examples=25, deadline=None)
+def test_every_cell_of_a_valid_grid_validates_to_its_config(g):
+    grid, seeds = g
+    spec = sweep.SweepSpec(grid=grid, seeds=seeds, base={"dataset": "toy2d", "steps": 30})
+    plan = sweep.validate(spec)
+    assert len(plan.configs) == spec.size and plan.seconds > 0
+    for cell, cfg in zip(plan.cells, plan.configs):
+        assert all(getattr(cfg, k) == v for k, v in cell.items())
+        assert cfg.steps == 30 and cfg.dataset == "toy2d"
+
+
+@given(st_.integers(0, 3), st_.integers(2, 4))
+@settings(max_examples=10, deadline=None)
+def test_an_impossible_split_names_its_cell_and_field(bad_at, n):
+    gammas = [float(2 + i) for i in range(n)]
+    gammas[min(bad_at, n - 1)] = 5000.0  # toy2d N_1 = 8 cannot give every class a labeled example at gamma 5000
+    spec = sweep.SweepSpec(grid={"gamma": gammas}, base={"dataset": "toy2d", "n1": 8})
+    with pytest.raises(sweep.SweepError, match=rf"^Cell {min(bad_at, n - 1) + 1} of {n} \(gamma=5000, seed=0\): "
+                                               r"gamma: .*would get 0 labeled") as err:
+        sweep.validate(spec)
+    assert err.value.field == "gamma" and err.value.cell == min(bad_at, n - 1)
+
+
+def test_bad_values_and_specs_are_refused_before_anything_is_recorded(store):
+    with pytest.raises(sweep.SweepError, match=r"Cell 2 of 2 \(lr=-1, seed=0\): lr: The 'lr' parameter"):
+        sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, -1.0]}, base={"dataset": "toy2d"}))
+    with pytest.raises(sweep.SweepError, match="Unknown sweep field 'gama'"):
+        sweep.parse_grid(["gama=1,2"])
+    with pytest.raises(sweep.SweepError, match="must be ints"):
+        sweep.parse_grid(["mu=1,x"])
+    with pytest.raises(sweep.SweepError, match="--seeds"):
+        sweep.SweepSpec(grid={"seed": [1, 2]})
+    with pytest.raises(sweep.SweepError, match="repeats"):
+        sweep.SweepSpec(grid={"gamma": [10.0, 10.0]})
+    assert sweep.parse_grid(["gamma=10,50", "preset=fixmatch,balanced", "n1=none,5"]) == {
+        "gamma": [10.0, 50.0], "preset": ["fixmatch", "balanced"], "n1": [None, 5]}
+    assert store.sweeps().empty and store.runs().empty
+
+
+def test_yaml_sweep_file():
+    spec = sweep.SweepSpec.from_yaml("name: map\ngrid:\n  preset: [fixmatch, balanced]\n  gamma: [10, 50]\n"
+                                     "seeds: [0, 1]\nbase:\n  steps: 300\n")
+    assert spec.size == 8 and spec.base == {"steps": 300} and spec.name == "map"
+
+
+# -- local executor ---------------------------------------------------------------------------------------
+def _wait_ended(store, sweep_id, wait_for, timeout=180):
+    def ended():
+        runs = sweep.sweep_runs(store, sweep_id)
+        return not runs.status.isin(lifecycle.ACTIVE).any()
+    assert wait_for(ended, timeout, every=0.5), sweep.sweep_runs(store, sweep_id)[["id", "status", "error"]]
+
+
+def test_local_sweep_2x2x2_end_to_end_through_the_store(store, tiny, wait_for):
+    spec = sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [5.0, 20.0]}, seeds=(0, 1), base=tiny,
+                           name="tiny map")
+    plan = sweep.validate(spec, store=store, parallel=2)
+    sweep_id, run_ids = sweep.submit_local(store, plan)
+    assert len(run_ids) == 8 and store.sweep(sweep_id)["spec"] == spec.to_dict()
+    _wait_ended(store, sweep_id, wait_for)
+    runs = sweep.sweep_runs(store, sweep_id)
+    assert runs.status.tolist() == ["finished"] * 8 and (runs.executor == "local").all()
+    res = sweep.results(store, sweep_id)
+    assert len(res) == 8 and res[list(sweep.METRICS)].notna().all().all()
+    cells = sweep.cell_table(res, ["preset", "gamma"])
+    assert len(cells) == 4 and (cells.seeds == 2).all() and (cells.val_balanced_accuracy_n == 2).all()
+    fig = sweep.make_heatmap_figure(cells, "val_balanced_accuracy", rows="preset", cols="gamma")
+    text = fig.data[0].text
+    assert sum(t.startswith("★") for r in text for t in r) == 2  # one best per gamma column
+    assert all("±" in t and "n=2" in t for r in text for t in r)
+    html = sweep.figures_html({"map": fig, "par": sweep.make_parallel_figure(res, "test_tail_recall", ["preset", "gamma"])})
+    assert html.count("<h2>") == 2 and "plotly" in html
+    assert sweep.export_table(cells, "parquet")[:4] == b"PAR1"
+    # the page and the CLI read the same sweep
+    from sslviz import cli
+    assert cli.main(["--store", str(store.path), "sweep", "show", str(sweep_id)]) == 0
+    assert sweep.delete(store, sweep_id) == run_ids and store.sweeps().empty and store.runs(include_archived=True).empty
+
+
+def test_stop_and_resume_a_whole_sweep(store, tiny, wait_for, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "1")  # one runs, two wait queued
+    long = {**tiny, "steps": 2000, "eval_every": 1000, "checkpoint_every": 10}
+    plan = sweep.validate(sweep.SweepSpec(grid={"gamma": [5.0, 10.0, 20.0]}, base=long), store=store)
+    sweep_id, run_ids = sweep.submit_local(store, plan)
+    wait_for(lambda: store.run(run_ids[0])["step"] >= 10, 90)
+    with pytest.raises(sweep.SweepError, match="stop it first"):
+        sweep.delete(store, sweep_id)
+    assert sorted(sweep.stop(store, sweep_id)) == run_ids
+    _wait_ended(store, sweep_id, wait_for)
+    runs = sweep.sweep_runs(store, sweep_id)
+    assert runs.status.tolist() == ["stopped"] * 3 and runs.step.iloc[0] > 0 and (runs.step.iloc[1:] == 0).all()
+    stopped_at = int(runs.step.iloc[0])
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "2")
+    assert sorted(sweep.resume(store, sweep_id)) == run_ids
+    assert wait_for(lambda: store.run(run_ids[0])["step"] > stopped_at, 90)
+    events = store.events(run_ids[0])
+    assert events.message.str.startswith(f"resumed from step {stopped_at}").any()
+    sweep.stop(store, sweep_id)
+    _wait_ended(store, sweep_id, wait_for)
+    assert set(sweep.sweep_runs(store, sweep_id).status) == {"stopped"}
+
+
+# -- seed grouping (Compare) ------------------------------------------------------------------------------
+def test_runs_differing_only_by_seed_form_one_group():
+    a = {"preset": "fixmatch", "gamma": 10.0, "seed": 0, "name": "x s0"}
+    configs = {1: a, 2: {**a, "seed": 1, "name": "x s1"}, 3: {**a, "gamma": 50.0}, 4: {**a, "seed": 2}}
+    assert list(sweep.seed_groups(configs).values()) == [[1, 2, 4], [3]]
+
+
+def test_seed_groups_figure_draws_a_mean_line_and_a_band():
+    import pandas as pd
+
+    def ev(vals):
+        return pd.DataFrame({"step": [10, 20, 20], "split": ["val", "val", "test"], "balanced_accuracy": vals,
+                             "accuracy": vals, "wall": [1, 2, 2]})
+    fig = charts.make_seed_groups_figure({"cell": [ev([0.2, 0.4, 0.5]), ev([0.4, 0.8, 0.7])], "one": [ev([0.1] * 3)]},
+                                         "balanced_accuracy")
+    band = [t for t in fig.data if t.fill == "toself"]
+    assert len(band) == 1 and list(band[0].y) == [0.4, 0.8, 0.4, 0.2]  # hi forward, lo back
+    line = next(t for t in fig.data if t.name == "cell (2 seeds) (validation)")
+    assert list(line.y) == pytest.approx([0.3, 0.6])
+    test = next(t for t in fig.data if t.name == "cell (2 seeds) (test)")
+    assert list(test.y) == pytest.approx([0.6])
+    assert any(t.name == "one (validation)" for t in fig.data)
+
+
+# -- liveness of Ray runs is judged by their driver ----------------------------------------------------------
+def test_ray_runs_are_lost_when_their_driver_is_gone(tmp_path):
+    import time
+    row = {"status": "running", "executor": "ray", "pid": 2 ** 22 + 12345, "heartbeat": time.time(), "id": 1}
+    assert "Ray driver" in lifecycle.lost_reason(row)
+    import os
+    assert lifecycle.lost_reason({**row, "pid": os.getpid()}) is None
+    assert "no heartbeat from the Ray driver" in lifecycle.lost_reason({**row, "pid": os.getpid(), "heartbeat": 0})
+
+
+# -- pages --------------------------------------------------------------------------------------------------
+def _at():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(APP, default_timeout=90)
+
+
+def test_sweep_page_and_compare_grouping_under_apptest(home, monkeypatch):
+    """A sweep of synthetic runs: the page draws the heatmaps, picks a cell and opens its runs grouped in Compare."""
+    from tests.test_app_pages import log_steps, make_run
+
+    monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
+    store = RunStore(home / "runs.db")
+    spec = sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [10.0, 50.0]}, seeds=(0, 1),
+                           base={"dataset": "digits", "steps": 100})
+    sweep_id = store.create_sweep(spec.to_dict(), name="synthetic")
+    for i, cell in enumerate(spec.cells()):
+        rid = make_run(store, preset=cell["preset"], status="finished")
+        cfg = {**sweep.cell_config(spec, i, cell).to_dict()}
+        store.update_run(rid, sweep=sweep_id, config=__import__("json").dumps(cfg))
+        log_steps(store, rid, range(10, 101, 10), seed=i)
+    at = _at()
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Sweeps" and len(at.get("plotly_chart")) == len(sweep.METRICS) + 1
+    cell = at.selectbox(key="sweep_cell")
+    assert cell.options == ["preset=fixmatch, gamma=10", "preset=fixmatch, gamma=50", "preset=balanced, gamma=10",
+                            "preset=balanced, gamma=50"]
+    cell.set_value("preset=balanced, gamma=50").run()
+    at.button(key="sweep_open_compare").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Compare runs" and at.query_params["runs"] == ["7,8"] or at.query_params["runs"] == "7,8"
+    assert at.toggle(key="compare_group_seeds").value is True
+    assert not at.exception
+    # stop / delete buttons act on the whole sweep
+    at.switch_page("pages/sweep.py").run()
+    assert at.button(key="sweep_stop").disabled  # nothing active
+    at.button(key="sweep_delete").click().run()
+    at.button(key="sweep_delete_yes").click().run()
+    assert store.sweeps().empty and store.runs().empty
+    assert "No sweeps yet" in at.info[0].value
+
+
+def test_setup_sweep_section_counts_runs_and_estimates_before_start(home, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
+    at = _at().run()
+    at.text_area(key="sweep_grid").set_value("preset=fixmatch,balanced\ngamma=10,50").run()
+    assert not at.exception, at.exception
+    assert any("**12 runs**" in i.value for i in at.info), [i.value for i in at.info]
+    at.text_area(key="sweep_grid").set_value("gamma=10,9999").run()
+    assert any("Cell 4 of 6 (gamma=9999, seed=0): gamma:" in e.value for e in at.error), [e.value for e in at.error]
+    assert at.button(key="start_sweep").disabled
