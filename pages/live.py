@@ -102,8 +102,12 @@ def live_panel():
         if run.get("stop_requested"):
             s2.caption("Stop requested…")
         elif s2.button("Stop", key="live_stop", icon=":material/stop:"):
-            store.request_stop(run_id)
-            st.toast(f"Asked run #{run_id} to stop.")
+            error = ui.stop(store, run_id)
+            st.error(error) if error else st.toast(f"Asked run #{run_id} to stop.")
+        if status == "running" and s2.button("Test now", key="live_test_now", icon=":material/science:",
+                                             help="Evaluate the latest checkpoint on the test set and record it; "
+                                                  "the run keeps training. (It is evaluated at the end anyway.)"):
+            st.info(ui.evaluate_now(store, run_id))
     else:
         if status in ("stopped", "failed"):
             if s2.button("Resume", key="live_resume", icon=":material/play_arrow:") and ui.resume(store, run_id):

@@ -106,6 +106,31 @@ def delete(store: RunStore, run_id: int) -> str | None:
     return None
 
 
+def stop(store: RunStore, run_id: int) -> str | None:
+    """``RunStore.request_stop``; the reason as text when it refuses (the run ended a moment before the click)."""
+    if _refuse_if_read_only():
+        return READ_ONLY_REFUSAL
+    try:
+        store.request_stop(int(run_id))
+    except ENGINE_ERRORS as exc:
+        return str(exc)
+    return None
+
+
+def evaluate_now(store: RunStore, run_id: int) -> str:
+    """``worker.evaluate_now`` on the test set: what to tell the user (the numbers, or why not)."""
+    if _refuse_if_read_only():
+        return READ_ONLY_REFUSAL
+    try:
+        with st.spinner("Evaluating the latest checkpoint on the test set…"):
+            record = worker.evaluate_now(store, int(run_id), ("test",))
+    except ENGINE_ERRORS as exc:
+        return str(exc)
+    m = record["eval"]["test"]
+    return (f"Test set at step {record['step']} (latest checkpoint): balanced accuracy "
+            f"{m['balanced_accuracy']:.3f}, accuracy {m['accuracy']:.3f}. Choose on validation; this is for reporting.")
+
+
 ARCHIVABLE = ("finished", "stopped", "failed")  # ended runs; the store refuses queued and running ones
 
 

@@ -433,3 +433,29 @@ def test_read_only_mode_offers_no_actions(store, monkeypatch):
     at.switch_page("pages/teaching.py").run()
     assert not any(b.key == "teach_launch" for b in at.button)
     assert store.run(queued)["status"] == "queued"  # viewing a read-only server starts nothing
+
+
+def test_live_test_now_evaluates_the_latest_checkpoint_and_stop_after_the_end_is_explained(store, tiny):
+    import os
+    import time
+
+    from sslviz import worker
+
+    cfg = TrainConfig(**tiny)
+    rid = store.create_run(cfg.to_dict())
+    assert worker.run_worker(store, rid, progress=lambda step: step == 10 and store.request_stop(rid)) == "stopped"
+    # Pretend it is still training in this process (alive pid, fresh heartbeat): Test now must not touch it.
+    store.update_run(rid, status="running", pid=os.getpid(), heartbeat=time.time(), stop_requested=0)
+    at = _at()
+    at.query_params["run"] = str(rid)
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    at.button(key="live_test_now").click().run()
+    assert not at.exception
+    assert any("Test set at step 15 (latest checkpoint): balanced accuracy" in i.value for i in at.info)
+    assert store.run(rid)["status"] == "running" and store.run(rid)["step"] == 15
+    # The run ends between the page's draw and the click on Stop: the page gets a reason to show, not a traceback.
+    store.update_run(rid, status="finished")
+    from sslviz import ui
+
+    assert "finished" in ui.stop(store, rid)
