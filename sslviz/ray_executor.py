@@ -29,7 +29,7 @@ from pathlib import Path
 from . import lifecycle
 
 POLL = 0.5  # seconds between drains of the actors' record buffers
-NO_STORE = "/nonexistent/sslviz-trials-have-no-store.db"  # a trial's SSLVIZ_STORE
+NO_STORE = "/dev/null/sslviz-trials-have-no-store.db"  # /dev/null is no folder, even for root  # a trial's SSLVIZ_STORE
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
