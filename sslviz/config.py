@@ -153,6 +153,9 @@ PRESETS: dict[str, dict] = {
         "effective_beta": 0.95,
         "dist_align": "labeled",
     },
+    "fixmatch-saw": {"saw": True},
+    "fixmatch-adsh": {"threshold_schedule": "adsh"},
+    "fixmatch-darp": {"darp": True},
 }
 PRESET_DESCRIPTIONS = {
     "fixmatch": "FixMatch: fixed threshold 0.95, plain cross-entropy.",
@@ -163,6 +166,12 @@ PRESET_DESCRIPTIONS = {
     "freematch": "FreeMatch: self-adaptive thresholds from EMAs of global and per-class confidence, plus its "
                  "self-adaptive fairness loss.",
     "balanced": "Frequency-scaled thresholds + rare classes augmented harder + effective-number weights + DA.",
+    "fixmatch-saw": "FixMatch + SAW: loss weights from labeled counts and from pseudo-label counts over the "
+                    "unlabeled set, re-estimated each pass.",
+    "fixmatch-adsh": "FixMatch + Adsh: per-class thresholds from confidence quantiles over the unlabeled set, so "
+                     "every class admits the head class's fraction.",
+    "fixmatch-darp": "FixMatch + DARP: after a warm-up, pseudo-labels of the whole unlabeled set refined toward the "
+                     "labeled distribution every 10 steps.",
 }
 
 

@@ -181,7 +181,8 @@ class FreeMatch(Technique):
 
 
 # The schedules threshold_schedule can name; a new schedule is a class above plus its entry here.
-THRESHOLD_SCHEDULES = {"fixed": None, FlexMatch.schedule: FlexMatch, FreeMatch.schedule: FreeMatch}
+from .methods.adsh import Adsh  # noqa: E402  (a schedule declared with the methods; it imports only technique)
+THRESHOLD_SCHEDULES = {"fixed": None, FlexMatch.schedule: FlexMatch, FreeMatch.schedule: FreeMatch, Adsh.schedule: Adsh}
 
 
 class FixMatch(Technique):

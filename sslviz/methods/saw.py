@@ -1,0 +1,50 @@
+"""SAW (Lai et al., ICML 2022): loss weights from the class distribution of pseudo-labels over the unlabeled set."""
+from __future__ import annotations
+
+import torch
+
+from .. import techniques as fx
+from ..fields import Field
+from ..params import Bool
+from ..technique import Technique
+
+
+class SAW(Technique):
+    name, title = "saw", "SAW"
+    off = ("saw", False)
+    needs_pass = True
+    paper = "Lai et al., Smoothed Adaptive Weighting for Imbalanced Semi-Supervised Learning, ICML 2022"
+    implemented = ("As USB's port: the supervised loss weighted per class by effective-number weights "
+                   "`(1-beta)/(1-beta^n_c)` with `beta = (N-1)/N`, N the mean labeled count, normalised to sum K; "
+                   "the consistency loss weighted by the same formula over the counts of each predicted class "
+                   "(argmax, at least 1) on the whole unlabeled set, re-estimated once a pass (weights 1 before "
+                   "the first).")
+    differs = ("USB re-estimates after each of its 'epochs' (1,024 iterations) from the EMA model; here once a pass "
+               "over the unlabeled set (`pass_steps` steps, no epochs since batches are drawn with replacement) "
+               "from the training model in eval mode. The paper's N is a hyperparameter; USB's mean count is used.")
+    fields = (Field("saw", False, (Bool(),), "SAW: weight the supervised and consistency losses per class from "
+                    "the labeled counts and the pseudo-label counts over the unlabeled set (re-estimated each pass)",
+                    "Imbalanced-SSL methods", label="SAW loss weights"),)
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        K = run.num_classes
+        self.state = {"sup_weights": fx.saw_effective_weights(run.labeled_counts.float()).to(run.device),
+                      "unsup_weights": torch.ones(K, device=run.device),
+                      "pseudo_share": torch.full((K,), 1.0 / K, device=run.device)}
+
+    def on_pass(self, _, probs_all):
+        counts = fx.predicted_class_counts(probs_all, self.run.num_classes)
+        self.state["unsup_weights"] = fx.saw_effective_weights(counts)
+        self.state["pseudo_share"] = counts / counts.sum()
+
+    def sup_weights(self, w, y):
+        return w * self.state["sup_weights"][y]
+
+    def unsup_weights(self, w, u):
+        return w * self.state["unsup_weights"][u.pseudo]
+
+    def metrics(self, out):
+        s = self.state
+        return {**out, "saw.sup_weights": s["sup_weights"], "saw.unsup_weights": s["unsup_weights"],
+                "saw.pseudo_share": s["pseudo_share"]}
