@@ -115,6 +115,7 @@ class _Cell:
         self.run_id, self.actor, self.ref = run_id, actor, ref
         self.running = False
         self.stop_sent = False
+        self.drain_ref = None  # one drain call in flight at a time: records come back in order, never twice
 
 
 def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None, num_cpus: int | None = None,
@@ -204,11 +205,14 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
                         cell.actor.request_stop.remote()
                         cell.stop_sent = True
                     if cell.ref in done:
+                        if cell.drain_ref is not None:
+                            write(cell, ray.get(cell.drain_ref))
+                            cell.drain_ref = None
                         try:
                             outcome = ray.get(cell.ref)
                             write(cell, ray.get(cell.actor.drain.remote()))
                             end(cell, outcome["status"])
-                        except ray.exceptions.RayActorError as exc:
+                        except ray.exceptions.RayActorError:
                             raise
                         except ray.exceptions.RayTaskError as exc:  # the trainer raised on the worker
                             write(cell, ray.get(cell.actor.drain.remote()))
@@ -217,7 +221,13 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
                         ray.kill(cell.actor)
                         del cells[cell.run_id]
                         continue
-                    write(cell, ray.get(cell.actor.drain.remote(), timeout=60))
+                    # Never block on an actor Ray has not placed yet (it waits for a free CPU/GPU).
+                    if cell.drain_ref is None:
+                        cell.drain_ref = cell.actor.drain.remote()
+                    ready, _ = ray.wait([cell.drain_ref], timeout=0)
+                    if ready:
+                        write(cell, ray.get(cell.drain_ref))
+                        cell.drain_ref = None
                     if cell.running:
                         store.heartbeat(cell.run_id)
                 except ray.exceptions.RayActorError as exc:
