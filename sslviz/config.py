@@ -145,6 +145,8 @@ PRESETS: dict[str, dict] = {
     "fixmatch-la": {"logit_adjust_tau": 1.0},
     "flexmatch": {"threshold_schedule": "flexmatch"},
     "freematch": {"threshold_schedule": "freematch"},
+    "fixmatch-abc": {"abc": True},
+    "fixmatch-acr": {"acr": True},
     "balanced": {
         "threshold_class_alpha": 0.5,
         "threshold_min": 0.8,
@@ -165,6 +167,9 @@ PRESET_DESCRIPTIONS = {
     "flexmatch": "FlexMatch curriculum thresholds: classes the model learns slowly get lower thresholds.",
     "freematch": "FreeMatch: self-adaptive thresholds from EMAs of global and per-class confidence, plus its "
                  "self-adaptive fairness loss.",
+    "fixmatch-abc": "FixMatch + ABC: an auxiliary class-balanced head (Bernoulli-masked losses), predictions from it.",
+    "fixmatch-acr": "FixMatch + ACR: a logit-adjusted balanced branch, pseudo-label adjustment chosen from an estimate "
+                    "of the unlabeled distribution (consistent, uniform or reversed); predictions from the branch.",
     "balanced": "Frequency-scaled thresholds + rare classes augmented harder + effective-number weights + DA.",
     "fixmatch-saw": "FixMatch + SAW: loss weights from labeled counts and from pseudo-label counts over the "
                     "unlabeled set, re-estimated each pass.",

@@ -498,3 +498,94 @@ def accepted_histogram(pseudo: Tensor, mask: Tensor, num_classes: int) -> Tensor
     tensor([2., 0., 1.])
     """
     return torch.zeros(num_classes, device=pseudo.device).scatter_add_(0, pseudo, mask.float())
+
+
+# -- imbalanced-SSL methods with heads of their own (ABC, ACR; sslviz/methods/) --------------------------------
+def abc_keep_probability(class_counts: Tensor, progress: float) -> Tensor:
+    """ABC's per-class Bernoulli keep probability ``1 - progress * (1 - n_min / n_c)``.
+
+    ``progress`` 1 gives the balanced rate ``n_min / n_c`` (the labeled mask); on unlabeled data ABC anneals from
+    keeping everything (progress 0) toward it over training (progress = t / T).
+
+    >>> abc_keep_probability(torch.tensor([100., 25., 4.]), 1.0)
+    tensor([0.0400, 0.1600, 1.0000])
+    >>> abc_keep_probability(torch.tensor([100., 25., 4.]), 0.5)
+    tensor([0.5200, 0.5800, 1.0000])
+    """
+    counts = class_counts.float().clamp(min=1)
+    return 1.0 - progress * (1.0 - counts.min() / counts)
+
+
+def abc_loss(logits_l: Tensor, y: Tensor, logits_w: Tensor, logits_s: Tensor, keep_l: Tensor, keep_u: Tensor,
+             threshold: float, draws_l: Tensor, draws_u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """ABC's auxiliary-head losses from its logits on the labeled, weak and strong views.
+
+    Labeled: ``mean(CE(logits_l, y) * [draw < keep_l[y]])``. Unlabeled: pseudo-labels ``argmax softmax(logits_w)``
+    accepted where the confidence reaches ``threshold`` and the draw falls below ``keep_u[pseudo]``; loss
+    ``mean(CE(logits_s, pseudo) * mask)`` over the whole unlabeled batch. ``draws_*`` are U[0, 1) samples (a
+    Bernoulli(p) draw is ``u < p``). Returns ``(loss_l, loss_u, mask_u)``.
+
+    >>> l, u, m = abc_loss(torch.zeros(2, 2), torch.tensor([0, 1]), torch.tensor([[4., 0.], [0., 0.]]),
+    ...                    torch.zeros(2, 2), torch.tensor([0.5, 1.]), torch.ones(2), 0.9,
+    ...                    torch.tensor([0.7, 0.7]), torch.zeros(2))
+    >>> round(float(l), 4), round(float(u), 4), m.tolist()  # log 2 / 2 each: one labeled and one unlabeled kept
+    (0.3466, 0.3466, [1.0, 0.0])
+    """
+    mask_l = (draws_l < keep_l[y]).float()
+    loss_l = (F.cross_entropy(logits_l, y, reduction="none") * mask_l).mean()
+    conf, pseudo = F.softmax(logits_w.detach(), dim=1).max(dim=1)
+    mask_u = ((conf >= threshold) & (draws_u < keep_u[pseudo])).float()
+    loss_u = (F.cross_entropy(logits_s, pseudo, reduction="none") * mask_u).mean()
+    return loss_l, loss_u, mask_u
+
+
+def acr_adjustment(prior: Tensor, tau: float | Tensor) -> Tensor:
+    """ACR's logit adjustment ``log(prior ** tau + 1e-12)`` (``tau log prior``, finite at tau = 0).
+
+    >>> acr_adjustment(torch.tensor([0.5, 0.25]), 2.0).exp()
+    tensor([0.2500, 0.0625])
+    """
+    return torch.log(prior**tau + 1e-12)
+
+
+def symmetric_kl(p: Tensor, q: Tensor) -> Tensor:
+    """``0.5 KL(p || q) + 0.5 KL(q || p)`` of two distributions.
+
+    >>> round(float(symmetric_kl(torch.tensor([0.5, 0.5]), torch.tensor([0.9, 0.1]))), 4)
+    0.4394
+    """
+    return 0.5 * (p * (p.log() - q.log())).sum() + 0.5 * (q * (q.log() - p.log())).sum()
+
+
+def acr_anchor_distances(estimate: Tensor, prior: Tensor) -> Tensor:
+    """Symmetric KL of the unlabeled estimate to ACR's three anchors: consistent (the labeled prior), uniform,
+    reversed (the prior flipped).
+
+    >>> acr_anchor_distances(torch.tensor([0.8, 0.2]), torch.tensor([0.8, 0.2]))[0]
+    tensor(0.)
+    """
+    uniform = torch.full_like(prior, 1.0 / len(prior))
+    return torch.stack([symmetric_kl(estimate, a) for a in (prior, uniform, prior.flip(0))])
+
+
+def acr_tau(mean_distances: Tensor, tau_max: float, tau_min: float = 0.0) -> Tensor:
+    """ACR's pseudo-label adjustment strength ``tau_min + (tau_max - tau_min) * softmax(d)[consistent]``.
+
+    The further the unlabeled estimate is from the labeled (consistent) profile, the larger tau: a reversed
+    unlabeled set gets nearly ``tau_max``, a consistent one little adjustment.
+
+    >>> acr_tau(torch.tensor([0., 0., 0.]), 2.0)
+    tensor(0.6667)
+    >>> round(float(acr_tau(torch.tensor([3., 1., 0.]), 2.0)), 4)
+    1.6876
+    """
+    return tau_min + (tau_max - tau_min) * torch.softmax(mean_distances, dim=0)[0]
+
+
+def accepted_histogram(pseudo: Tensor, mask: Tensor, num_classes: int) -> Tensor:
+    """Counts of accepted pseudo-labels per class (scatter_add: no host sync).
+
+    >>> accepted_histogram(torch.tensor([0, 0, 2, 1]), torch.tensor([1., 1., 1., 0.]), 3)
+    tensor([2., 0., 1.])
+    """
+    return torch.zeros(num_classes, device=pseudo.device).scatter_add_(0, pseudo, mask.float())

@@ -1,2 +1,5 @@
 """Methods with a head of their own on the backbone's features, in pipeline order."""
-HEAD_METHODS: tuple = ()
+from .abc_head import ABC
+from .acr import ACR
+
+HEAD_METHODS: tuple = (ABC, ACR)

@@ -1,0 +1,123 @@
+"""ACR (Wei & Gan, CVPR 2023): a logit-adjusted balanced branch, and pseudo-label adjustment whose strength follows
+an estimate of the unlabeled class distribution (consistent, uniform or reversed)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import techniques as fx
+from ..fields import Field
+from ..params import Bool, integer, real
+from ..technique import Technique
+
+GROUP = "Imbalanced-SSL methods"
+
+
+class ACR(Technique):
+    name, title = "acr", "ACR (adaptive consistency regularizer)"
+    off = ("acr", False)
+    paper = ("Wei & Gan, Towards Realistic Long-Tailed Semi-Supervised Learning: Consistency Is All You Need, "
+             "CVPR 2023")
+    implemented = (
+        "Main branch: pseudo-labels from `softmax(f_w - log(p_l^tau1))` (p_l the labeled prior), accepted where "
+        "that or the raw confidence reaches `threshold`. Balanced branch, a linear head of its own: labeled CE on "
+        "`g + log(p_l^tau2)`; consistency of its strong-view logits with the main head's `f_w - log(p_l^tau12)` "
+        "pseudo-labels, accepted where those or its own weak-view confidence reach `threshold`. After "
+        "`acr_est_passes` passes, the unlabeled distribution is estimated each step as an EMA (`acr_ema_u`) of the "
+        "balanced head's accepted weak-view pseudo-label histogram; its symmetric KL to the consistent, uniform and "
+        "reversed anchors is averaged over a pass, and at each pass start `tau1 = acr_tau1 * softmax(KL)[consistent]`. "
+        "Predictions from the balanced head. Live: the estimate (against the hidden truth), tau1, the three KLs."
+    )
+    differs = (
+        "A pass (unlabeled set / unlabeled batch steps; the trainer has no epochs) stands for ACR's epoch, which in "
+        "Gank0078/ACR is 500 steps. One strong view (the paper averages two). The estimate's histogram counts every "
+        "accepted pseudo-label: the reference's `now_mask[targets_u_b] += mask_b` keeps one write per class when "
+        "classes repeat in a batch (PyTorch indexing does not accumulate), so it records which classes appeared, "
+        "not how often. `lambda_u` weighs both branches' consistency losses (reference: 1). The acceptance OR is "
+        "applied to the loop's mask in the observe phase, so the live mask rate counts it."
+    )
+    fields = (
+        Field("acr", False, (Bool(),), "ACR: balanced logit-adjusted branch, predictions from it, and pseudo-label "
+              "adjustment chosen from an estimate of the unlabeled distribution", GROUP, label="ACR"),
+        Field("acr_tau1", 2.0, (real(0, 10),), "ACR: largest pseudo-label adjustment tau1 (reached for a reversed "
+              "unlabeled set)", GROUP, step=0.1),
+        Field("acr_tau12", 2.0, (real(0, 10),), "ACR: fixed adjustment of the pseudo-labels the balanced branch "
+              "learns from", GROUP, step=0.1),
+        Field("acr_tau2", 2.0, (real(0, 10),), "ACR: logit adjustment of the balanced branch's labeled loss", GROUP,
+              step=0.1),
+        Field("acr_ema_u", 0.9, (real(0, 1, "left"),), "ACR: EMA momentum of the unlabeled distribution estimate "
+              "(per step)", GROUP, step=0.01),
+        Field("acr_est_passes", 5, (integer(0),), "ACR: passes over the unlabeled set before the estimate starts",
+              GROUP),
+    )
+
+    def __init__(self, cfg, run):
+        super().__init__(cfg, run)
+        K, dev = run.num_classes, run.device
+        counts = run.labeled_counts.float()
+        self.prior = counts / counts.sum()
+        self.adj_l2 = fx.acr_adjustment(self.prior, cfg.acr_tau2)
+        self.adj_l12 = fx.acr_adjustment(self.prior, cfg.acr_tau12)
+        self.state = {"u_py": torch.full((K,), 1.0 / K, device=dev), "count_kl": torch.zeros(3, device=dev),
+                      "tau1": torch.tensor(float(cfg.acr_tau1), device=dev), "kl_mean": torch.zeros(3, device=dev)}
+        self.loss_sum, self.loss_n = torch.zeros((), device=dev), 0
+
+    def head(self, feature_dim):
+        return nn.Linear(feature_dim, self.run.num_classes)
+
+    # -- main branch: adjusted pseudo-labels, accepted if adjusted or raw confidence clears the threshold ------
+    def transform_probs(self, probs, u):
+        return F.softmax(u.logits_w - fx.acr_adjustment(self.prior, self.state["tau1"]), dim=1)
+
+    def observe(self, _, u):
+        raw_conf = F.softmax(u.logits_w, dim=1).max(dim=1).values
+        u.mask = torch.maximum(u.mask, (raw_conf >= self.cfg.threshold).float())
+
+    # -- balanced branch, the estimate and the pass-wise tau1 ---------------------------------------------------
+    def extra_loss(self, loss, b):
+        head = b.model.heads[self.name]
+        loss_b = F.cross_entropy(head(b.feats_l.float()) + self.adj_l2, b.y)
+        if b.u is not None:
+            thr = self.cfg.threshold
+            with torch.no_grad():
+                conf_h2, target_h2 = F.softmax(b.u.logits_w - self.adj_l12, dim=1).max(dim=1)
+                conf_b, pseudo_b = F.softmax(head(b.u.feats_w.float()), dim=1).max(dim=1)
+                mask_b = (conf_b >= thr).float()
+                mask = torch.maximum(mask_b, (conf_h2 >= thr).float())
+            ce = F.cross_entropy(head(b.feats_s.float()), target_h2, reduction="none")
+            loss_b = loss_b + self.cfg.lambda_u * (ce * mask).mean()
+            self._estimate(b.step, pseudo_b, mask_b)
+        self.loss_sum += loss_b.detach()
+        self.loss_n += 1
+        return loss + loss_b
+
+    def _estimate(self, step: int, pseudo_b, mask_b) -> None:
+        s, P, est = self.state, self.run.pass_steps, self.cfg.acr_est_passes
+        if (step - 1) // P > est:  # the pass this step belongs to (0-based) is past the start
+            with torch.no_grad():
+                hist = fx.accepted_histogram(pseudo_b, mask_b, self.run.num_classes)
+                n = hist.sum()
+                any_ = n > 0  # the reference skips steps with nothing accepted (torch.where: no host sync)
+                s["u_py"] = torch.where(any_, fx.ema(s["u_py"], hist / n.clamp(min=1), self.cfg.acr_ema_u), s["u_py"])
+                d = fx.acr_anchor_distances(s["u_py"], self.prior)
+                s["count_kl"] = s["count_kl"] + torch.where(any_, d, torch.zeros_like(d))
+        if step % P == 0:  # a pass ends: the next one's tau1 from this one's mean distances
+            if step // P > est:
+                s["kl_mean"] = s["count_kl"] / P
+                tau = fx.acr_tau(s["kl_mean"], self.cfg.acr_tau1)
+                s["tau1"] = torch.where(torch.isnan(tau), s["tau1"], tau)
+            s["count_kl"] = torch.zeros_like(s["count_kl"])
+
+    def eval_logits(self, logits, feats, model):
+        return model.heads[self.name](feats.float())
+
+    def metrics(self, out):
+        s = self.state
+        out = {**out, "acr.unlabeled_estimate": s["u_py"], "acr.tau1": s["tau1"],
+               "acr.kl_consistent": s["kl_mean"][0], "acr.kl_uniform": s["kl_mean"][1],
+               "acr.kl_reversed": s["kl_mean"][2]}
+        if self.loss_n:
+            out["acr.loss_balanced"] = self.loss_sum / self.loss_n
+            self.loss_sum, self.loss_n = torch.zeros_like(self.loss_sum), 0
+        return out
