@@ -198,8 +198,9 @@ class FixMatch(Technique):
     fields = (
         Field("threshold", 0.95, (real(0, 1, "right"),), "confidence threshold tau for a pseudo-label to count",
               "Thresholds", label="τ: confidence threshold"),
-        Field("threshold_schedule", "fixed", (Options(tuple(THRESHOLD_SCHEDULES)),), "how thresholds evolve: fixed "
-              "(FixMatch), flexmatch (curriculum) or freematch (self-adaptive)", "Thresholds"),
+        Field("threshold_schedule", "fixed", (Options(tuple(THRESHOLD_SCHEDULES)),), "how thresholds evolve: "
+              + ", ".join(f"{name} ({'FixMatch' if t is None else t.title})" for name, t in THRESHOLD_SCHEDULES.items()),
+              "Thresholds"),
         Field("lambda_u", 1.0, (real(0, 100),), "weight of the unsupervised (consistency) loss", "Unsupervised loss",
               label="λ_u: unsupervised loss weight"),
         Field("aug_strength", 1.0, (real(0, 5),), "strong-augmentation strength (1 = FixMatch RandAugment + Cutout)",
