@@ -14,15 +14,16 @@ from PIL import Image
 
 from sslviz import cli, worker
 from sslviz import store as store_mod
-from sslviz.config import TrainConfig
+from sslviz.config import PRESETS, TrainConfig
+from sslviz.registry import THRESHOLD_SCHEDULES
 from sslviz.data import DatasetError, load_dataset
 from sslviz.params import InvalidParameterError
 from sslviz.splits import SplitError
 from sslviz.store import RunStore
 from sslviz.trainer import prepare
 
-PRESET_LIST = (r"among \{'fixmatch', 'fixmatch-da', 'fixmatch-debiaspl', 'fixmatch-la', 'flexmatch', 'freematch', "
-               r"'balanced'\}")
+PRESET_LIST = r"among \{" + re.escape(", ".join(map(repr, PRESETS))) + r"\}"  # every preset, in order
+SCHEDULES = re.escape(", ".join(map(repr, THRESHOLD_SCHEDULES)))  # 'fixed', 'flexmatch', ...
 
 # (id, config knobs, CLI flags, error type, message regex)
 CASES = [
@@ -51,9 +52,8 @@ CASES = [
     ("zero-steps", {"steps": 0}, ["--steps", "0"], InvalidParameterError, r"'steps' parameter .* \[1, 10000000\]"),
     # The CLI refuses it at parsing, listing the same choices (they come from the same declaration).
     ("unknown-schedule", {"threshold_schedule": "adamatch"}, ["--threshold-schedule", "adamatch"],
-     InvalidParameterError, r"'threshold_schedule' parameter .* among \{'fixed', 'flexmatch', 'freematch'\}|"
-                            r"argument --threshold-schedule: invalid choice: 'adamatch' \(choose from 'fixed', "
-                            r"'flexmatch', 'freematch'\)"),
+     InvalidParameterError, r"'threshold_schedule' parameter .* among \{" + SCHEDULES + r"\}|"
+                            r"argument --threshold-schedule: invalid choice: 'adamatch' \(choose from " + SCHEDULES + r"\)"),
     ("unknown-preset", {"preset": "nope"}, ["--preset", "nope"], InvalidParameterError,
      r"The 'preset' parameter of TrainConfig must be a str " + PRESET_LIST + r"\. Got 'nope' instead\."),
     ("unknown-dataset", {"dataset": "mnist"}, ["--dataset", "mnist"], DatasetError,

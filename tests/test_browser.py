@@ -105,7 +105,7 @@ new MutationObserver(() => {
   if (!last || JSON.stringify({...last, t: 0}) !== JSON.stringify({...s, t: 0})) window.__paints.push(s);
 }).observe(document, {subtree: true, childList: true, characterData: true});
 """
-NAV_TITLES = ["Setup", "Live run", "Compare runs", "Data", "Teaching (toy 2-D)"]
+NAV_TITLES = ["Setup", "Live run", "Compare runs", "Sweeps", "Data", "Teaching (toy 2-D)"]
 
 
 def _seed(store_path: Path) -> list[int]:

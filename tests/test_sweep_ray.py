@@ -55,7 +55,7 @@ def test_ray_sweep_streams_every_record_exactly_once(local_ray, store, tiny):
 
 
 def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
-    long = {**tiny, "steps": 3000, "eval_every": 1000, "checkpoint_every": 10}
+    long = {**tiny, "steps": 100_000, "eval_every": 50_000, "checkpoint_every": 10}  # never ends on its own here
     plan = sweep.validate(sweep.SweepSpec(grid={"gamma": [5.0, 10.0]}, base=long), store=store)
     sweep_id, run_ids = sweep.record(store, plan, executor="ray")
     out = {}
