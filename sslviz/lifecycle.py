@@ -148,19 +148,25 @@ def _present(value) -> bool:
     return value is not None and not (isinstance(value, float) and value != value)  # NULL may arrive as NaN
 
 
+def _gone_or_silent(row: Mapping, now: float, gone: str, silent: str) -> str | None:
+    """``gone`` (formatted with the pid) if the row's process is not alive, ``silent`` (with the seconds) if it
+    has not heartbeaten for LOST_AFTER, else None."""
+    pid = int(row["pid"]) if _present(row.get("pid")) else None
+    heartbeat = float(row["heartbeat"]) if _present(row.get("heartbeat")) else 0.0
+    if pid is not None and not pid_alive(pid):
+        return gone.format(pid=pid)
+    if now - heartbeat > LOST_AFTER:
+        return silent.format(seconds=now - heartbeat)
+    return None
+
+
 def local_lost(row: Mapping, now: float) -> str | None:
     """Why a local run (a worker or CLI process on this machine) is lost, or None while it lives.
 
     The pid decides at once; a NULL pid (between a claim and the spawn that records it) or a process that
     stopped heartbeating counts after LOST_AFTER seconds of silence.
     """
-    pid = int(row["pid"]) if _present(row.get("pid")) else None
-    heartbeat = float(row["heartbeat"]) if _present(row.get("heartbeat")) else 0.0
-    if pid is not None and not pid_alive(pid):
-        return f"process {pid} is gone"
-    if now - heartbeat > LOST_AFTER:
-        return f"no heartbeat for {now - heartbeat:.0f} s"
-    return None
+    return _gone_or_silent(row, now, "process {pid} is gone", "no heartbeat for {seconds:.0f} s")
 
 
 # executor -> check(row, now) -> reason the run is lost, or None. A Ray trial registers its own check here
@@ -176,13 +182,8 @@ def ray_lost(row: Mapping, now: float) -> str | None:
     machine) asks Ray for the actor's state and records its death itself ("the Ray actor died"), and heartbeats
     every running run it drives. So a reader without Ray judges the driver: its pid gone, or silent for LOST_AFTER.
     """
-    pid = int(row["pid"]) if _present(row.get("pid")) else None
-    heartbeat = float(row["heartbeat"]) if _present(row.get("heartbeat")) else 0.0
-    if pid is not None and not pid_alive(pid):
-        return f"the Ray driver (process {pid}) is gone"
-    if now - heartbeat > LOST_AFTER:
-        return f"no heartbeat from the Ray driver for {now - heartbeat:.0f} s"
-    return None
+    return _gone_or_silent(row, now, "the Ray driver (process {pid}) is gone",
+                           "no heartbeat from the Ray driver for {seconds:.0f} s")
 
 
 def register_executor(name: str, check: Callable[[Mapping, float], str | None]) -> None:
