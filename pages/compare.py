@@ -109,6 +109,18 @@ else:
         if missing:
             col.caption(f"{', '.join(missing)}: " + (NO_VAL_MESSAGE if split == "val" else "no test evaluation yet") + ".")
 
+    # -- technique state: what each run's techniques tracked, side by side --
+    frames = {short[i]: store.technique(i) for i in chosen}
+    reported = sorted({n for df in frames.values() if not df.empty for n in df["name"].unique()})
+    if reported:
+        st.subheader("Technique state")
+        picked = st.selectbox("Quantity", reported, key="compare_tech_name",
+                              help="Any quantity a technique reports (per-class vectors: the latest value per class; "
+                                   "single numbers: over steps). Runs that do not report it are left out.")
+        names = ui.class_names_of(store.run(chosen[0]))
+        st.plotly_chart(charts.make_technique_comparison_figure(frames, picked, names, uirevision=rev),
+                        key="compare_tech_chart")
+
     # -- majority bias --
     st.subheader("Majority bias")
     st.caption(

@@ -9,6 +9,7 @@ router.require_router()  # first, before the engine is imported: see sslviz/rout
 
 from sslviz import charts, ui  # noqa: E402
 from sslviz.records import NO_VAL_MESSAGE  # noqa: E402
+from sslviz.registry import UNLABELED_ESTIMATES  # noqa: E402
 
 
 REFRESH_S = 1.5
@@ -49,7 +50,7 @@ x_label = cc2.radio("x axis", ["step", "wall time"], horizontal=True, key="x", b
 x = "step" if x_label == "step" else "wall"
 normalize = cc3.toggle("Normalise confusion rows", key="live_norm", value=False)
 
-def technique_panel(tech, names, smoothing: float, kw: dict) -> None:
+def technique_panel(run: dict, tech, names, smoothing: float, kw: dict) -> None:
     """One chart per quantity the run's techniques report, whatever their names."""
     st.caption("What each technique is tracking, as it reports it every log step (names are "
                "`technique.quantity`): per-class vectors such as distribution alignment's running class "
@@ -60,6 +61,13 @@ def technique_panel(tech, names, smoothing: float, kw: dict) -> None:
                 "or it was recorded before techniques reported their state.")
         return
     quantities = sorted(tech["name"].unique())
+    # Estimates of the unlabeled class distribution, beside the hidden truth (which the run never sees).
+    truth = (run.get("info") or {}).get("unlabeled_counts")
+    estimates = [n for n in UNLABELED_ESTIMATES if n in quantities]
+    for i in range(0, len(estimates), 2):
+        for col, name in zip(st.columns(2), estimates[i:i + 2]):
+            col.plotly_chart(charts.make_estimate_vs_truth_figure(tech, name, truth, names, uirevision=kw.get(
+                "uirevision", "live")), key=f"live_truth_{name}")
     for i in range(0, len(quantities), 2):
         for col, name in zip(st.columns(2), quantities[i:i + 2]):
             col.plotly_chart(charts.make_technique_figure(tech, name, names, smoothing=smoothing, **kw),
@@ -180,7 +188,7 @@ def live_panel():
             c2.plotly_chart(charts.make_class_recall_figure(ce, names, **kw), key="live_recall")
     if t_tech is not None:
         with t_tech:
-            technique_panel(tech, names, smoothing, kw)
+            technique_panel(run, tech, names, smoothing, kw)
     if t_train is not None:
         with t_train:
             c1, c2 = st.columns(2)

@@ -439,6 +439,54 @@ def make_technique_figure(technique: pd.DataFrame, name: str, class_names=None, 
                    showlegend=bool(per_class))
 
 
+def make_estimate_vs_truth_figure(technique: pd.DataFrame, name: str, truth_counts, class_names=None,
+                                  uirevision="live") -> go.Figure:
+    """The latest per-class value of ``name`` (an estimate of the unlabeled class distribution, e.g. ACR's, or the
+    mean pseudo-label distribution) as bars beside the hidden true unlabeled distribution (shares of
+    ``truth_counts``): how far the estimate is from what the unlabeled data really holds.
+    """
+    part = technique[(technique["name"] == name) & (technique["cls"] != SCALAR_CLS)] if not technique.empty else None
+    if part is None or part.empty or truth_counts is None or not len(truth_counts):
+        return _empty(f"{name} vs the hidden truth", uirevision=uirevision)
+    last = part[part["step"] == part["step"].max()].sort_values("cls")
+    truth = np.asarray(truth_counts, dtype=float)
+    labels = [class_name(class_names, int(k)) for k in range(len(truth))]
+    fig = go.Figure([
+        go.Bar(x=labels, y=truth / max(truth.sum(), 1), name="hidden truth (unlabeled set)", marker_color="#bbbbbb"),
+        go.Bar(x=[class_name(class_names, int(k)) for k in last["cls"]], y=last["value"], name=name,
+               marker_color=RUN_PALETTE[0]),
+    ])
+    fig.update_layout(barmode="group")
+    return _layout(fig, f"{name} vs the hidden unlabeled distribution (step {int(last['step'].iloc[0])})", "class",
+                   "share", uirevision)
+
+
+def make_technique_comparison_figure(frames: Mapping[str, pd.DataFrame], name: str, class_names=None,
+                                     uirevision="compare") -> go.Figure:
+    """One technique quantity across runs (label -> ``store.technique`` frame): a vector's latest value per class as
+    grouped bars, one colour per run; a single number as one line per run over steps."""
+    fig = go.Figure()
+    per_class = False
+    for i, (label, df) in enumerate(frames.items()):
+        part = df[df["name"] == name] if df is not None and not df.empty else None
+        if part is None or part.empty:
+            continue
+        color = RUN_PALETTE[i % len(RUN_PALETTE)]
+        if (part["cls"] == SCALAR_CLS).all():
+            part = part.sort_values("step")
+            fig.add_trace(go.Scatter(x=part["step"], y=part["value"], mode="lines", name=label, line_color=color))
+        else:
+            per_class = True
+            last = part[part["step"] == part["step"].max()].sort_values("cls")
+            fig.add_trace(go.Bar(x=[class_name(class_names, int(k)) for k in last["cls"]], y=last["value"],
+                                 name=f"{label} (step {int(last['step'].iloc[0])})", marker_color=color))
+    if not fig.data:
+        return _empty(name, "none of these runs reports it", uirevision=uirevision)
+    fig.update_layout(barmode="group")
+    return _layout(fig, name + (" (latest, per class)" if per_class else ""), "class" if per_class else "step",
+                   "value", uirevision)
+
+
 # -- comparing runs -------------------------------------------------------
 def make_runs_overlay_figure(curves: Mapping[str, pd.DataFrame], column: str, *, x: str = "step",
                              smoothing: float = 0.0, title: str = "", y_title: str = "", y_range=(0, 1.02),

@@ -23,7 +23,7 @@ from . import techniques as fx
 from .fields import Field
 from .methods import METHODS
 from .params import Bool, Options, integer, real
-from .technique import GROUPS, PHASES, Batch, Run, Technique, Unlabeled  # noqa: F401  (the registry's API)
+from .technique import GROUPS, PHASES, PSEUDO_MEAN, Batch, Run, Technique, Unlabeled  # noqa: F401  (the registry's API)
 
 # -- pseudo-label distribution -------------------------------------------------
 class DebiasPL(Technique):
@@ -329,6 +329,9 @@ TECHNIQUES: tuple[type[Technique], ...] = (
     *METHODS,
 )
 TECHNIQUE_FIELDS: tuple[Field, ...] = tuple(f for t in TECHNIQUES for f in t.fields)
+# Metrics that estimate the unlabeled class distribution, shown beside the hidden truth: the loop's own mean
+# pseudo-label distribution and what techniques declare.
+UNLABELED_ESTIMATES: tuple[str, ...] = (PSEUDO_MEAN, *(n for t in TECHNIQUES for n in t.estimates_unlabeled))
 
 
 class Pipeline:

@@ -34,6 +34,7 @@ PHASES = (
     "eval_logits",  # the logits a prediction is read from (validation, test, snapshots)
     "metrics",  # technique state for the live charts, once per log interval
 )
+PSEUDO_MEAN = "pseudo_label.mean"  # the loop's own metric: the mean distribution pseudo-labels were read from
 GROUPS = ("Thresholds", "Pseudo-label distribution", "Supervised loss", "Unsupervised loss", "Augmentation",
           "Imbalanced-SSL methods")
 
@@ -89,6 +90,9 @@ class Technique:
     schedule: ClassVar[str | None] = None  # a threshold schedule answers to threshold_schedule=<schedule>
     off: ClassVar[tuple[str, object] | None] = None  # (field, value): the technique is off when field == value
     needs_pass: ClassVar[bool] = False  # whether on_pass needs the model's predictions on the whole unlabeled set
+    # Metrics (per-class shares) that estimate the unlabeled set's class distribution: views set them beside the
+    # hidden truth.
+    estimates_unlabeled: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def active(cls, cfg) -> bool:

@@ -26,6 +26,7 @@ import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
 
 from . import augment, registry, techniques
+from .technique import PSEUDO_MEAN
 from .config import RetiredKeyWarning, TrainConfig
 from .data import Dataset, default_counts, load_dataset
 from .meter import IntervalMeter
@@ -192,7 +193,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-PSEUDO_MEAN = "pseudo_label.mean"  # technique-state name of the interval's mean pseudo-label distribution
 CHECKPOINT_FORMAT = 2  # 2: technique state by technique name, validation split; 1 (unmarked): before
 
 

@@ -73,7 +73,8 @@ def log_steps(store: RunStore, rid: int, steps, *, k=10, snapshot=False, seed=0,
                 pts = [[rng.normal(), rng.normal(), c % k, 0.9, int(c % 2 == 0), (c + 1) % k] for c in range(30)]
                 record["snapshot"] = dict(extent=[-3, 3, -3, 3], grid=n, regions=regions, points=pts)
         if technique:
-            record["technique"] = {"da.p_model": np.full(k, 1 / k).tolist(), "freematch.tau_t": 0.5 + step / 1000}
+            record["technique"] = {"da.p_model": np.full(k, 1 / k).tolist(), "freematch.tau_t": 0.5 + step / 1000,
+                                   "pseudo_label.mean": np.linspace(2, 1, k).tolist()}
         store.log(rid, record)
 
 
@@ -211,6 +212,27 @@ def test_live_technique_state_tab(store):
     tau = lines("live_tech_freematch.tau_t")
     assert len(tau) == 1 and values(tau[0]["x"]) == [0, 10, 20, 30, 40]
     assert any("da.p_model" in c.value for c in at.caption)
+    # The mean pseudo-label distribution beside the hidden truth (the run's unlabeled counts, as shares).
+    truth, estimate = specs["live_truth_pseudo_label.mean"]["data"]
+    counts = np.array(store.run(rid)["info"]["unlabeled_counts"], dtype=float)
+    assert values(truth["y"]) == pytest.approx(counts / counts.sum()) and values(estimate["y"]) == pytest.approx(
+        np.linspace(2, 1, 10))
+
+
+def test_compare_technique_state_side_by_side(store):
+    a, b = make_run(store, name="da", status="finished"), make_run(store, name="plain", status="finished")
+    log_steps(store, a, range(0, 50, 10), technique=True)
+    log_steps(store, b, range(0, 50, 10))
+    at = _at().run()
+    at.query_params["runs"] = f"{a},{b}"
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    at.selectbox(key="compare_tech_name").select("freematch.tau_t").run()
+    lines = plotly_specs(at)["compare_tech_chart"]["data"]
+    assert len(lines) == 1 and values(lines[0]["y"]) == pytest.approx([0.5, 0.51, 0.52, 0.53, 0.54])  # only run a
+    at.selectbox(key="compare_tech_name").select("da.p_model").run()
+    bars = plotly_specs(at)["compare_tech_chart"]["data"]
+    assert len(bars) == 1 and bars[0]["type"] == "bar" and values(bars[0]["y"]) == pytest.approx([0.1] * 10)
 
 
 def test_live_run_without_validation_data(store):

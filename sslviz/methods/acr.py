@@ -16,6 +16,7 @@ GROUP = "Imbalanced-SSL methods"
 
 class ACR(Technique):
     name, title = "acr", "ACR (adaptive consistency regularizer)"
+    estimates_unlabeled = ("acr.unlabeled_estimate",)
     off = ("acr", False)
     paper = ("Wei & Gan, Towards Realistic Long-Tailed Semi-Supervised Learning: Consistency Is All You Need, "
              "CVPR 2023")

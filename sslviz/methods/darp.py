@@ -13,6 +13,7 @@ from ..technique import Technique
 
 class DARP(Technique):
     name, title = "darp", "DARP"
+    estimates_unlabeled = ("darp.target_share", "darp.refined_share")
     off = ("darp", False)
     paper = "Kim et al., Distribution Aligning Refinery of Pseudo-label for Imbalanced Semi-supervised Learning, NeurIPS 2020"
     implemented = ("As bbuing9/DARP's FixMatch: every unlabeled sample's latest weak-view distribution is kept; after "
