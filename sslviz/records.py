@@ -35,6 +35,10 @@ NO_VAL_MESSAGE = "no validation data (run recorded before the validation split)"
 CONFUSION_KINDS = (*SPLITS, "pseudo")
 SCALAR_CLS = -1  # `Technique.cls` of an entry that is one number rather than a per-class vector
 SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}
+# How a reader merges the rows of one step bin (`RunStore` readers with ``max_points``): counts are summed,
+# rates, losses and confidences averaged; every measured column also gets ``<col>_min`` / ``<col>_max`` so a
+# chart can draw the bin's spread and a one-interval spike stays visible. ``wall`` is the bin's last.
+SUM, MEAN = "sum", "mean"
 
 
 # -- row kinds ----------------------------------------------------------------
@@ -59,6 +63,7 @@ class ClassTrain:
     """Per-class pseudo-label statistics of one logging window (``sslviz.meter.IntervalMeter.flush``)."""
     TABLE: ClassVar[str] = "class_train"
     KEY: ClassVar[tuple[str, ...]] = ("run_id", "step", "cls")
+    BIN: ClassVar[dict[str, str]] = {"n_pl": SUM, "n_accepted": SUM, "n_true": SUM, "n_correct": SUM}  # else MEAN
     run_id: int
     step: int
     cls: int
@@ -181,6 +186,15 @@ def create_sql(row: type) -> list[str]:
         cols.insert(0, "id INTEGER PRIMARY KEY AUTOINCREMENT")
     return [f"CREATE TABLE {row.TABLE} (\n    " + ",\n    ".join(cols) + "\n)",
             *(f"CREATE INDEX {name} ON {row.TABLE} ({', '.join(on)})" for name, on in getattr(row, "INDEXES", {}).items())]
+
+
+def bin_aggregator(row: type, column: str) -> str:
+    """How ``column`` of ``row`` merges in a step bin: `SUM` for counts, `MEAN` otherwise (see ``BIN``).
+
+    >>> bin_aggregator(ClassTrain, "n_accepted"), bin_aggregator(ClassTrain, "conf_pl")
+    ('sum', 'mean')
+    """
+    return getattr(row, "BIN", {}).get(column, MEAN)
 
 
 def insert_sql(row: type) -> str:

@@ -529,43 +529,83 @@ class RunStore:
     def _metric_statements(run_id: int, record: dict) -> list:
         return [(records.insert_sql(kind), batch) for kind, batch in records.to_rows(run_id, record).items()]
 
-    def _step_filter(self, table: str, where: str, params: tuple, max_points: int | None) -> tuple[str, tuple]:
-        """SQL condition keeping at most ``max_points`` evenly spaced steps among the rows ``where`` selects
-        (always the last one)."""
+    def _bin_width(self, table: str, where: str, params: tuple, max_points: int | None) -> tuple[int, int, int] | None:
+        """(first step, last step, bin width in steps) when the rows ``where`` selects hold more than ``max_points``
+        steps, else None (read them as they are). Bins are ``step // width``, aligned to step 0 and a power of two
+        wide, so the finished bins of a growing run stay the same; the last step keeps a bin of its own, so at
+        most ``max_points`` bins are returned."""
         if not max_points:
-            return "", ()
-        n = self._one(f"SELECT COUNT(DISTINCT step) AS n FROM {table} WHERE {where}", params)["n"]
+            return None
+        lo, hi = self._one(f"SELECT MIN(step), MAX(step) FROM {table} WHERE {where}", params)
+        if lo is None or hi - lo + 1 <= max_points:
+            return None
+        # Sparse steps (a narrow window, evaluations) may fit although their span does not; counting stops early.
+        n = self._one(f"SELECT COUNT(*) FROM (SELECT DISTINCT step FROM {table} WHERE {where} LIMIT ?)",
+                      (*params, max_points + 1))[0]
         if n <= max_points:
-            return "", ()
-        stride = -(-n // max_points)
-        # Count back from the last step: at most ceil(n / stride) <= max_points steps, the last always kept.
-        return (
-            f" AND step IN (SELECT step FROM (SELECT step, ROW_NUMBER() OVER (ORDER BY step) - 1 AS i FROM "
-            f"(SELECT DISTINCT step FROM {table} WHERE {where})) WHERE (? - 1 - i) % ? = 0)",
-            (*params, n, stride),
-        )
+            return None
+        budget = max_points - 1  # bins before the last step
+        width = 1
+        while budget and (hi - 1) // width - lo // width + 1 > budget:
+            width *= 2
+        return lo, hi, (width if budget else 0)
 
-    def _series(self, row: type, run_id: int, max_points: int | None = None, **equal) -> pd.DataFrame:
-        """One run's rows of ``row`` kind in key order, by column name; ``equal`` filters (None = any)."""
+    def _series(self, row: type, run_id: int, max_points: int | None = None, steps: tuple | None = None,
+                **equal) -> pd.DataFrame:
+        """One run's rows of ``row`` kind in key order, by column name; ``equal`` filters (None = any); ``steps``:
+        only ``(first, last)`` (either None = open). More than ``max_points`` steps are merged into step bins
+        (`_bin_width`): each measured column by its aggregator (`records.bin_aggregator`: counts summed, the
+        rest averaged) plus ``<col>_min`` / ``<col>_max`` and ``n_logs`` (log steps merged); ``step`` is the
+        bin's last step and ``wall`` its last wall time. The latest step is always returned as it is."""
         equal = {k: v for k, v in equal.items() if v is not None}
         where = " AND ".join(["run_id = ?", *(f"{k} = ?" for k in equal)])
         params = (run_id, *equal.values())
-        cond, extra = self._step_filter(row.TABLE, where, params, max_points)
+        for op, bound in zip((">=", "<="), steps or (None, None)):
+            if bound is not None:
+                where += f" AND step {op} ?"
+                params += (int(bound),)
         order = ", ".join(k for k in row.KEY if k != "run_id")
-        return self._read(f"SELECT {', '.join(records.value_columns(row))} FROM {row.TABLE} WHERE {where}{cond} "
-                          f"ORDER BY {order}", (*params, *extra))
+        cols = records.value_columns(row)
+        binned = self._bin_width(row.TABLE, where, params, max_points)
+        if binned is None:
+            return self._read(f"SELECT {', '.join(cols)} FROM {row.TABLE} WHERE {where} ORDER BY {order}", params)
+        _, hi, width = binned
+        keys = [k for k in row.KEY if k not in ("run_id", "step")]
+        measures = records.measure_columns(row)
+        agg = {"sum": "SUM", "mean": "AVG"}
+        bin_cols = ["MAX(step) AS step", *keys, *(["MAX(wall) AS wall"] if "wall" in cols else []),
+                    *(f"{agg[records.bin_aggregator(row, c)]}({c}) AS {c}" for c in measures),
+                    *(f"{f}({c}) AS {c}_{f.lower()}" for c in measures for f in ("MIN", "MAX")),
+                    "COUNT(*) AS n_logs"]
+        last_cols = ["step", *keys, *(["wall"] if "wall" in cols else []), *measures,
+                     *(f"{c} AS {c}_{f}" for c in measures for f in ("min", "max")), "1 AS n_logs"]
+        parts, args = [], []
+        if width:
+            parts.append(f"SELECT {', '.join(bin_cols)} FROM {row.TABLE} WHERE {where} AND step < ? "
+                         f"GROUP BY step / {int(width)}{''.join(', ' + k for k in keys)}")
+            args += [*params, hi]
+        parts.append(f"SELECT {', '.join(last_cols)} FROM {row.TABLE} WHERE {where} AND step = ?")
+        args += [*params, hi]
+        return self._read(" UNION ALL ".join(parts) + f" ORDER BY {order}", tuple(args))
 
-    def scalars(self, run_id: int, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
-        """Columns step, wall, loss, loss_sup, loss_unsup, mask_rate, pl_accuracy, lr."""
-        return self._series(records.Scalars, run_id, max_points)
+    def steps_span(self, run_id: int) -> tuple[int, int] | None:
+        """(first, last) logged training step of a run, or None before its first log."""
+        lo, hi = self._one("SELECT MIN(step), MAX(step) FROM scalars WHERE run_id = ?", (int(run_id),))
+        return None if lo is None else (int(lo), int(hi))
 
-    def class_train(self, run_id: int, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
-        """Long format: one row per (step, cls) with thresholds, confidences and pseudo-label counts."""
-        return self._series(records.ClassTrain, run_id, max_points)
+    def scalars(self, run_id: int, max_points: int | None = MAX_POINTS, steps: tuple | None = None) -> pd.DataFrame:
+        """Columns step, wall, loss, loss_sup, loss_unsup, mask_rate, pl_accuracy, lr (binned above ``max_points``
+        steps, see `_series`; ``steps``: a (first, last) window)."""
+        return self._series(records.Scalars, run_id, max_points, steps)
 
-    def evals(self, run_id: int, split: str | None = None) -> pd.DataFrame:
+    def class_train(self, run_id: int, max_points: int | None = MAX_POINTS, steps: tuple | None = None) -> pd.DataFrame:
+        """Long format: one row per (step, cls) with thresholds, confidences and pseudo-label counts (binned above
+        ``max_points`` steps: counts summed over the bin, the rest averaged; see `_series`)."""
+        return self._series(records.ClassTrain, run_id, max_points, steps)
+
+    def evals(self, run_id: int, split: str | None = None, steps: tuple | None = None) -> pd.DataFrame:
         """Columns step, split ('val' | 'test'), wall, accuracy, balanced_accuracy; every split when ``split`` is None."""
-        return self._series(records.Eval, run_id, split=_checked(split, SPLITS, "split"))
+        return self._series(records.Eval, run_id, None, steps, split=_checked(split, SPLITS, "split"))
 
     def latest_evals(self, run_id: int, step: int | None = None) -> dict[str, dict]:
         """``{split: {step, wall, accuracy, balanced_accuracy}}`` of each split's latest evaluation (at or before
@@ -575,13 +615,14 @@ class RunStore:
             ev = ev[ev["step"] <= step]
         return {split: rows.iloc[-1].drop("split").to_dict() for split, rows in ev.groupby("split")}
 
-    def class_eval(self, run_id: int, split: str | None = None, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
+    def class_eval(self, run_id: int, split: str | None = None, max_points: int | None = MAX_POINTS,
+                   steps: tuple | None = None) -> pd.DataFrame:
         """Long format: step, split, cls, recall; one split, or every split when ``split`` is None."""
-        return self._series(records.ClassEval, run_id, max_points, split=_checked(split, SPLITS, "split"))
+        return self._series(records.ClassEval, run_id, max_points, steps, split=_checked(split, SPLITS, "split"))
 
-    def technique(self, run_id: int, max_points: int | None = MAX_POINTS) -> pd.DataFrame:
+    def technique(self, run_id: int, max_points: int | None = MAX_POINTS, steps: tuple | None = None) -> pd.DataFrame:
         """Techniques' live state, long format: step, name, cls (-1 for a single number), value."""
-        return self._series(records.Technique, run_id, max_points)
+        return self._series(records.Technique, run_id, max_points, steps)
 
     def confusion(self, run_id: int, kind: str = "test", step: int | None = None) -> tuple[int, np.ndarray] | None:
         """The (step, matrix) of the latest (or given) confusion matrix of ``kind`` 'val', 'test' or 'pseudo'."""

@@ -381,3 +381,47 @@ def test_not_a_database(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match=str(path)):
         RunStore(path)
+
+
+# -- binning: many steps merged per bin, by each column's aggregator ---------------------------------------
+def _long_run(store, n: int = 1000, every: int = 10, spike_at: int | None = None) -> int:
+    """``n`` log steps every ``every`` steps; class 1 accepts 100 pseudo-labels in the one interval ``spike_at``."""
+    rid = new_run(store, steps=n * every)
+    rows = [(rid, every * (i + 1), c, 0.9, 0.5 + 0.001 * (i % 7), 0.5, 7, 100 if spike_at == every * (i + 1) and c == 1
+             else 2 + i % 3, 4, 1, 0.5, 0.25) for i in range(n) for c in range(K)]
+    store._write([("INSERT INTO class_train (run_id, step, cls, threshold, conf_pl, conf_true, n_pl, n_accepted, n_true, "
+                   "n_correct, precision, recall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
+                  ("INSERT INTO scalars (run_id, step, wall, loss) VALUES (?, ?, ?, ?)",
+                   [(rid, every * (i + 1), float(i), 5.0 if spike_at == every * (i + 1) else 1.0) for i in range(n)])])
+    return rid
+
+
+def test_binned_counts_add_up_to_the_raw_totals(store):
+    rid = _long_run(store)
+    raw, binned = store.class_train(rid, None), store.class_train(rid, max_points=50)
+    assert 1 < binned.step.nunique() <= 50 and binned.step.iloc[-1] == raw.step.max()
+    for c in ("n_pl", "n_accepted", "n_true", "n_correct"):  # summed: per class totals unchanged
+        assert binned.groupby("cls")[c].sum().tolist() == raw.groupby("cls")[c].sum().tolist()
+    assert binned.groupby("cls").n_logs.sum().tolist() == [1000] * K
+    assert np.allclose(binned.conf_pl, binned.conf_pl.clip(0.5, 0.506))  # averaged, not summed
+    assert (binned.conf_pl_min <= binned.conf_pl).all() and (binned.conf_pl <= binned.conf_pl_max).all()
+    last = binned[binned.step == binned.step.max()]  # the latest step is its own, unmerged
+    assert last.n_logs.tolist() == [1] * K and last.n_accepted.tolist() == raw[raw.step == raw.step.max()].n_accepted.tolist()
+
+
+def test_a_one_interval_spike_survives_binning(store):
+    rid = _long_run(store, spike_at=5550)
+    ct = store.class_train(rid, max_points=40)
+    c1 = ct[ct.cls == 1]
+    assert c1.n_accepted_max.max() == 100 and (ct[ct.cls != 1].n_accepted_max <= 4).all()
+    assert store.scalars(rid, max_points=40).loss_max.max() == 5.0  # a one-interval loss spike too
+
+
+def test_a_step_window_returns_full_resolution(store):
+    rid = _long_run(store, spike_at=5550)
+    window = store.class_train(rid, max_points=40, steps=(5000, 5390))  # 40 log steps fit in 40 points
+    assert window.step.unique().tolist() == list(range(5000, 5391, 10)) and "n_logs" not in window
+    assert window.equals(store.class_train(rid, None, steps=(5000, 5390)))
+    assert store.scalars(rid, 40, steps=(5500, None)).step.min() == 5500
+    wide = store.scalars(rid, 40, steps=(100, 9000))
+    assert len(wide) <= 40 and wide.step.min() >= 100 and wide.step.max() == 9000
