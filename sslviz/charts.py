@@ -56,17 +56,9 @@ def _rgba(color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def ema_smooth(values, weight: float) -> np.ndarray:
-    """TensorBoard's debiased exponential moving average.
-
-    ``last = weight * last + (1 - weight) * v`` starting from 0, divided by
-    ``1 - weight ** n`` (n = finite values seen so far) so early points are
-    not pulled toward 0. Non-finite values pass through unchanged and do not
-    update the average. ``weight = 0`` returns the values.
-
-    >>> ema_smooth([1.0, 2.0], 0.5).round(4).tolist()
-    [1.0, 1.6667]
-    """
+def ema_smooth_loop(values, weight: float) -> np.ndarray:
+    """`ema_smooth` as TensorBoard writes it, a Python loop over the points: the reference it is tested against
+    (bench/ema.py times both)."""
     if not 0 <= weight < 1:
         raise ValueError(f"smoothing weight must be in [0, 1), got {weight!r}")
     values = np.asarray(values, dtype=float)
@@ -81,6 +73,29 @@ def ema_smooth(values, weight: float) -> np.ndarray:
         n += 1
         out[i] = last / (1 - weight**n)
     return out
+
+
+def ema_smooth(values, weight: float) -> np.ndarray:
+    """TensorBoard's debiased exponential moving average.
+
+    ``last = weight * last + (1 - weight) * v`` starting from 0, divided by
+    ``1 - weight ** n`` (n = finite values seen so far) so early points are
+    not pulled toward 0. Non-finite values pass through unchanged and do not
+    update the average. ``weight = 0`` returns the values. This is pandas'
+    ``ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean()`` (equal to the
+    loop `ema_smooth_loop` to 1e-9, and faster: bench/RESULTS.md).
+
+    >>> ema_smooth([1.0, 2.0], 0.5).round(4).tolist()
+    [1.0, 1.6667]
+    """
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight!r}")
+    values = np.asarray(values, dtype=float)
+    if weight == 0 or not len(values):
+        return values.copy()
+    finite = np.isfinite(values)
+    out = pd.Series(np.where(finite, values, np.nan)).ewm(alpha=1 - weight, adjust=True, ignore_na=True).mean().to_numpy()
+    return np.where(finite, out, values)
 
 
 def attach_wall(df: pd.DataFrame, scalars: pd.DataFrame) -> pd.DataFrame:
@@ -154,16 +169,52 @@ def _x_title(x: str) -> str:
     return X_TITLES.get(x, x)
 
 
-def _add_lines(fig, x, y, name, color, smoothing, dash=None, legendgroup=None, showlegend=True, row=None, col=None):
-    """A series as a line; with smoothing, the raw series stays as a faint line underneath."""
+def compact(values) -> np.ndarray:
+    """``values`` as a NumPy array Plotly writes compactly (base64): floats as float32, integers as int32.
+
+    A figure's JSON is what a refresh sends to the browser; float32 keeps 7 significant digits.
+    """
+    a = np.asarray(values)
+    if a.dtype.kind == "f":
+        return a.astype(np.float32)
+    if a.dtype.kind in "iu" and len(a) and np.abs(a).max() < 2**31:
+        return a.astype(np.int32)
+    return a
+
+
+def bin_band(df: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(min, max) of ``column`` per step bin of a binned store frame (`RunStore._series`), or None when no row
+    merges several log steps (nothing to show beyond the line)."""
+    if df is None or "n_logs" not in df or f"{column}_min" not in df or not (df["n_logs"] > 1).any():
+        return None
+    return df[f"{column}_min"].to_numpy(float), df[f"{column}_max"].to_numpy(float)
+
+
+def per_log(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A summed count per logging window: the bin's sum over its ``n_logs`` (the values as they are unbinned)."""
+    values = df[column].to_numpy(float)
+    return values / df["n_logs"].to_numpy(float) if "n_logs" in df else values
+
+
+def _add_lines(fig, x, y, name, color, smoothing, dash=None, legendgroup=None, showlegend=True, row=None, col=None,
+               band=None):
+    """A series as a line. ``band`` (lo, hi) of binned data: the bin's min–max as a shaded band, so a spike
+    merged into a bin stays visible; otherwise, with smoothing, the raw series stays as a faint line underneath."""
     add = (lambda t: fig.add_trace(t, row=row, col=col)) if row else fig.add_trace
     y = np.asarray(y, dtype=float)
+    x = np.asarray(x)
     group = legendgroup or name
+    if band is not None:
+        lo, hi = band
+        add(go.Scatter(x=compact(np.r_[x, x[::-1]]), y=compact(np.r_[hi, lo[::-1]]), fill="toself",
+                       fillcolor=_rgba(color, 0.18), line=dict(width=0), name=f"{name} (min–max per bin)",
+                       legendgroup=group, showlegend=False, hoverinfo="skip"))
+    elif smoothing > 0:
+        add(go.Scatter(x=compact(x), y=compact(y), mode="lines", name=f"{name} (raw)", legendgroup=group,
+                       showlegend=False, line=dict(color=_rgba(color, 0.25), dash=dash), hoverinfo="skip"))
     if smoothing > 0:
-        add(go.Scatter(x=x, y=y, mode="lines", name=f"{name} (raw)", legendgroup=group, showlegend=False,
-                       line=dict(color=_rgba(color, 0.25), dash=dash), hoverinfo="skip"))
         y = ema_smooth(y, smoothing)
-    add(go.Scatter(x=x, y=y, mode="lines", name=name, legendgroup=group, showlegend=showlegend,
+    add(go.Scatter(x=compact(x), y=compact(y), mode="lines", name=name, legendgroup=group, showlegend=showlegend,
                    line=dict(color=color, dash=dash)))
 
 
@@ -231,7 +282,7 @@ def pivot_class_step(df: pd.DataFrame, column: str, x: str = "step") -> pd.DataF
 
 def make_confidence_heatmap(class_train: pd.DataFrame, column: str = "conf_pl", class_names=None, *, x: str = "step",
                             title: str | None = None, uirevision="live") -> go.Figure:
-    """Heatmap of mean confidence, class (rows) by step (columns).
+    """Heatmap of mean confidence, class (rows) by step (columns); binned frames: the bin's mean.
 
     ``column`` is ``"conf_pl"`` (grouped by pseudo-label) or ``"conf_true"``
     (grouped by the hidden true class of the unlabeled example).
@@ -242,7 +293,8 @@ def make_confidence_heatmap(class_train: pd.DataFrame, column: str = "conf_pl", 
         return _empty(title, uirevision=uirevision)
     table = pivot_class_step(class_train, column, x)
     fig = go.Figure(go.Heatmap(
-        z=table.to_numpy(dtype=float), x=table.columns.to_numpy(), y=[class_name(class_names, k) for k in table.index],
+        z=compact(table.to_numpy(dtype=float)), x=compact(table.columns.to_numpy()),
+        y=[class_name(class_names, k) for k in table.index],
         zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="confidence"),
         hovertemplate="class %{y}<br>" + _x_title(x) + " %{x}<br>confidence %{z:.3f}<extra></extra>",
     ))
@@ -252,13 +304,14 @@ def make_confidence_heatmap(class_train: pd.DataFrame, column: str = "conf_pl", 
 
 def make_class_lines_figure(df: pd.DataFrame, column: str, class_names=None, *, x: str = "step", smoothing: float = 0.0,
                             title: str = "", y_title: str = "", y_range=None, uirevision="live") -> go.Figure:
-    """One line per class of ``df[column]`` against ``x``, in the class colours."""
+    """One line per class of ``df[column]`` against ``x``, in the class colours; binned frames: the bin mean
+    with its min–max band."""
     if df is None or df.empty or column not in df or df[column].isna().all():
         return _empty(title, uirevision=uirevision)
     fig = go.Figure()
     for k, part in df.sort_values(x).groupby("cls", sort=True):
         _add_lines(fig, part[x].to_numpy(), part[column].to_numpy(dtype=float), class_name(class_names, k),
-                   class_color(k), smoothing)
+                   class_color(k), smoothing, band=bin_band(part, column))
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
     return _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="class")
@@ -324,17 +377,23 @@ def make_precision_recall_figure(class_train: pd.DataFrame, class_names=None, *,
 def make_pseudo_counts_over_time_figure(class_train: pd.DataFrame, class_names=None, *, x: str = "step",
                                         smoothing: float = 0.0, title: str = "Accepted pseudo-labels (solid) vs hidden true counts (dashed)",
                                         uirevision="live") -> go.Figure:
-    """Per class over time: accepted pseudo-labels (solid) and hidden true counts (dashed)."""
+    """Per class over time: accepted pseudo-labels (solid) and hidden true counts (dashed), per logging window.
+
+    Binned frames (counts summed over each bin) are shown per logging window (the bin's sum over its log
+    steps), the accepted count with its min–max band, so one window's burst in one class stays visible.
+    """
     if class_train is None or class_train.empty:
         return _empty(title, uirevision=uirevision)
     fig = go.Figure()
     for k, part in class_train.sort_values(x).groupby("cls", sort=True):
         name = class_name(class_names, k)
-        _add_lines(fig, part[x].to_numpy(), part["n_accepted"].to_numpy(float), name, class_color(k), smoothing,
-                   legendgroup=name)
-        _add_lines(fig, part[x].to_numpy(), part["n_true"].to_numpy(float), f"{name} (true)", class_color(k), smoothing,
+        _add_lines(fig, part[x].to_numpy(), per_log(part, "n_accepted"), name, class_color(k), smoothing,
+                   legendgroup=name, band=bin_band(part, "n_accepted"))
+        _add_lines(fig, part[x].to_numpy(), per_log(part, "n_true"), f"{name} (true)", class_color(k), 0.0,
                    dash="dash", legendgroup=name, showlegend=False)
-    return _layout(fig, title, _x_title(x), "unlabeled examples per logging window", uirevision, legend_title="class")
+    binned = "n_logs" in class_train and (class_train["n_logs"] > 1).any()
+    y_title = "unlabeled examples per logging window" + (" (bin mean; band: min–max)" if binned else "")
+    return _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="class")
 
 
 def make_confusion_figure(matrix, class_names=None, *, normalize: bool = False, title: str = "Confusion matrix",
@@ -373,7 +432,7 @@ def make_scalars_figure(df: pd.DataFrame, columns: Sequence[str], *, labels: Map
     df = df.sort_values(x)
     for i, c in enumerate(cols):
         _add_lines(fig, df[x].to_numpy(), df[c].to_numpy(dtype=float), (labels or {}).get(c, c),
-                   RUN_PALETTE[i % len(RUN_PALETTE)], smoothing)
+                   RUN_PALETTE[i % len(RUN_PALETTE)], smoothing, band=bin_band(df, c))
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
     if log_y:
@@ -433,7 +492,7 @@ def make_technique_figure(technique: pd.DataFrame, name: str, class_names=None, 
         scalar = k == SCALAR_CLS
         _add_lines(fig, series[x].to_numpy(), series["value"].to_numpy(dtype=float),
                    name if scalar else class_name(class_names, k), RUN_PALETTE[0] if scalar else class_color(k),
-                   smoothing)
+                   smoothing, band=bin_band(series, "value"))
     per_class = (part["cls"] != SCALAR_CLS).any()
     return _layout(fig, name, _x_title(x), "value", uirevision, legend_title="class" if per_class else None,
                    showlegend=bool(per_class))

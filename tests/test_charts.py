@@ -231,6 +231,41 @@ def test_ema_smooth_matches_hand_computed_debiased_values():
         charts.ema_smooth([1.0], 1.0)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.6, 0.99])
+def test_ema_smooth_equals_the_tensorboard_loop(weight):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=3000).cumsum()
+    values[rng.choice(3000, 60, replace=False)] = np.nan
+    values[[5, 700]] = [np.inf, -np.inf]
+    fast, loop = charts.ema_smooth(values, weight), charts.ema_smooth_loop(values, weight)
+    np.testing.assert_allclose(fast, loop, rtol=0, atol=1e-9)
+    assert np.array_equal(np.isfinite(fast), np.isfinite(values))  # non-finite values pass through
+    assert charts.ema_smooth([], weight).size == 0
+
+
+def test_binned_frames_keep_a_one_interval_spike_in_the_figures(tmp_path):
+    from sslviz.store import RunStore
+
+    s = RunStore(tmp_path / "runs.db")
+    rid = s.create_run({"steps": 10_000})
+    for step in range(10, 10_001, 10):
+        burst = step == 5550
+        s.log(rid, {"step": step, "wall": step / 100, "scalars": {"loss": 9.0 if burst else 1.0},
+                    "classes": [dict(threshold=0.9, conf_pl=0.8, conf_true=0.7, n_pl=5, n_accepted=80 if burst and c == 2
+                                     else 3, n_true=5, n_correct=2, precision=0.5, recall=0.4) for c in range(3)]})
+    ct, scal = s.class_train(rid, max_points=50), s.scalars(rid, max_points=50)
+    assert ct.step.nunique() <= 50
+    fig = charts.make_pseudo_counts_over_time_figure(ct, ["a", "b", "c"])
+    band = next(t for t in fig.data if t.name == "c (min–max per bin)")
+    assert max(band.y) == 80 and all(max(t.y) <= 3 for t in fig.data
+                                    if t.name.startswith(("a", "b")) and "true" not in t.name)
+    line = next(t for t in fig.data if t.name == "a")
+    assert np.allclose(line.y, 3)  # summed counts shown per logging window: the unbinned scale
+    loss = charts.make_scalars_figure(scal, ["loss"], smoothing=0.6)
+    assert max(loss.data[0].y) == 9.0  # the band holds the spike, smoothing or not
+    s.close()
+
+
 def test_eta_and_time_format():
     assert charts.estimate_eta([0, 10, 20], [0.0, 1.0, 2.0], 100) == pytest.approx(8.0)
     assert charts.estimate_eta([5], [1.0], 100) is None
