@@ -10,13 +10,15 @@ router.require_router()  # first, before the engine is imported: see sslviz/rout
 from sslviz import bias, charts, sweep, ui  # noqa: E402
 from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
 
+COMPARE_POINTS = 300  # step bins per run's series: Compare stays light however long the runs (bench/live.py)
+
 
 def latest_recalls(store, short: dict, split: str) -> tuple[dict, list | None, list]:
     """Latest per-class ``split`` recall of each run in ``short`` (id -> label) that has one, by label; the
     class names they share; and the runs left out because their classes differ from the first run's."""
     recalls, names, skipped = {}, None, []
     for i in short:
-        last = charts.latest_rows(store.class_eval(i, split))
+        last = charts.latest_rows(store.class_eval(i, split, max_points=1))  # max_points=1: the last step only
         if last.empty:
             continue
         run_names = ui.class_names_of(store.run(i), len(last))
@@ -72,9 +74,17 @@ else:
     smoothing = c1.slider("Smoothing (EMA weight)", 0.0, 0.99, 0.0, 0.01, key="smoothing", bind="query-params")
     x_label = c2.radio("x axis", ["step", "wall time"], horizontal=True, key="x", bind="query-params")
     x = "step" if x_label == "step" else "wall"
+    # Plotly's zoom never reaches the server: this window re-reads the chosen steps (at full resolution when they
+    # hold at most COMPARE_POINTS evaluations; longer spans are binned: bin mean with its min–max).
+    longest = max(int(runs.loc[runs["id"] == i, "total_steps"].iloc[0]) for i in chosen) if "total_steps" in runs else 0
+    steps = None
+    if longest > 0:
+        window = st.slider("Steps shown", 0, longest, (0, longest), key="compare_steps",
+                           help="Long runs are binned (bin mean); narrow the window to see its evaluations one by one.")
+        steps = None if window == (0, longest) else window
     curves = {}
     for i in chosen:
-        ev = store.evals(i)
+        ev = store.evals(i, steps=steps, max_points=COMPARE_POINTS)
         curves[short[i]] = charts.attach_wall(ev, ev) if x == "wall" else ev
     # Runs that differ only by seed (a sweep's cell, or repeated single runs) as one line with a band.
     seed_groups = [g for g in sweep.seed_groups({i: configs[i] for i in chosen}).values()]
@@ -110,7 +120,7 @@ else:
             col.caption(f"{', '.join(missing)}: " + (NO_VAL_MESSAGE if split == "val" else "no test evaluation yet") + ".")
 
     # -- technique state: what each run's techniques tracked, side by side --
-    frames = {short[i]: store.technique(i) for i in chosen}
+    frames = {short[i]: store.technique(i, COMPARE_POINTS, steps) for i in chosen}
     reported = sorted({n for df in frames.values() if not df.empty for n in df["name"].unique()})
     if reported:
         st.subheader("Technique state")

@@ -13,6 +13,7 @@ from sslviz.registry import UNLABELED_ESTIMATES  # noqa: E402
 
 
 REFRESH_S = 1.5
+LIVE_POINTS = 300  # step bins per series: keeps one refresh light at any run length (bench/live.py)
 TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"]
 CONFUSION_TITLES = {"val": "Validation-set confusion matrix", "test": "Test-set confusion matrix",
                     "pseudo": "Pseudo-label confusion vs hidden truth"}  # store.confusion kind -> chart title
@@ -49,6 +50,13 @@ smoothing = cc1.slider("Smoothing (EMA weight, debiased)", 0.0, 0.99, 0.6, 0.01,
 x_label = cc2.radio("x axis", ["step", "wall time"], horizontal=True, key="x", bind="query-params")
 x = "step" if x_label == "step" else "wall"
 normalize = cc3.toggle("Normalise confusion rows", key="live_norm", value=False)
+# Plotly's zoom never reaches the server: this window re-reads the chosen steps, at full resolution when
+# they hold at most LIVE_POINTS log steps (longer spans are binned: bin mean, min–max band, counts summed).
+_total = int((store.run(run_id) or {}).get("total_steps") or 1)
+lo_step, hi_step = st.slider("Steps shown", 0, _total, (0, _total), key=f"live_steps_{run_id}",
+                             help="Charts of long runs merge steps into bins (line = bin mean, band = min–max, "
+                                  "counts per logging window). Narrow the window to see its steps one by one.")
+steps = None if (lo_step, hi_step) == (0, _total) else (lo_step, hi_step)
 
 def technique_panel(run: dict, tech, names, smoothing: float, kw: dict) -> None:
     """One chart per quantity the run's techniques report, whatever their names."""
@@ -89,7 +97,7 @@ def live_panel():
     status = run["status"]
 
     # -- status, progress, stop / resume --
-    scal = store.scalars(run_id)
+    scal = store.scalars(run_id, LIVE_POINTS, steps)
     s1, s2 = st.columns([4, 1])
     s1.markdown(ui.status_line(run, wall=None if scal.empty else float(scal["wall"].iloc[-1])))
     total = max(int(run["total_steps"]), 1)
@@ -131,24 +139,37 @@ def live_panel():
                 st.toast(f"Run #{run_id} {'unarchived' if archived else 'archived'}.")
                 st.rerun(scope="app")
 
-    ct = store.class_train(run_id)
-    if scal.empty and ct.empty:
+    if scal.empty:
         st.info("Waiting for the first metrics…")
         return
-    names = ui.class_names_of(run, int(ct["cls"].max()) + 1 if not ct.empty else 0)
-    ce, ev, tech = store.class_eval(run_id), store.evals(run_id), store.technique(run_id)
+    if steps is not None:  # the status line and ETA above stay on the whole run
+        scal = store.scalars(run_id, LIVE_POINTS, steps)
+    readers = {"ct": lambda: store.class_train(run_id, LIVE_POINTS, steps),
+               "ce": lambda: store.class_eval(run_id, max_points=LIVE_POINTS, steps=steps),
+               "ev": lambda: store.evals(run_id, steps=steps, max_points=LIVE_POINTS),
+               "tech": lambda: store.technique(run_id, LIVE_POINTS, steps)}
+    frames: dict = {}
+
+    def read(what: str):
+        """A store frame, read once and only by the tab that draws it (the x axis mapped to wall time if asked)."""
+        if what not in frames:
+            df = readers[what]()
+            frames[what] = charts.attach_wall(df, scal) if x == "wall" else df
+        return frames[what]
+
     if x == "wall":
-        ct, ce, ev, tech = (charts.attach_wall(d, scal) for d in (ct, ce, ev, tech))
         scal = charts.attach_wall(scal, scal)
     rev = f"run-{run_id}-{x}"  # keeps zoom across refreshes, resets it for another run or x axis
     kw = dict(x=x, uirevision=rev)
-    no_val = not ev.empty and not charts.has_validation(ev)  # a run recorded before the validation split
+    num_classes = len((run.get("info") or {}).get("class_names") or ()) or None
+    names = ui.class_names_of(run, num_classes or (int(read("ct")["cls"].max()) + 1 if not read("ct").empty else 0))
 
     # Keyed and bound to ?tab=: the server knows the open tab, so only its figures are built.
     tabs = st.tabs(TABS, key="tab", bind="query-params")
     t_pl, t_thr, t_conf, t_eval, t_tech, t_train = (t if t.open is not False else None for t in tabs)
     if t_pl is not None:
         with t_pl:
+            ct = read("ct")
             c1, c2 = st.columns(2)
             c1.plotly_chart(charts.make_confidence_heatmap(ct, "conf_pl", names, **kw), key="live_conf_pl")
             c2.plotly_chart(charts.make_confidence_heatmap(ct, "conf_true", names, **kw), key="live_conf_true")
@@ -159,6 +180,7 @@ def live_panel():
                             key="live_pl_time")
     if t_thr is not None:
         with t_thr:
+            ct = read("ct")
             c1, c2 = st.columns(2)
             c1.plotly_chart(charts.make_class_lines_figure(ct, "threshold", names, smoothing=0.0, title="Per-class threshold τ_c",
                                                            y_title="threshold", y_range=(0, 1.02), **kw), key="live_threshold")
@@ -172,6 +194,8 @@ def live_panel():
                                                            y_range=(0, 1.02), **kw), key="live_precision_time")
     if t_conf is not None:
         with t_conf:
+            ev = read("ev")
+            no_val = not ev.empty and not charts.has_validation(ev)  # a run recorded before the validation split
             if no_val:
                 st.caption(NO_VAL_MESSAGE)
             for col, (kind, label) in zip(st.columns(3), CONFUSION_TITLES.items()):
@@ -181,6 +205,8 @@ def live_panel():
                                                               title=title, uirevision=rev), key=f"live_cm_{kind}")
     if t_eval is not None:
         with t_eval:
+            ev, ce = read("ev"), read("ce")
+            no_val = not ev.empty and not charts.has_validation(ev)
             st.caption(f"Validation is evaluated every eval_every steps (the curve to watch); the test set at the end "
                        f"of the run and on demand. {charts.SPLIT_LEGEND}." + (f" {NO_VAL_MESSAGE.capitalize()}." if no_val else ""))
             c1, c2 = st.columns(2)
@@ -188,7 +214,7 @@ def live_panel():
             c2.plotly_chart(charts.make_class_recall_figure(ce, names, **kw), key="live_recall")
     if t_tech is not None:
         with t_tech:
-            technique_panel(run, tech, names, smoothing, kw)
+            technique_panel(run, read("tech"), names, smoothing, kw)
     if t_train is not None:
         with t_train:
             c1, c2 = st.columns(2)

@@ -150,7 +150,7 @@ def run_bias_summary(store, run_id: int, k: int = HEAD_TAIL_K) -> dict:
     labeled = info.get("labeled_counts")
     out = {}
     for split in SPLITS:
-        recall = _latest(store.class_eval(run_id, split), "recall")
+        recall = _latest(store.class_eval(run_id, split, max_points=1), "recall")  # the last step only
         out |= {f"{split}_{m}": v for m, v in recall_bias(recall, labeled, k).items()}
-    out |= pseudo_label_bias(_latest(store.class_train(run_id), "n_accepted"), labeled, info.get("unlabeled_counts"))
+    out |= pseudo_label_bias(_latest(store.class_train(run_id, max_points=1), "n_accepted"), labeled, info.get("unlabeled_counts"))
     return {key: out[key] for key in SUMMARY_KEYS}  # validation and test of a metric side by side

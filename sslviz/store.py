@@ -603,9 +603,11 @@ class RunStore:
         ``max_points`` steps: counts summed over the bin, the rest averaged; see `_series`)."""
         return self._series(records.ClassTrain, run_id, max_points, steps)
 
-    def evals(self, run_id: int, split: str | None = None, steps: tuple | None = None) -> pd.DataFrame:
-        """Columns step, split ('val' | 'test'), wall, accuracy, balanced_accuracy; every split when ``split`` is None."""
-        return self._series(records.Eval, run_id, None, steps, split=_checked(split, SPLITS, "split"))
+    def evals(self, run_id: int, split: str | None = None, steps: tuple | None = None,
+              max_points: int | None = None) -> pd.DataFrame:
+        """Columns step, split ('val' | 'test'), wall, accuracy, balanced_accuracy; every split when ``split`` is None.
+        Every evaluation unless ``max_points`` is given (then binned as `_series`)."""
+        return self._series(records.Eval, run_id, max_points, steps, split=_checked(split, SPLITS, "split"))
 
     def latest_evals(self, run_id: int, step: int | None = None) -> dict[str, dict]:
         """``{split: {step, wall, accuracy, balanced_accuracy}}`` of each split's latest evaluation (at or before

@@ -199,6 +199,24 @@ def test_live_charts_update_on_rerun(store):
     assert "step 60" in specs["live_pl_now"]["layout"]["title"]["text"]
 
 
+def test_live_bins_a_long_run_and_a_step_window_reads_it_at_full_resolution(store):
+    rid = make_run(store, status="finished", steps=4000)
+    log_steps(store, rid, range(0, 4000, 10))  # 400 log steps: more than the page's LIVE_POINTS
+    at = _at().run()
+    at.query_params["run"] = str(rid)
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    specs = plotly_specs(at)
+    x = values(specs["live_conf_pl"]["data"][0]["x"])
+    assert len(x) <= 300 and x[-1] == 3990  # binned, the latest step kept
+    assert any(t["name"].endswith("(min–max per bin)") for t in specs["live_pl_time"]["data"])
+    at.slider(key=f"live_steps_{rid}").set_value((1000, 1500)).run()
+    assert not at.exception
+    specs = plotly_specs(at)
+    assert values(specs["live_conf_pl"]["data"][0]["x"]) == list(range(1000, 1501, 10))  # every step of the window
+    assert not any(t["name"].endswith("(min–max per bin)") for t in specs["live_pl_time"]["data"])
+
+
 def test_live_technique_state_tab(store):
     rid = make_run(store, status="finished")
     log_steps(store, rid, range(0, 50, 10), technique=True)
