@@ -1,0 +1,202 @@
+"""Cost of one Live refresh and of Compare on long runs: server time and bytes of figure JSON.
+
+A store is filled through the real record path (``RunStore.log`` with records shaped like the trainer's:
+scalars, 10 classes, a pseudo-label confusion, a validation evaluation every 100 steps, technique state
+``da.p_model`` (10 classes) and ``freematch.tau_t``; one planted one-interval burst of accepted
+pseudo-labels in class 7) for runs of 5k, 50k and 500k training steps logged every 10. Compare's five runs
+are that run and four copies of its rows (``INSERT ... SELECT``: the same rows the record path wrote).
+
+The pages run under Streamlit's ``AppTest`` (the script a server runs on every refresh, widgets included):
+one Live refresh is a rerun of the Live page with one tab open, timed per tab (median over repeats); its
+bytes are the Plotly figure JSON the page sends (``plotly_chart``'s spec, what goes to the browser). Compare
+is a rerun with the five runs selected.
+
+``--code DIR`` runs the pages and store of another checkout (e.g. a ``git worktree`` of the commit before the
+change) against the same store files, so before and after are measured side by side.
+
+    python bench/live.py                                  # 5k, 50k, 500k; this checkout
+    python bench/live.py --steps 5000,50000 --code /tmp/before --label before
+    python bench/live.py --ema                            # ema_smooth (pandas) vs the TensorBoard loop
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+K = 10
+LOG_EVERY, EVAL_EVERY = 10, 100
+SPIKE_CLASS = 7
+LIVE_TARGET_MS, LIVE_TARGET_KB = 150.0, 300.0
+COMPARE_TARGET_MS, COMPARE_TARGET_KB = 300.0, 1000.0
+TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"]
+
+
+def fill(store, steps: int) -> int:
+    """A finished run of ``steps`` steps written through ``RunStore.log``; returns its id."""
+    from sslviz.config import from_preset
+
+    rng = np.random.default_rng(0)
+    cfg = from_preset("fixmatch", steps=steps, log_every=LOG_EVERY, eval_every=EVAL_EVERY).to_dict()
+    rid = store.create_run(cfg, info={"class_names": [str(k) for k in range(K)],
+                                      "labeled_counts": [int(50 * 50 ** (-k / (K - 1))) for k in range(K)],
+                                      "unlabeled_counts": [int(40 * 50 ** (-k / (K - 1))) for k in range(K)]})
+    store.update_run(rid, status="running")
+    spike = (steps // 2) // LOG_EVERY * LOG_EVERY
+    for step in range(LOG_EVERY, steps + 1, LOG_EVERY):
+        r = rng.random(6 + 4 * K)
+        record = {
+            "step": step, "wall": step * 0.05,
+            "scalars": {"loss": r[0], "loss_sup": r[1], "loss_unsup": r[2], "mask_rate": r[3],
+                        "pl_accuracy": r[4], "lr": 0.03 * r[5]},
+            "classes": [{"threshold": 0.95, "conf_pl": r[6 + c], "conf_true": r[16 + c], "n_pl": 45,
+                         "n_accepted": 400 if step == spike and c == SPIKE_CLASS else 30, "n_true": 44,
+                         "n_correct": 28, "precision": r[26 + c], "recall": r[36 + c]} for c in range(K)],
+            "pseudo_confusion": rng.integers(0, 50, (K, K)).tolist(),
+            "technique": {"da.p_model": (r[6:6 + K] / r[6:6 + K].sum()).tolist(), "freematch.tau_t": r[5]},
+        }
+        if step % EVAL_EVERY == 0:
+            record["eval"] = {"val": {"accuracy": r[0], "balanced_accuracy": r[1], "recall": list(r[6:6 + K]),
+                                      "confusion": rng.integers(0, 100, (K, K)).tolist()}}
+        if step == steps:
+            record["eval"]["test"] = record["eval"]["val"]
+        store.log(rid, record)
+    store.update_run(rid, status="finished", finished=time.time())
+    return rid
+
+
+def copy_run(store, rid: int) -> int:
+    """A new run with ``rid``'s registry row and metric rows (as the record path wrote them)."""
+    from sslviz import records
+
+    run = store.run(rid)
+    new = store.create_run(run["config"], info=run["info"])
+    store.update_run(new, status="finished", finished=time.time(), step=int(run["step"]))
+    for row in records.METRIC_ROWS:
+        cols = [c for c in records.columns(row) if c != "run_id"]
+        store._write([(f"INSERT INTO {row.TABLE} (run_id, {', '.join(cols)}) SELECT ?, {', '.join(cols)} "
+                       f"FROM {row.TABLE} WHERE run_id = ?", (new, rid))])
+    return new
+
+
+def _apptest(code: Path, page: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(code / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(page)
+    return at
+
+
+def _figure_bytes(at) -> int:
+    return sum(len(el.proto.spec) for el in at.get("plotly_chart"))
+
+
+def _timed(at, repeats: int, tab: str | None = None) -> tuple[list[float], int]:
+    times = []
+    for _ in range(repeats):
+        if tab is not None:  # the open tab, as the browser's ?tab= and the bound widget hold it
+            at.query_params["tab"] = tab
+            at.session_state["tab"] = tab
+        t = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - t)
+        assert not at.exception, at.exception
+    return times, _figure_bytes(at)
+
+
+def live(code: Path, rid: int, repeats: int) -> dict:
+    """Per tab: median seconds of a Live rerun with that tab open, and its figure JSON bytes."""
+    at = _apptest(code, "pages/live.py")
+    at.query_params["run"] = str(rid)
+    out = {}
+    for tab in TABS:
+        _timed(at, 1, tab)  # open it (the first run of a tab also warms the page cache)
+        times, size = _timed(at, repeats, tab)
+        out[tab] = dict(ms=1e3 * statistics.median(times), lo=1e3 * min(times), hi=1e3 * max(times), bytes=size)
+    return out
+
+
+def compare(code: Path, ids: list[int], repeats: int) -> dict:
+    at = _apptest(code, "pages/compare.py")
+    at.query_params["runs"] = ",".join(map(str, ids))
+    at.run()
+    times, size = _timed(at, repeats)
+    return dict(ms=1e3 * statistics.median(times), lo=1e3 * min(times), hi=1e3 * max(times), bytes=size)
+
+
+def ema(repeats: int = 20) -> None:
+    from sslviz import charts
+
+    rng = np.random.default_rng(0)
+    print("| points | loop (ms) | pandas ewm (ms) | loop / pandas | max abs difference |")
+    print("|---|---|---|---|---|")
+    for n in (300, 2000, 50_000):
+        v = rng.normal(size=n).cumsum()
+        v[rng.choice(n, n // 50, replace=False)] = np.nan
+        res = {}
+        for name, f in (("loop", charts.ema_smooth_loop), ("pandas", charts.ema_smooth)):
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                f(v, 0.6)
+                times.append(time.perf_counter() - t)
+            res[name] = statistics.median(times) * 1e3
+        diff = np.nanmax(np.abs(charts.ema_smooth(v, 0.6) - charts.ema_smooth_loop(v, 0.6)))
+        print(f"| {n} | {res['loop']:.3f} | {res['pandas']:.3f} | {res['loop'] / res['pandas']:.1f} | {diff:.1e} |")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", default="5000,50000,500000", help="training steps of the runs (comma-separated)")
+    ap.add_argument("--code", default=str(ROOT), help="checkout whose app.py, pages and sslviz are measured")
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--stores", default=None, help="folder keeping the filled stores between invocations")
+    ap.add_argument("--ema", action="store_true", help="only time ema_smooth against the loop")
+    args = ap.parse_args(argv)
+    code = Path(args.code).resolve()
+    sys.path.insert(0, str(code))
+    os.chdir(code)
+    if args.ema:
+        ema()
+        return
+    from sslviz.store import RunStore
+
+    folder = Path(args.stores or tempfile.mkdtemp(prefix="sslviz-live-"))
+    rows = []
+    for steps in (int(s) for s in args.steps.split(",")):
+        path = folder / f"runs-{steps}.db"
+        fresh = not path.exists()
+        store = RunStore(path)
+        if fresh:
+            t = time.perf_counter()
+            rid = fill(store, steps)
+            ids = [rid, *(copy_run(store, rid) for _ in range(4))]
+            print(f"filled {steps} steps in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        else:
+            ids = sorted(int(i) for i in store.runs()["id"])[:5]
+        store.close()
+        os.environ["SSLVIZ_STORE"] = str(path)
+        os.environ["SSLVIZ_HOME"] = str(folder)
+        tabs = live(code, ids[0], args.repeats)
+        cmp_ = compare(code, ids, args.repeats)
+        rows.append(dict(steps=steps, label=args.label, live=tabs, compare=cmp_))
+        worst = max(tabs.values(), key=lambda v: v["ms"])
+        print(f"{args.label} {steps} steps: Live " + ", ".join(
+            f"{t}: {v['ms']:.0f} ms {v['bytes'] / 1e3:.0f} KB" for t, v in tabs.items())
+              + f" | worst {worst['ms']:.0f} ms | Compare 5 runs {cmp_['ms']:.0f} ms "
+                f"[{cmp_['lo']:.0f}-{cmp_['hi']:.0f}] {cmp_['bytes'] / 1e3:.0f} KB", flush=True)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
