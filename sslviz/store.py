@@ -26,6 +26,7 @@ from .lifecycle import ACTIVE, ENDED, ENDING, PROCESS_LOST, NoSuchRun, Transitio
 from .records import CONFUSION_KINDS, SPLITS
 CHECKPOINT_WAL_EVERY = 20  # commits between passive WAL checkpoints
 MAX_POINTS = 2000  # default cap on steps returned per series
+ROLLUPS_KEPT = 256  # finished step bins kept per store object (an LRU of series), see RunStore._series
 SCHEMA_VERSION = 3  # PRAGMA user_version of the files this code writes; bump it with a new step in UPGRADES
 
 RUNS_SQL = """
@@ -164,6 +165,8 @@ class RunStore:
         self.path = Path(path) if path else default_store_path()
         self._local = threading.local()
         self._commits = 0
+        self._rollups: dict = {}  # series key -> (bins end, frame of the finished step bins); see _series
+        self._rollup_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # A bare connection first: a file newer than this code must not even be switched to WAL.
@@ -507,6 +510,8 @@ class RunStore:
 
     def truncate_after(self, run_id: int, step: int) -> None:
         """Drop metrics recorded after ``step`` (a resume restarts from the checkpoint there)."""
+        with self._rollup_lock:
+            self._rollups.clear()
         self._write([*((f"DELETE FROM {t} WHERE run_id = ? AND step > ?", (run_id, step)) for t in METRIC_TABLES),
                      ("UPDATE runs SET step = ? WHERE id = ?", (step, run_id))])
 
@@ -579,14 +584,34 @@ class RunStore:
                     "COUNT(*) AS n_logs"]
         last_cols = ["step", *keys, *(["wall"] if "wall" in cols else []), *measures,
                      *(f"{c} AS {c}_{f}" for c in measures for f in ("min", "max")), "1 AS n_logs"]
-        parts, args = [], []
+        group = f"GROUP BY step / {int(width)}{''.join(', ' + k for k in keys)}" if width else ""
+
+        def bins(first: int, stop: int) -> pd.DataFrame:  # the bins of the rows first <= step < stop
+            return self._read(f"SELECT {', '.join(bin_cols)} FROM {row.TABLE} WHERE {where} AND step >= ? "
+                              f"AND step < ? {group}", (*params, first, stop))
+
+        parts = []
         if width:
-            parts.append(f"SELECT {', '.join(bin_cols)} FROM {row.TABLE} WHERE {where} AND step < ? "
-                         f"GROUP BY step / {int(width)}{''.join(', ' + k for k in keys)}")
-            args += [*params, hi]
-        parts.append(f"SELECT {', '.join(last_cols)} FROM {row.TABLE} WHERE {where} AND step = ?")
-        args += [*params, hi]
-        return self._read(" UNION ALL ".join(parts) + f" ORDER BY {order}", tuple(args))
+            # Bins below the one holding the latest step are complete: kept (a rollup) and extended as the run
+            # grows, so a refresh reads only the rows of the newest bin. A restart (resume) drops them.
+            cut = hi // width * width
+            token = self._one("SELECT started FROM runs WHERE id = ?", (run_id,))
+            key = (row.TABLE, where, params, width, None if token is None else token[0])
+            with self._rollup_lock:
+                done, frame = self._rollups.pop(key, (None, None))
+            if done is None or done > cut:
+                done, frame = cut, bins(-1, cut)
+            elif done < cut:
+                done, frame = cut, pd.concat([frame, bins(done, cut)], ignore_index=True)
+            with self._rollup_lock:
+                self._rollups[key] = (done, frame)
+                while len(self._rollups) > ROLLUPS_KEPT:
+                    self._rollups.pop(next(iter(self._rollups)))
+            parts += [frame, bins(cut, hi)]
+        parts.append(self._read(f"SELECT {', '.join(last_cols)} FROM {row.TABLE} WHERE {where} AND step = ?",
+                                (*params, hi)))
+        out = pd.concat([p for p in parts if not p.empty] or parts[-1:], ignore_index=True)
+        return out.sort_values([k for k in row.KEY if k != "run_id"], ignore_index=True)
 
     def steps_span(self, run_id: int) -> tuple[int, int] | None:
         """(first, last) logged training step of a run, or None before its first log."""

@@ -425,3 +425,20 @@ def test_a_step_window_returns_full_resolution(store):
     assert store.scalars(rid, 40, steps=(5500, None)).step.min() == 5500
     wide = store.scalars(rid, 40, steps=(100, 9000))
     assert len(wide) <= 40 and wide.step.min() >= 100 and wide.step.max() == 9000
+
+
+def test_binned_reads_keep_finished_bins_and_match_a_fresh_read_as_the_run_grows(store):
+    rid = _long_run(store, n=500)
+    first = store.class_train(rid, max_points=40)
+    assert store._rollups  # finished bins kept
+    more = [(rid, 10 * i, c, 0.9, 0.5, 0.5, 7, 9, 4, 1, 0.5, 0.25) for i in range(501, 530) for c in range(K)]
+    store._write([("INSERT INTO class_train (run_id, step, cls, threshold, conf_pl, conf_true, n_pl, n_accepted, "
+                   "n_true, n_correct, precision, recall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", more)])
+    grown = store.class_train(rid, max_points=40)
+    fresh = RunStore(store.path).class_train(rid, max_points=40)  # no kept bins
+    assert grown.step.max() == 5290 and not grown.equals(first)
+    assert np.allclose(grown.drop(columns="cls").to_numpy(float), fresh.drop(columns="cls").to_numpy(float))
+    assert grown.groupby("cls").n_accepted.sum().tolist() == store.class_train(rid, None).groupby("cls").n_accepted.sum().tolist()
+    # A resume cuts the metrics back and writes new ones: the kept bins are dropped with them.
+    store.truncate_after(rid, 1000)
+    assert store.class_train(rid, max_points=40).step.max() == 1000
