@@ -541,7 +541,9 @@ class RunStore:
         most ``max_points`` bins are returned."""
         if not max_points:
             return None
-        lo, hi = self._one(f"SELECT MIN(step), MAX(step) FROM {table} WHERE {where}", params)
+        # Two subqueries: SQLite reads a lone MIN or MAX off the index; both in one SELECT scan every row.
+        lo, hi = self._one(f"SELECT (SELECT MIN(step) FROM {table} WHERE {where}), "
+                           f"(SELECT MAX(step) FROM {table} WHERE {where})", params * 2)
         if lo is None or hi - lo + 1 <= max_points:
             return None
         # Sparse steps (a narrow window, evaluations) may fit although their span does not; counting stops early.
@@ -612,11 +614,6 @@ class RunStore:
                                 (*params, hi)))
         out = pd.concat([p for p in parts if not p.empty] or parts[-1:], ignore_index=True)
         return out.sort_values([k for k in row.KEY if k != "run_id"], ignore_index=True)
-
-    def steps_span(self, run_id: int) -> tuple[int, int] | None:
-        """(first, last) logged training step of a run, or None before its first log."""
-        lo, hi = self._one("SELECT MIN(step), MAX(step) FROM scalars WHERE run_id = ?", (int(run_id),))
-        return None if lo is None else (int(lo), int(hi))
 
     def scalars(self, run_id: int, max_points: int | None = MAX_POINTS, steps: tuple | None = None) -> pd.DataFrame:
         """Columns step, wall, loss, loss_sup, loss_unsup, mask_rate, pl_accuracy, lr (binned above ``max_points``
