@@ -17,6 +17,7 @@ change) against the same store files, so before and after are measured side by s
     python bench/live.py                                  # 5k, 50k, 500k; this checkout
     python bench/live.py --steps 5000,50000 --code /tmp/before --label before
     python bench/live.py --ema                            # ema_smooth (pandas) vs the TensorBoard loop
+    python bench/live.py --steps 500000 --browser         # plus fresh-server first paint / first chart (Chromium)
 """
 from __future__ import annotations
 
@@ -156,6 +157,69 @@ def ema(repeats: int = 20) -> None:
         print(f"| {n} | {res['loop']:.3f} | {res['pandas']:.3f} | {res['loop'] / res['pandas']:.1f} | {diff:.1e} |")
 
 
+def browser(folder: Path, run_id: int) -> dict:
+    """Seconds, on a fresh server (``streamlit run app.py``) in Chromium: first request -> Setup's Start button;
+    Start (default digits run) -> first chart with data on Live; then a new tab on ``run_id``'s Live page ->
+    its first chart with data (a run this server has not read yet)."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    from sslviz.store import RunStore
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "SSLVIZ_HOME": str(folder), "SSLVIZ_STORE": str(os.environ["SSLVIZ_STORE"])}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+                            cwd=Path.cwd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, out = f"http://127.0.0.1:{port}", {}
+    has_chart = "() => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd.data && gd.data.length)"
+    try:
+        for _ in range(200):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                  args=["--no-sandbox", "--disable-gpu"])
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+            t = time.perf_counter()
+            page.goto(url)
+            page.get_by_role("button", name="Start run").wait_for(timeout=120_000)
+            out["first_paint_s"] = time.perf_counter() - t
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                   timeout=120_000)
+            t = time.perf_counter()
+            page.get_by_role("button", name="Start run").click()
+            page.wait_for_url("**/live?run=*", timeout=60_000)
+            page.wait_for_function(has_chart, timeout=120_000)
+            out["start_to_first_chart_s"] = time.perf_counter() - t
+            started = int(page.url.split("run=")[1].split("&")[0])
+            other = b.new_page(viewport={"width": 1400, "height": 1000})
+            t = time.perf_counter()
+            other.goto(f"{url}/live?run={run_id}")
+            other.wait_for_function(has_chart, timeout=120_000)
+            out["long_run_first_chart_s"] = time.perf_counter() - t
+            b.close()
+        store = RunStore(os.environ["SSLVIZ_STORE"])
+        store.request_stop(started)
+        for _ in range(100):
+            if store.run(started)["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", default="5000,50000,500000", help="training steps of the runs (comma-separated)")
@@ -164,6 +228,8 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--stores", default=None, help="folder keeping the filled stores between invocations")
     ap.add_argument("--ema", action="store_true", help="only time ema_smooth against the loop")
+    ap.add_argument("--browser", action="store_true",
+                    help="also, per size: fresh-server first paint, Start -> first chart, the long run's first chart")
     args = ap.parse_args(argv)
     code = Path(args.code).resolve()
     sys.path.insert(0, str(code))
@@ -192,6 +258,10 @@ def main(argv=None) -> None:
         tabs = live(code, ids[0], args.repeats)
         cmp_ = compare(code, ids, args.repeats)
         rows.append(dict(steps=steps, label=args.label, live=tabs, compare=cmp_))
+        if args.browser:
+            rows[-1]["browser"] = browser(folder, ids[0])
+            print(f"{args.label} {steps} steps: browser " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1]["browser"].items()),
+                  flush=True)
         worst = max(tabs.values(), key=lambda v: v["ms"])
         print(f"{args.label} {steps} steps: Live " + ", ".join(
             f"{t}: {v['ms']:.0f} ms (first {v['first_ms']:.0f}) {v['bytes'] / 1e3:.0f} KB" for t, v in tabs.items())
