@@ -220,7 +220,7 @@ def browser(folder: Path, run_id: int) -> dict:
     return out
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list[dict] | None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", default="5000,50000,500000", help="training steps of the runs (comma-separated)")
     ap.add_argument("--code", default=str(ROOT), help="checkout whose app.py, pages and sslviz are measured")
@@ -268,6 +268,7 @@ def main(argv=None) -> None:
               + f" | worst {worst['ms']:.0f} ms | Compare 5 runs {cmp_['ms']:.0f} ms "
                 f"[{cmp_['lo']:.0f}-{cmp_['hi']:.0f}] (first {cmp_['first_ms']:.0f}) {cmp_['bytes'] / 1e3:.0f} KB", flush=True)
     print(json.dumps(rows))
+    return rows
 
 
 if __name__ == "__main__":

@@ -64,3 +64,13 @@ def test_cpu_choices_smoke(capsys):
     _script("cpu_choices").main(["--repeats", "1", "--batch", "16"])
     out = capsys.readouterr().out
     assert "colour ops" in out and out.count("channels_last") == 2
+
+
+def test_live_smoke(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the bench moves into the checkout and points the store variables at its files
+    monkeypatch.setenv("SSLVIZ_STORE", str(tmp_path / "unused.db"))
+    monkeypatch.setenv("SSLVIZ_HOME", str(tmp_path))
+    rows = _script("live").main(["--steps", "400", "--repeats", "1", "--stores", str(tmp_path)])
+    (row,) = rows
+    assert set(row["live"]) == set(_script("live").TABS) and all(v["bytes"] > 0 for v in row["live"].values())
+    assert row["compare"]["bytes"] > 0 and "Compare 5 runs" in capsys.readouterr().out
