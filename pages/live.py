@@ -13,6 +13,7 @@ from sslviz.registry import UNLABELED_ESTIMATES  # noqa: E402
 
 
 REFRESH_S = 1.5
+FIRST_POLL_S = 0.3  # while an active run has logged nothing yet, so its first chart shows at once
 LIVE_POINTS = 300  # step bins per series: keeps one refresh light at any run length (bench/live.py)
 TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"]
 CONFUSION_TITLES = {"val": "Validation-set confusion matrix", "test": "Test-set confusion matrix",
@@ -82,10 +83,12 @@ def technique_panel(run: dict, tech, names, smoothing: float, kw: dict) -> None:
                              key=f"live_tech_{name}")
 
 
-started_active = ui.is_active((store.run(run_id) or {}).get("status", ""))
+_at_start = store.run(run_id) or {}
+started_active = ui.is_active(_at_start.get("status", ""))
+first_wait = started_active and not int(_at_start.get("step") or 0)  # no metrics yet: poll faster until they come
 
 
-@st.fragment(run_every=REFRESH_S if started_active else None)
+@st.fragment(run_every=(FIRST_POLL_S if first_wait else REFRESH_S) if started_active else None)
 def live_panel():
     ui.reap(store)
     run = store.run(run_id)
@@ -94,6 +97,8 @@ def live_panel():
         return
     if started_active and not ui.is_active(run["status"]):
         st.rerun()  # the run ended: rerun the page so the fragment stops polling
+    if first_wait and int(run["step"] or 0):
+        st.rerun()  # the first metrics are in: back to the normal pace
     status = run["status"]
 
     # -- status, progress, stop / resume --

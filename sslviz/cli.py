@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(sweep)
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("run", type=int)
+    sub.add_parser("spare", help=argparse.SUPPRESS)  # a warm worker: waits for a run (worker.run_spare)
     return parser
 
 
@@ -381,6 +382,10 @@ def main(argv=None) -> int:
             from .worker import run_worker
 
             run_worker(store, args.run)
+        elif args.command == "spare":
+            from .worker import run_spare
+
+            run_spare(store)
         return 0
     except USER_ERRORS as exc:
         print(f"sslviz: error: {exc}", file=sys.stderr)

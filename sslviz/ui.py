@@ -34,7 +34,10 @@ def store_path() -> Path:
 
 @st.cache_resource(show_spinner=False)
 def _open_store(path: str) -> RunStore:
-    return RunStore(path)  # one connection per thread inside; safe to share across sessions
+    store = RunStore(path)  # one connection per thread inside; safe to share across sessions
+    if not read_only():
+        worker.ensure_spare(store)  # a warm worker waits for the first Start (SSLVIZ_WARM_WORKER=0: none)
+    return store
 
 
 def get_store() -> RunStore:

@@ -11,8 +11,10 @@ alone; ``reap`` is the dashboard's pump: mark lost runs, then start queued ones.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -32,6 +34,8 @@ from .trainer import (CheckpointMismatch, Diverged, check_checkpoint, evaluate_c
 from .models import build_model, default_model_name
 
 STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
+WARM_ENV = "SSLVIZ_WARM_WORKER"  # "0" turns the warm worker off (the tests do); on otherwise
+SPARE_IDLE_S = 900.0  # an unused warm worker exits after this long
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -148,6 +152,7 @@ def reap(store: RunStore, *, spawn: bool = True) -> None:
     mark_lost(store)
     if spawn:
         start_queued(store)
+        ensure_spare(store)  # a warm worker that died is replaced here
 
 
 def start_queued(store: RunStore) -> list[int]:
@@ -166,20 +171,140 @@ def start_queued(store: RunStore) -> list[int]:
     return started
 
 
-def _spawn(store: RunStore, run_id: int, device: str) -> None:
-    """Start the worker process and mark the run running before it boots, so a second reap does not double-start it."""
-    log = log_path(store, run_id)
-    log.parent.mkdir(parents=True, exist_ok=True)
+def _child_env() -> dict:
     # The package's parent goes on PYTHONPATH so the child imports this same sslviz from any cwd.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sslviz", "--store", str(store.path), "worker", str(run_id)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-        )
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def _spawn(store: RunStore, run_id: int, device: str) -> None:
+    """Hand the run to the warm worker, or start a worker process; mark the run running with that process before
+    it boots, so a second reap does not double-start it. Then make sure a warm worker waits for the next run."""
+    pid = _hand_to_spare(store, run_id)
+    if pid is None:
+        log = log_path(store, run_id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            pid = subprocess.Popen(
+                [sys.executable, "-m", "sslviz", "--store", str(store.path), "worker", str(run_id)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=_child_env(),
+            ).pid
     # A heartbeat in the future gives the worker time to boot; a dead pid is still caught at once.
     now = time.time()
-    store.set_pid(run_id, proc.pid, heartbeat=now + STARTUP_GRACE)
+    store.set_pid(run_id, pid, heartbeat=now + STARTUP_GRACE)
+    ensure_spare(store)
+
+
+# -- the warm worker: a process that has imported the engine and waits for one run -----------------------
+# It waits on a FIFO ``spares/<pid>`` next to the store. A spawner claims it by renaming the FIFO to
+# ``<pid>.taken`` (atomic: one spawner wins), then writes the run id; the process then is that run's worker,
+# exactly as ``python -m sslviz worker N`` (one process per run). A FIFO without a reader (the process died)
+# is removed and replaced.
+def warm_enabled() -> bool:
+    return os.environ.get(WARM_ENV, "1").strip() != "0"
+
+
+def spare_dir(store: RunStore) -> Path:
+    return Path(store.path).parent / "spares"
+
+
+def spares(store: RunStore) -> list[int]:
+    """Pids of the warm workers waiting for this store (their FIFOs; dead ones' FIFOs removed)."""
+    return _spare_files(store)[0]
+
+
+def _spare_files(store: RunStore) -> tuple[list[int], list[int]]:
+    """(pids waiting on their FIFO, pids still importing: ``<pid>.starting``); files of dead pids removed."""
+    folder = spare_dir(store)
+    ready, starting = [], []
+    for path in folder.glob("*") if folder.is_dir() else ():
+        name, _, kind = path.name.partition(".")
+        if not name.isdigit() or kind not in ("", "starting"):
+            continue
+        if lifecycle.pid_alive(int(name)):
+            (ready if kind == "" else starting).append(int(name))
+        else:
+            path.unlink(missing_ok=True)
+    return ready, starting
+
+
+def ensure_spare(store: RunStore) -> int | None:
+    """Start a warm worker for ``store`` unless one waits already (or warm workers are off); its pid, or None."""
+    if not warm_enabled():
+        return None
+    ready, starting = _spare_files(store)
+    if ready or starting:  # one waits, or is still importing the engine (the pump calls this every refresh)
+        return (ready or starting)[0]
+    folder = spare_dir(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "spares.log", "ab") as out:
+        pid = subprocess.Popen(
+            [sys.executable, "-m", "sslviz", "--store", str(store.path), "spare"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_child_env(),
+        ).pid
+    (folder / f"{pid}.starting").touch()  # removed by the process once it waits, or when it is gone
+    return pid
+
+
+def _hand_to_spare(store: RunStore, run_id: int) -> int | None:
+    """Give ``run_id`` to a waiting warm worker; its pid, or None when none is ready (or they are off)."""
+    if not warm_enabled():
+        return None
+    for pid in spares(store):
+        fifo = spare_dir(store) / str(pid)
+        taken = fifo.with_name(f"{pid}.taken")
+        try:
+            fifo.rename(taken)  # claims it: a second spawner finds the name gone
+        except FileNotFoundError:
+            continue
+        try:
+            fd = os.open(taken, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody reads it, the process is gone
+        except OSError as exc:
+            taken.unlink(missing_ok=True)
+            if exc.errno == errno.ENXIO:
+                continue
+            raise
+        try:
+            os.write(fd, f"{run_id}\n".encode())
+        finally:
+            os.close(fd)
+        return pid
+    return None
+
+
+def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> str | None:
+    """Wait (engine imported) for one run id on this process's FIFO, then be that run's worker: the run's final
+    status, or None when no run came within ``idle_s`` seconds."""
+    folder = spare_dir(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    fifo, taken = folder / str(os.getpid()), folder / f"{os.getpid()}.taken"
+    starting = folder / f"{os.getpid()}.starting"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR)  # read and write: never at end-of-file while waiting
+    starting.unlink(missing_ok=True)
+    deadline, data = time.monotonic() + idle_s, b""
+    try:
+        while not data.endswith(b"\n"):
+            if select.select([fd], [], [], 1.0)[0]:
+                data += os.read(fd, 64)
+            elif time.monotonic() > deadline or not (fifo.exists() or taken.exists()):
+                try:
+                    fifo.rename(folder / f"{os.getpid()}.gone")  # retire, unless a spawner claimed it just now
+                except FileNotFoundError:
+                    continue
+                (folder / f"{os.getpid()}.gone").unlink(missing_ok=True)
+                return None
+    finally:
+        os.close(fd)
+        for path in (taken, fifo, starting):
+            path.unlink(missing_ok=True)
+    run_id = int(data.split()[0])
+    log = log_path(store, run_id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:  # from here on this process is the run's worker, its output in the run's log
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(out.fileno(), 1), os.dup2(out.fileno(), 2)
+    return run_worker(store, run_id)
 
 
 class _Heartbeat(threading.Thread):

@@ -1,10 +1,15 @@
 """Shared fixtures for the lifecycle / store / CLI tests: a tmp store and a tiny toy2d budget."""
+import os
 import time
 
 import pytest
 import torch
 
 from sslviz.store import RunStore
+
+# No warm worker processes in the tests (and the servers they start): each would outlive its test's store.
+# tests/test_lifecycle.py turns them on where it tests them.
+os.environ["SSLVIZ_WARM_WORKER"] = "0"
 
 # A few hundred milliseconds of CPU per run: toy2d points, MLP, small batches.
 TINY = dict(dataset="toy2d", steps=40, batch_size=16, mu=2, log_every=5, eval_every=20, checkpoint_every=10,

@@ -707,3 +707,45 @@ def test_evaluate_on_demand_reproduces_the_runs_own_numbers_without_moving_it(st
     assert "step 15 test: accuracy" in capsys.readouterr().out
     assert store.run(rid)["step"] == 15 and store.run(rid)["status"] == "stopped"  # the run itself is untouched
     assert "evaluated" in events(store, rid)
+
+
+def test_a_warm_worker_takes_the_next_run_and_a_dead_one_is_replaced(store, tiny, wait_for, monkeypatch):
+    monkeypatch.setenv(worker.WARM_ENV, "1")
+    started = []
+    try:
+        first = worker.ensure_spare(store)
+        started.append(first)
+        assert wait_for(lambda: worker.spares(store) == [first], timeout=60), "the warm worker never got ready"
+        assert worker.ensure_spare(store) == first  # one is enough
+
+        rid = worker.submit(store, TrainConfig(**tiny))  # handed to the warm worker: one process per run
+        assert store.run(rid)["pid"] == first
+        assert wait_for(lambda: store.run(rid)["status"] == "finished", timeout=60), worker.log_path(store, rid).read_text()
+        assert steps_of(store, rid) == expected_steps(TrainConfig(**tiny))
+        assert "started" in events(store, rid)
+
+        ready, starting = worker._spare_files(store)
+        second = (ready + starting)[0]  # _spawn started the next one (maybe still importing)
+        started.append(second)
+        assert second != first
+        os.kill(second, signal.SIGKILL)
+        assert wait_for(lambda: not lifecycle_alive(second), timeout=10)
+        worker.reap(store)  # the dashboard's pump: the dead warm worker is replaced
+        third = worker.ensure_spare(store)
+        started.append(third)
+        assert third not in (first, second) and lifecycle_alive(third)
+        assert worker.ensure_spare(store) == third  # the pump does not start a second one
+        names = {p.name for p in worker.spare_dir(store).iterdir()} - {"spares.log"}
+        assert names <= {str(third), f"{third}.starting"} and names  # the dead one's files are gone
+    finally:
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def lifecycle_alive(pid):
+    from sslviz.lifecycle import pid_alive
+
+    return pid_alive(pid)
