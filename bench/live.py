@@ -217,6 +217,11 @@ def browser(folder: Path, run_id: int) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        from sslviz import worker
+
+        ready, starting = worker._spare_files(RunStore(os.environ["SSLVIZ_STORE"]))
+        for pid in ready + starting:  # the warm worker the server kept for the next Start
+            os.kill(pid, 15)
     return out
 
 

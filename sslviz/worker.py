@@ -178,7 +178,7 @@ def _child_env() -> dict:
 
 def _spawn(store: RunStore, run_id: int, device: str) -> None:
     """Hand the run to the warm worker, or start a worker process; mark the run running with that process before
-    it boots, so a second reap does not double-start it. Then make sure a warm worker waits for the next run."""
+    it boots, so a second reap does not double-start it. (The dashboard keeps a warm worker ready: ``reap``.)"""
     pid = _hand_to_spare(store, run_id)
     if pid is None:
         log = log_path(store, run_id)
@@ -192,14 +192,14 @@ def _spawn(store: RunStore, run_id: int, device: str) -> None:
     # A heartbeat in the future gives the worker time to boot; a dead pid is still caught at once.
     now = time.time()
     store.set_pid(run_id, pid, heartbeat=now + STARTUP_GRACE)
-    ensure_spare(store)
 
 
 # -- the warm worker: a process that has imported the engine and waits for one run -----------------------
 # It waits on a FIFO ``spares/<pid>`` next to the store. A spawner claims it by renaming the FIFO to
 # ``<pid>.taken`` (atomic: one spawner wins), then writes the run id; the process then is that run's worker,
 # exactly as ``python -m sslviz worker N`` (one process per run). A FIFO without a reader (the process died)
-# is removed and replaced.
+# is removed and replaced. Only the dashboard starts them (when it opens the store, and in its pump ``reap``), so
+# CLI runs and sweeps without a dashboard never leave one behind; an unused one exits after SPARE_IDLE_S.
 def warm_enabled() -> bool:
     return os.environ.get(WARM_ENV, "1").strip() != "0"
 
