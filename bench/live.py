@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/synthetic.py, from any working directory
+from synthetic import trainer_record  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 K = 10
 LOG_EVERY, EVAL_EVERY = 10, 100
@@ -53,20 +56,8 @@ def fill(store, steps: int) -> int:
     store.update_run(rid, status="running")
     spike = (steps // 2) // LOG_EVERY * LOG_EVERY
     for step in range(LOG_EVERY, steps + 1, LOG_EVERY):
-        r = rng.random(6 + 4 * K)
-        record = {
-            "step": step, "wall": step * 0.05,
-            "scalars": {"loss": r[0], "loss_sup": r[1], "loss_unsup": r[2], "mask_rate": r[3],
-                        "pl_accuracy": r[4], "lr": 0.03 * r[5]},
-            "classes": [{"threshold": 0.95, "conf_pl": r[6 + c], "conf_true": r[16 + c], "n_pl": 45,
-                         "n_accepted": 400 if step == spike and c == SPIKE_CLASS else 30, "n_true": 44,
-                         "n_correct": 28, "precision": r[26 + c], "recall": r[36 + c]} for c in range(K)],
-            "pseudo_confusion": rng.integers(0, 50, (K, K)).tolist(),
-            "technique": {"da.p_model": (r[6:6 + K] / r[6:6 + K].sum()).tolist(), "freematch.tau_t": r[5]},
-        }
-        if step % EVAL_EVERY == 0:
-            record["eval"] = {"val": {"accuracy": r[0], "balanced_accuracy": r[1], "recall": list(r[6:6 + K]),
-                                      "confusion": rng.integers(0, 100, (K, K)).tolist()}}
+        record = trainer_record(rng, step, K, EVAL_EVERY, spike_class=SPIKE_CLASS if step == spike else None,
+                                technique=True)
         if step == steps:
             record["eval"]["test"] = record["eval"]["val"]
         store.log(rid, record)

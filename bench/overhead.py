@@ -38,6 +38,9 @@ from sslviz.meter import IntervalMeter  # noqa: E402
 from sslviz.store import RunStore  # noqa: E402
 from sslviz.trainer import prepare, train  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/synthetic.py
+from synthetic import trainer_record  # noqa: E402
+
 LOG_SHARE_TARGET = 0.02  # recording metrics <= 2% of step time
 LOAD_TARGET_MS = 300.0  # Live page readers <= 300 ms at 50k steps
 K = 10
@@ -134,19 +137,7 @@ def synthesise(store: RunStore, steps: int, log_every: int = 10, eval_every: int
     run_id = store.create_run(cfg, info={"class_names": [str(k) for k in range(K)]})
     store.update_run(run_id, status="running")
     for step in range(log_every, steps + 1, log_every):
-        r = rng.random(6 + 4 * K)
-        record = {
-            "step": step, "wall": step * 0.05,
-            "scalars": {"loss": r[0], "loss_sup": r[1], "loss_unsup": r[2], "mask_rate": r[3],
-                        "pl_accuracy": r[4], "lr": 0.03 * r[5]},
-            "classes": [{"threshold": 0.95, "conf_pl": r[6 + c], "conf_true": r[16 + c], "n_pl": 45,
-                         "n_accepted": 30, "n_true": 44, "n_correct": 28, "precision": r[26 + c],
-                         "recall": r[36 + c]} for c in range(K)],
-            "pseudo_confusion": rng.integers(0, 50, (K, K)).tolist(),
-        }
-        if step % eval_every == 0:
-            record["eval"] = {"val": {"accuracy": r[0], "balanced_accuracy": r[1], "recall": list(r[6:6 + K]),
-                                      "confusion": rng.integers(0, 100, (K, K)).tolist()}}
+        record = trainer_record(rng, step, K, eval_every)
         store.log(run_id, record)
     return run_id
 
