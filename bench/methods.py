@@ -17,7 +17,6 @@ classes (bench/presets.py's table: tune on validation, read test beside it), the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,40 +35,18 @@ CIFAR = dict(gamma=100.0, n1=1500, m1=3000, unlabeled_shape="consistent", model=
 
 
 def one_cell(preset: str, setting: str, seed: int, overrides: dict, device: str, cifar: str | None) -> dict:
-    """bench/presets.py's ``one_run`` for one cell, with the trainer's summary captured for the head-tail gap
-    (and the device set, which ``one_run`` fixes to the CPU)."""
-    import sslviz.trainer as trainer
-    from sslviz.bias import head_tail_recall_gap
-
+    """bench/presets.py's ``one_run`` for one cell (CIFAR-10-LT from ``cifar`` when given)."""
     if cifar is not None:
         bench_presets.SETTINGS["cifar10-lt"] = dict(dataset=cifar, **CIFAR)
-    real_train, seen = trainer.train, {}
-
-    def train(cfg, **kwargs):
-        cfg = dataclasses.replace(cfg, device=device)
-        seen["cfg"] = cfg
-        seen["out"] = out = real_train(cfg, **kwargs)
-        return out
-
-    trainer.train = train
-    try:
-        row = bench_presets.one_run(preset, setting, seed, overrides, {})
-    finally:
-        trainer.train = real_train
-    out, cfg = seen["out"], seen["cfg"]
-    counts = trainer.prepare(cfg).split.labeled_counts
-    return {**row, "steps": out["step"], "steps_per_s": out["step"] / max(out["wall"], 1e-9),
-            **{f"{s}_gap": head_tail_recall_gap(out[f"{s}_recall"], counts) for s in ("val", "test")}}
+    return bench_presets.one_run(preset, setting, seed, overrides, {}, device=device)
 
 
 def gap_table(rows: list[dict]) -> str:
-    def cell(values):
-        return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
+    """Markdown: head-tail recall gap (validation, test), steps/s and seconds per run, per (setting, preset)."""
+    cell = bench_presets.cell
     lines = ["| setting | preset | seeds | steps | val head-tail gap | test head-tail gap | steps/s | s per run |",
              "|---|---|---|---|---|---|---|---|"]
-    for setting, preset in dict.fromkeys((r["setting"], r["preset"]) for r in rows):
-        rs = [r for r in rows if (r["setting"], r["preset"]) == (setting, preset)]
+    for setting, preset, rs in bench_presets.groups(rows):
         lines.append(f"| {setting} | {preset} | {len(rs)} | {rs[0]['steps']} | {cell([r['val_gap'] for r in rs])} | "
                      f"{cell([r['test_gap'] for r in rs])} | {np.mean([r['steps_per_s'] for r in rs]):.2f} | "
                      f"{np.mean([r['seconds'] for r in rs]):.0f} |")
@@ -95,7 +72,7 @@ def main(argv=None) -> None:
     cells = [(p, s, int(seed), overrides, device, args.cifar) for s in settings for p in args.presets.split(",")
              for seed in args.seeds.split(",")]
     t0 = time.time()
-    if args.cifar:
+    if args.cifar or args.processes == 1:  # the GPU runs one at a time; 1 process: in this one
         rows = [one_cell(*c) for c in cells]
     else:
         with ProcessPoolExecutor(args.processes) as pool:

@@ -35,44 +35,51 @@ SETTINGS = {
 }
 
 
-def one_run(preset: str, setting: str, seed: int, overrides: dict, variant: dict) -> dict:
+def one_run(preset: str, setting: str, seed: int, overrides: dict, variant: dict, device: str = "cpu") -> dict:
     """Train one cell in this process (1 torch thread, as a worker with 2 CPU slots uses) and summarise it."""
     import torch
 
+    from sslviz.bias import head_tail_recall_gap
     from sslviz.config import from_preset
-    from sslviz.trainer import train
+    from sslviz.trainer import prepare, train
 
     torch.set_num_threads(1)
     records: list[dict] = []
     t0 = time.time()
-    cfg = from_preset(preset, seed=seed, device="cpu", **SETTINGS[setting], **overrides, **variant)
-    out = train(cfg, on_log=records.append)
+    cfg = from_preset(preset, seed=seed, device=device, **SETTINGS[setting], **overrides, **variant)
+    prepared = prepare(cfg)
+    out = train(cfg, on_log=records.append, prepared=prepared)
     classes = [r["classes"] for r in records if "classes" in r]
     accepted = np.sum([[c["n_accepted"] for c in cs] for cs in classes], axis=0)
     correct = np.sum([[c["n_correct"] for c in cs] for cs in classes], axis=0)
     return {
         "preset": preset + "".join(f" {k}={v}" for k, v in variant.items()), "setting": setting, "seed": seed,
-        "seconds": time.time() - t0,
+        "seconds": time.time() - t0, "steps": out["step"], "steps_per_s": out["step"] / max(out["wall"], 1e-9),
         **{f"{s}_balanced_accuracy": out[f"{s}_balanced_accuracy"] for s in ("val", "test")},
         **{f"{s}_rare3_recall": float(np.mean(out[f"{s}_recall"][-3:])) for s in ("val", "test")},
+        **{f"{s}_gap": head_tail_recall_gap(out[f"{s}_recall"], prepared.split.labeled_counts) for s in ("val", "test")},
         "rare3_accepted": int(accepted[-3:].sum()),
         "rare3_precision": float(correct[-3:].sum() / accepted[-3:].sum()) if accepted[-3:].sum() else None,
     }
 
 
+def cell(values) -> str:
+    """'mean ± std' of the values that are not None, or '—'."""
+    values = [v for v in values if v is not None]
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "—"
+
+
+def groups(rows: list[dict]):
+    """(setting, preset, rows of that cell over seeds), in the order the cells first appear."""
+    for setting, preset in dict.fromkeys((r["setting"], r["preset"]) for r in rows):
+        yield setting, preset, [r for r in rows if (r["setting"], r["preset"]) == (setting, preset)]
+
+
 def summarise(rows: list[dict]) -> str:
     """Markdown: one row per (setting, preset), each metric mean +- std over seeds, with the seed count."""
-    def cell(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "—"
-        return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
     lines = ["| setting | preset | seeds | val bal. acc | test bal. acc | val rare-3 recall | test rare-3 recall | "
              "rare-3 PLs accepted | rare-3 PL precision |", "|---|---|---|---|---|---|---|---|---|"]
-    keys = dict.fromkeys((r["setting"], r["preset"]) for r in rows)
-    for setting, preset in keys:
-        rs = [r for r in rows if (r["setting"], r["preset"]) == (setting, preset)]
+    for setting, preset, rs in groups(rows):
         accepted = [r["rare3_accepted"] for r in rs]
         lines.append(
             f"| {setting} | {preset} | {len(rs)} | {cell([r['val_balanced_accuracy'] for r in rs])} | "
@@ -102,8 +109,11 @@ def main(argv=None) -> None:
     cells = [(p, s, int(seed), overrides, v) for s in args.settings.split(",") for p in args.presets.split(",")
              for v in variants for seed in args.seeds.split(",")]
     t0 = time.time()
-    with ProcessPoolExecutor(args.processes) as pool:
-        rows = list(pool.map(one_run, *zip(*cells)))
+    if args.processes == 1:  # in this process: no pickling, easy to debug
+        rows = [one_run(*c) for c in cells]
+    else:
+        with ProcessPoolExecutor(args.processes) as pool:
+            rows = list(pool.map(one_run, *zip(*cells)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(summarise(rows))

@@ -74,3 +74,14 @@ def test_live_smoke(tmp_path, monkeypatch, capsys):
     (row,) = rows
     assert set(row["live"]) == set(_script("live").TABS) and all(v["bytes"] > 0 for v in row["live"].values())
     assert row["compare"]["bytes"] > 0 and "Compare 5 runs" in capsys.readouterr().out
+
+
+def test_presets_and_methods_smoke(capsys):
+    _script("presets").main(["--presets", "fixmatch", "--settings", "toy2d", "--seeds", "0", "--steps", "20",
+                             "--grid", "dist_align=none,labeled", "--processes", "1"])
+    out = capsys.readouterr().out
+    assert "| toy2d | fixmatch dist_align=none | 1 |" in out and "| toy2d | fixmatch dist_align=labeled | 1 |" in out
+    _script("methods").main(["--presets", "fixmatch-abc", "--settings", "digits", "--seeds", "0", "--steps", "20",
+                             "--processes", "1"])
+    out = capsys.readouterr().out
+    assert "| digits | fixmatch-abc | 1 | 20 |" in out  # the head-tail gap table: seeds, steps
