@@ -72,6 +72,18 @@ def _refuse_if_read_only() -> str | None:
     return READ_ONLY_REFUSAL if read_only() else None
 
 
+def _attempt(action, *args) -> str | None:
+    """Run an engine action that changes the store; the reason as text when it refuses (read-only server, a
+    refused transition), else None."""
+    if _refuse_if_read_only():
+        return READ_ONLY_REFUSAL
+    try:
+        action(*args)
+    except ENGINE_ERRORS as exc:
+        return str(exc)
+    return None
+
+
 def submit(store: RunStore, cfg) -> int | None:
     """``worker.submit``; user-facing errors are shown with st.error and give None."""
     if _refuse_if_read_only():
@@ -87,37 +99,20 @@ def submit(store: RunStore, cfg) -> int | None:
 
 def resume(store: RunStore, run_id: int) -> bool:
     """``worker.resume``; False (after st.error) when the run cannot resume."""
-    if _refuse_if_read_only():
-        st.error(READ_ONLY_REFUSAL)
-        return False
-    try:
-        worker.resume(store, run_id)
-    except ENGINE_ERRORS as exc:
-        st.error(str(exc))
-        return False
-    return True
+    error = _attempt(worker.resume, store, run_id)
+    if error:
+        st.error(error)
+    return error is None
 
 
 def delete(store: RunStore, run_id: int) -> str | None:
     """``worker.delete`` (rows, checkpoint and log file); the reason as text when it refuses (a queued or running run)."""
-    if _refuse_if_read_only():
-        return READ_ONLY_REFUSAL
-    try:
-        worker.delete(store, run_id)
-    except ENGINE_ERRORS as exc:
-        return str(exc)
-    return None
+    return _attempt(worker.delete, store, run_id)
 
 
 def stop(store: RunStore, run_id: int) -> str | None:
     """``RunStore.request_stop``; the reason as text when it refuses (the run ended a moment before the click)."""
-    if _refuse_if_read_only():
-        return READ_ONLY_REFUSAL
-    try:
-        store.request_stop(int(run_id))
-    except ENGINE_ERRORS as exc:
-        return str(exc)
-    return None
+    return _attempt(store.request_stop, int(run_id))
 
 
 def evaluate_now(store: RunStore, run_id: int) -> str:
@@ -140,13 +135,7 @@ ARCHIVABLE = ("finished", "stopped", "failed")  # ended runs; the store refuses 
 def set_archived(store: RunStore, run_id: int, archived: bool) -> str | None:
     """``RunStore.set_archived``: hide an ended run from the pickers (or show it again), nothing deleted; the reason
     as text when it refuses."""
-    if _refuse_if_read_only():
-        return READ_ONLY_REFUSAL
-    try:
-        store.set_archived(int(run_id), bool(archived))
-    except ENGINE_ERRORS as exc:
-        return str(exc)
-    return None
+    return _attempt(store.set_archived, int(run_id), bool(archived))
 
 
 def all_runs(store: RunStore) -> pd.DataFrame:
