@@ -338,6 +338,7 @@ class Pipeline:
     """The techniques active in one run, called phase by phase in ``TECHNIQUES`` order."""
 
     def __init__(self, cfg, run: Run):
+        self.run = run
         self.techniques = [t(cfg, run) for t in TECHNIQUES if t.active(cfg)]
         self.needs_pass = any(t.needs_pass for t in self.techniques)
 
@@ -346,7 +347,7 @@ class Pipeline:
         for t in self.techniques:
             head = t.head(model.feature_dim)
             if head is not None:
-                model.heads[t.name] = head.to(next(model.parameters()).device)
+                model.heads[t.name] = head.to(self.run.device)
 
     def __call__(self, phase: str, value, *context):
         for t in self.techniques:

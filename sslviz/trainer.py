@@ -193,6 +193,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def build_run(cfg: TrainConfig, p: Prepared, device: torch.device):
+    """``(model name, model with the techniques' heads, Pipeline)`` for a run of ``cfg`` on ``p``'s split."""
+    ds, split = p.dataset, p.split
+    name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+    model = build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes).to(device)
+    n_u = len(split.unlabeled_idx)
+    u_batch = cfg.mu * cfg.batch_size if n_u else 0
+    pass_steps = max(1, -(-n_u // u_batch)) if u_batch else 1  # one pass over the unlabeled set: the papers' "epoch"
+    counts = torch.as_tensor(split.labeled_counts, dtype=torch.float32, device=device)
+    tech = registry.Pipeline(cfg, registry.Run(ds.num_classes, device, counts, n_u, cfg.steps, pass_steps))
+    tech.attach_heads(model)
+    return name, model, tech
+
+
 CHECKPOINT_FORMAT = 2  # 2: technique state by technique name, validation split; 1 (unmarked): before
 
 
@@ -225,16 +239,12 @@ def train(
     K, kind = ds.num_classes, ds.kind
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model_name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
-    model = build_model(model_name, input_shape=ds.input_shape, num_classes=K).to(device)
     n_l, n_u = len(split.labeled_idx), len(split.unlabeled_idx)
     B, uB = cfg.batch_size, (cfg.mu * cfg.batch_size if n_u else 0)  # no unlabeled data: supervised only
     # The techniques of this run, called phase by phase below (registry.PHASES); their heads join the model
     # before the optimiser and the EMA copy are made.
-    counts_l = torch.as_tensor(split.labeled_counts, dtype=torch.float32, device=device)
-    pass_steps = max(1, -(-n_u // uB)) if uB else 1  # one pass over the unlabeled set: the papers' "epoch"
-    tech = registry.Pipeline(cfg, registry.Run(K, device, counts_l, n_u, cfg.steps, pass_steps))
-    tech.attach_heads(model)
+    model_name, model, tech = build_run(cfg, p, device)
+    pass_steps = tech.run.pass_steps
     channels_last = kind == "image"  # faster convolutions on both CPU and CUDA (bench/RESULTS.md)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -412,11 +422,7 @@ def evaluate_checkpoint(cfg: TrainConfig, checkpoint_path: str | os.PathLike, sp
     p = prepare(cfg, cache_dir)
     ds = p.dataset
     device = resolve_device(cfg.device)
-    name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
-    model = build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes).to(device)
-    counts = torch.as_tensor(p.split.labeled_counts, dtype=torch.float32, device=device)
-    tech = registry.Pipeline(cfg, registry.Run(ds.num_classes, device, counts, len(p.split.unlabeled_idx), cfg.steps))
-    tech.attach_heads(model)  # a technique's head (ABC's balanced one) may be what predictions are read from
+    _, model, tech = build_run(cfg, p, device)  # a technique's head (ABC's) may be what predictions are read from
     model.load_state_dict(ckpt["ema"] if ckpt["ema"] else ckpt["model"])
     tech.load_state_dict(ckpt["techniques"])
     sets = {"val": (ds.x_val, ds.y_val), "test": (ds.x_test, ds.y_test)}
