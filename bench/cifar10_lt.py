@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from sslviz.config import from_preset  # noqa: E402
 from sslviz.store import home_dir  # noqa: E402
-from sslviz.trainer import prepare, resolve_device, train  # noqa: E402
+from sslviz.prepare import prepare  # noqa: E402
+from sslviz.trainer import resolve_device, train  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

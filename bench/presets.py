@@ -41,7 +41,8 @@ def one_run(preset: str, setting: str, seed: int, overrides: dict, variant: dict
 
     from sslviz.bias import head_tail_recall_gap
     from sslviz.config import from_preset
-    from sslviz.trainer import prepare, train
+    from sslviz.prepare import prepare
+    from sslviz.trainer import train
 
     torch.set_num_threads(1)
     records: list[dict] = []

@@ -43,7 +43,8 @@ from sslviz.data import Dataset, load_dataset  # noqa: E402
 from sslviz.models import build_model  # noqa: E402
 from sslviz.splits import make_split  # noqa: E402
 from sslviz.store import home_dir  # noqa: E402
-from sslviz.trainer import Prepared, _param_groups, train  # noqa: E402
+from sslviz.prepare import Prepared  # noqa: E402
+from sslviz.trainer import _param_groups, train  # noqa: E402
 
 # -- knobs ---------------------------------------------------------------------
 DEFAULT_STEPS = {  # measured steps after warm-up, per (device type, model)

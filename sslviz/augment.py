@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from .lazy import F, torch  # torch on first use: see sslviz/lazy.py
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 WEAK_POINT_SIGMA = 0.1  # toy2d points lie roughly in [-3, 3]
 STRONG_POINT_SIGMA = 0.5

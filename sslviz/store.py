@@ -339,7 +339,8 @@ class RunStore:
                 raise self._refuse(conn, run_id, "claim")
 
     def claim_queued(self, run_id: int, device: str, slots: int) -> bool:
-        """``claim``: mark queued ``run_id`` running on ``device`` ("cpu"/"cuda") if fewer than ``slots`` runs run there.
+        """``claim``: mark queued ``run_id`` running on ``device`` ("cpu" or "cuda:i") if fewer than ``slots`` runs run
+        there (the CPU counts as one device, each GPU as its own).
 
         Test and set happen in one IMMEDIATE transaction, so concurrent reapers never start a run twice
         or overfill a device. Returns whether this caller claimed it (losing the race is no error).
@@ -348,7 +349,8 @@ class RunStore:
         try:
             self._apply(run_id, "claim", dict(device=device, heartbeat=now, started=now, pid=None),
                         where=" AND (SELECT COUNT(*) FROM runs WHERE status = 'running' AND executor = 'local' AND "
-                              "(CASE WHEN device LIKE 'cuda%' THEN 'cuda' ELSE 'cpu' END) = ?) < ?",
+                              "(CASE WHEN device = 'cuda' THEN 'cuda:0' WHEN device LIKE 'cuda%' THEN device "
+                              "ELSE 'cpu' END) = ?) < ?",
                         params=(device, slots))
         except TransitionRefused:
             return False

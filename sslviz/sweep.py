@@ -193,7 +193,8 @@ def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) 
     from .data import DatasetError, load_dataset
     from .models import build_model, default_model_name
     from .splits import SplitError
-    from .trainer import prepare, resolve_device, run_info
+    from .prepare import prepare, run_info
+    from .trainer import resolve_device
 
     cells = spec.cells()
     datasets: dict = {}
@@ -213,7 +214,7 @@ def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) 
             blamed = _blame(exc, cell)
             raise SweepError(f"{where}: {blamed + ': ' if blamed else ''}{exc}", cell=i, field=blamed) from None
         configs.append(cfg)
-        infos.append(run_info(prepared, model, device))
+        infos.append(run_info(prepared, model, str(device)))
     seconds, basis = estimate_seconds(configs, parallel=parallel, store=store)
     return Plan(spec, cells, configs, infos, seconds, basis)
 

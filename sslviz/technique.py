@@ -11,10 +11,12 @@ techniques in ``registry.TECHNIQUES`` order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import Tensor, nn
+from .lazy import nn, torch  # torch on first use: see sslviz/lazy.py
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from .fields import Field
 

@@ -8,10 +8,12 @@ formula can be tested against numbers worked out by hand.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from .lazy import F, torch  # torch on first use: see sslviz/lazy.py
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 # -- thresholds ---------------------------------------------------------------

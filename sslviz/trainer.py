@@ -14,12 +14,10 @@ import copy
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 import yaml
@@ -28,10 +26,9 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 from . import augment, registry, techniques
 from .technique import PSEUDO_MEAN
 from .config import RetiredKeyWarning, TrainConfig
-from .data import Dataset, default_counts, load_dataset
 from .meter import IntervalMeter
 from .models import build_model, default_model_name
-from .splits import Split, make_split, split_frame
+from .prepare import Prepared, prepare
 
 SNAPSHOT_GRID = 60  # decision-region resolution for 2-D datasets
 SNAPSHOT_POINTS = 400  # unlabeled points drawn in a 2-D snapshot
@@ -41,66 +38,12 @@ class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A dataset with its imbalanced split, as a run sees it."""
-
-    dataset: Dataset
-    split: Split
-    n1: int
-    m1: int
-    gamma_u: float
-
-
-def prepare(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, *, dataset: Dataset | None = None) -> Prepared:
-    """Load the dataset (unless given, e.g. from a UI cache) and build the split.
-
-    Raises DatasetError / SplitError with user-facing text.
-    """
-    dataset = dataset if dataset is not None else load_dataset(cfg.dataset, cache_dir)
-    n1_default, m1_default = default_counts(dataset)
-    n1 = cfg.n1 if cfg.n1 is not None else n1_default
-    m1 = cfg.m1 if cfg.m1 is not None else m1_default
-    gamma_u = cfg.gamma_u if cfg.gamma_u is not None else cfg.gamma
-    split = make_split(
-        dataset.y_train, dataset.num_classes, n1=n1, gamma=cfg.gamma, m1=m1, gamma_u=gamma_u,
-        shape=cfg.unlabeled_shape, seed=cfg.seed, class_names=dataset.class_names,
-    )
-    return Prepared(dataset, split, n1, m1, gamma_u)
-
-
-def preview_split(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, *,
-                  dataset: Dataset | None = None) -> pd.DataFrame:
-    """Per-class labeled / unlabeled / test counts of ``cfg``'s split (long format), before any training."""
-    p = prepare(cfg, cache_dir, dataset=dataset)
-    return split_frame(p.split, p.dataset.y_test, p.dataset.class_names, y_val=p.dataset.y_val)
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("The 'device' parameter is 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'.")
     return torch.device(name)
-
-
-def run_info(p: Prepared, model_name: str, device: torch.device) -> dict:
-    """What the dashboard needs to label a run's charts."""
-    ds = p.dataset
-    return {
-        "class_names": list(ds.class_names),
-        "labeled_counts": p.split.labeled_counts.tolist(),
-        "unlabeled_counts": p.split.unlabeled_counts.tolist(),
-        "val_counts": np.bincount(ds.y_val, minlength=ds.num_classes).tolist(),
-        "test_counts": np.bincount(ds.y_test, minlength=ds.num_classes).tolist(),
-        "kind": ds.kind,
-        "model": model_name,
-        "device": str(device),
-        "n1": p.n1,
-        "m1": p.m1,
-        "gamma_u": p.gamma_u,
-        "skipped_files": list(ds.skipped),
-    }
 
 
 def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | None, gen: torch.Generator):

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from . import config as cfgmod
-from . import data, trainer, worker
+from . import data, prepare, worker
 from . import runfilter
 from .charts import format_seconds
 from .router import PAGES, read_only  # noqa: F401  (PAGES and read_only are part of this module's API)
@@ -91,7 +91,7 @@ def submit(store: RunStore, cfg) -> int | None:
         return None
     try:
         with st.spinner("Checking the data and starting the run…"):
-            return int(worker.submit(store, cfg))
+            return int(worker.submit(store, cfg, dataset=load_dataset(cfg.dataset)))
     except ENGINE_ERRORS as exc:
         st.error(str(exc))
         return None
@@ -178,7 +178,7 @@ def load_dataset(source: str) -> data.Dataset:
 def _preview(source: str, cache_dir: str, n1, gamma: float, m1, gamma_u, shape: str, seed: int) -> pd.DataFrame:
     cfg = cfgmod.TrainConfig(dataset=source, n1=n1, gamma=gamma, m1=m1, gamma_u=gamma_u, unlabeled_shape=shape,
                              seed=seed)
-    return trainer.preview_split(cfg, cache_dir, dataset=_load_dataset(source, cache_dir))
+    return prepare.preview_split(cfg, cache_dir, dataset=_load_dataset(source, cache_dir))
 
 
 def preview_split(cfg) -> pd.DataFrame:

@@ -23,15 +23,15 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
-from . import lifecycle
+from . import devices, lifecycle
 from .config import TrainConfig
 from .lifecycle import HEARTBEAT_EVERY, LOST_AFTER, PROCESS_LOST, NoSuchRun, TransitionRefused  # noqa: F401 (re-exported)
+from .prepare import prepare, run_info
 from .store import RunStore, StoreError
-from .trainer import (CheckpointMismatch, Diverged, check_checkpoint, evaluate_checkpoint, load_checkpoint, prepare,
-                      resolve_device, run_info, train)
-from .models import build_model, default_model_name
+
+# torch, the trainer and the models are imported inside the functions that run a model (run_worker, the warm
+# worker, evaluate_now, check_resumable): the dashboard's server imports this module to queue runs, and issue 14
+# wants no model-related import there (a Start costs no torch import in the server).
 
 STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
 WARM_ENV = "SSLVIZ_WARM_WORKER"  # "0" turns the warm worker off (the tests do); on otherwise
@@ -42,7 +42,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 def device_slots(device_type: str) -> int:
     """Simultaneous runs allowed: ``SSLVIZ_GPU_SLOTS`` (default 1) on the GPU, ``SSLVIZ_CPU_SLOTS`` (2) on the CPU.
 
-    Every CUDA run uses the current device (cuda:0), so GPU slots are not multiplied by the GPU count.
+    GPU slots count per GPU: with several GPUs each takes that many runs (``devices.least_loaded`` picks one).
     """
     name, default = ("SSLVIZ_GPU_SLOTS", "1") if device_type == "cuda" else ("SSLVIZ_CPU_SLOTS", "2")
     raw = os.environ.get(name, default)
@@ -76,23 +76,29 @@ def delete(store: RunStore, run_id: int) -> None:
     log_path(store, run_id).unlink(missing_ok=True)
 
 
-def submit(store: RunStore, cfg: TrainConfig) -> int:
-    """Validate ``cfg`` against its data, record it as queued and start it if a slot is free."""
-    run_id = record(store, cfg)
+def submit(store: RunStore, cfg: TrainConfig, *, dataset=None) -> int:
+    """Validate ``cfg`` against its data (``dataset``: already loaded, e.g. the dashboard's cached copy), record it
+    as queued and start it if a slot is free."""
+    run_id = record(store, cfg, dataset=dataset)
     store.add_event(run_id, "queued", "queued")
     start_queued(store)
     return run_id
 
 
-def record(store: RunStore, cfg: TrainConfig, pid: int | None = None) -> int:
-    """Check ``cfg`` against its data and model (so mistakes surface now, not in a background process)
-    and store the run: queued, or running in ``pid``."""
-    prepared = prepare(cfg, cache_dir(store))
-    device = resolve_device(cfg.device)
-    ds = prepared.dataset
-    model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
-    build_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)  # raises for a wrong input shape
-    run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model, device), pid=pid)
+def record(store: RunStore, cfg: TrainConfig, pid: int | None = None, *, dataset=None) -> int:
+    """Check ``cfg`` against its data (so mistakes surface now, not in a background process) and store the run:
+    queued, or running in ``pid``. Numpy only for the default model: the worker that trains it resolves the
+    device and the model and fills them into the run's info; a model named in the config is built here once to
+    check it fits the data's shape (that imports torch)."""
+    prepared = prepare(cfg, cache_dir(store), dataset=dataset)
+    model = None
+    if cfg.model != "auto":
+        from .models import build_model
+
+        ds = prepared.dataset
+        build_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)  # raises for a wrong shape
+        model = cfg.model
+    run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model), pid=pid)
     # A new run has no checkpoint: one under its name is left from an older store file of the same name.
     checkpoint_path(store, run_id).unlink(missing_ok=True)
     return run_id
@@ -104,6 +110,8 @@ def evaluate_now(store: RunStore, run_id: int, splits=("test",)) -> dict:
     ckpt = checkpoint_path(store, run_id)
     if not ckpt.exists():
         raise ValueError(f"Run {run_id} has no checkpoint yet (one is written every checkpoint_every steps).")
+    from .trainer import evaluate_checkpoint
+
     record = evaluate_checkpoint(TrainConfig.from_dict(store.run(run_id)["config"]), ckpt, splits, cache_dir(store))
     store.log_metrics(run_id, record)
     store.add_event(run_id, "evaluated", f"{', '.join(splits)} evaluated on demand at step {record['step']}")
@@ -121,6 +129,8 @@ def check_resumable(store: RunStore, run_id: int) -> None:
     ckpt = checkpoint_path(store, run_id)
     if not ckpt.exists():
         raise ValueError(f"Run {run_id} has no checkpoint to resume from; start a new run with its config instead.")
+    from .trainer import CheckpointMismatch, check_checkpoint, load_checkpoint
+
     try:
         check_checkpoint(load_checkpoint(ckpt), TrainConfig.from_dict(row["config"]))
     except CheckpointMismatch as exc:
@@ -161,13 +171,21 @@ def start_queued(store: RunStore) -> list[int]:
     Called by submit, resume, a worker's exit and the dashboard's pump (``reap``) only: reading never starts runs.
     """
     runs = store.runs(include_archived=True)
+    queued = runs[(runs.status == "queued") & (runs.executor == "local")].sort_values("id")
+    if queued.empty:
+        return []
+    cuda_count = devices.known(store.path.parent)["cuda"]
+    busy = list(runs.loc[(runs.status == "running") & (runs.executor == "local"), "device"].dropna())
     started = []
-    for row in runs[(runs.status == "queued") & (runs.executor == "local")].sort_values("id").itertuples():
-        device = resolve_device(TrainConfig.from_dict(json.loads(row.config)).device).type
+    for row in queued.itertuples():
+        device = devices.resolve_type(TrainConfig.from_dict(json.loads(row.config)).device, cuda_count)
+        if device == "cuda":
+            device = devices.least_loaded(busy, cuda_count)
         # Claim and slot count in one transaction: two workers reaping at once cannot both start it.
-        if store.claim_queued(int(row.id), device, device_slots(device)):
+        if store.claim_queued(int(row.id), device, device_slots(device.partition(":")[0])):
             _spawn(store, int(row.id), device)
             started.append(int(row.id))
+            busy.append(device)
     return started
 
 
@@ -275,6 +293,9 @@ def _hand_to_spare(store: RunStore, run_id: int) -> int | None:
 def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> str | None:
     """Wait (engine imported) for one run id on this process's FIFO, then be that run's worker: the run's final
     status, or None when no run came within ``idle_s`` seconds."""
+    from . import trainer  # noqa: F401  (the engine: torch, sklearn, the models; what a cold worker spends seconds on)
+
+    devices.write(store.path.parent)  # the server reads this instead of importing torch to place its next run
     folder = spare_dir(store)
     folder.mkdir(parents=True, exist_ok=True)
     fifo, taken = folder / str(os.getpid()), folder / f"{os.getpid()}.taken"
@@ -332,15 +353,29 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
 
     Returns the final status. SIGTERM asks for a graceful stop, like the Stop button.
     """
+    import torch
+
+    from .models import default_model_name
+    from .trainer import CheckpointMismatch, Diverged, check_checkpoint, load_checkpoint, resolve_device, train
+
     row = store.run(run_id)
     if row is None:
         raise NoSuchRun(run_id, store.path)
     cfg = TrainConfig.from_dict(row["config"])
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
+    devices.write(store.path.parent)  # what torch sees here, for the server's next queue decision
+    claimed = row["device"] if row["status"] == "running" and row["device"] else None  # start_queued's pick
+    device = resolve_device(claimed or cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # the trainer's "cuda" is then this GPU (one run per GPU)
+    elif device.type == "cpu":
         # Share the cores between the runs allowed to train at once.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, device_slots("cpu"))))
     store.claim_run(run_id, os.getpid(), str(device))
+    prepared = prepare(cfg, cache_dir(store))
+    if not row["info"].get("model") or not row["info"].get("device"):  # recorded by a server without torch
+        ds = prepared.dataset
+        model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+        store.update_run(run_id, info={**row["info"], "model": model, "device": str(device)})
     ckpt = checkpoint_path(store, run_id)
     resume_from = ckpt.exists()
 
@@ -375,6 +410,7 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
             checkpoint_path=ckpt,
             resume=resume_from,
             cache_dir=cache_dir(store),
+            prepared=prepared,
             progress=progress,
         )
         status = summary["status"]

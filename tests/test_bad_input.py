@@ -1,6 +1,6 @@
 """Bad input: each case gives one clear message naming the field and what is allowed, and loses nothing recorded.
 
-Every case is checked twice: through the Python API (TrainConfig / trainer.prepare / load_dataset) and
+Every case is checked twice: through the Python API (TrainConfig / prepare.prepare / load_dataset) and
 through ``cli.main`` (exit code 2, one ``sslviz: error:`` line on stderr, the store untouched).
 """
 import os
@@ -20,7 +20,7 @@ from sslviz.data import DatasetError, load_dataset
 from sslviz.params import InvalidParameterError
 from sslviz.splits import SplitError
 from sslviz.store import RunStore
-from sslviz.trainer import prepare
+from sslviz.prepare import prepare
 
 PRESET_LIST = r"among \{" + re.escape(", ".join(map(repr, PRESETS))) + r"\}"  # every preset, in order
 SCHEDULES = re.escape(", ".join(map(repr, THRESHOLD_SCHEDULES)))  # 'fixed', 'flexmatch', ...

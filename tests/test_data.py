@@ -40,6 +40,21 @@ def test_digits_shapes_dtypes_and_balanced_test_set():
     assert ds.x_train.max() == 255  # 16 maps to 255
 
 
+def test_digits_read_with_numpy_equal_sklearns_load_digits():
+    """``_load_digits`` reads sklearn's CSV itself (no sklearn import on the first paint): same pixels, labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    ds = load_dataset("digits")
+    x = np.concatenate([ds.x_train, ds.x_val, ds.x_test]).reshape(len(bunch.target), -1)
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    expected = np.round(bunch.data * 255 / 16).astype(np.uint8)
+    # Rows are regrouped into train/val/test; compare as sorted (pixels, label) rows.
+    got = np.column_stack([x, y])
+    want = np.column_stack([expected, bunch.target])
+    np.testing.assert_array_equal(got[np.lexsort(got.T[::-1])], want[np.lexsort(want.T[::-1])])
+
+
 def test_digits_test_set_is_fixed():
     a, b = load_dataset("digits"), load_dataset("digits")
     np.testing.assert_array_equal(a.x_test, b.x_test)

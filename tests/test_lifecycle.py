@@ -219,7 +219,7 @@ def test_cuda_out_of_memory_gives_advice(store, tiny, monkeypatch):
         on_log({"step": 5, "wall": 0.1, "scalars": {"loss": 1.0}})
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(worker, "train", oom)
+    monkeypatch.setattr(trainer, "train", oom)  # run_worker imports it when it runs
     rid = store.create_run(TrainConfig(**tiny).to_dict())
     assert worker.run_worker(store, rid) == "failed"
     row = store.run(rid)
@@ -232,7 +232,7 @@ def test_unexpected_error_is_reported_with_traceback(store, tiny, monkeypatch):
     def boom(cfg, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(worker, "train", boom)
+    monkeypatch.setattr(trainer, "train", boom)
     rid = store.create_run(TrainConfig(**tiny).to_dict())
     assert worker.run_worker(store, rid) == "failed"
     assert store.run(rid)["error"] == "RuntimeError: boom"

@@ -15,7 +15,8 @@ from sslviz import registry
 from sslviz import techniques as T
 from sslviz.config import TrainConfig, from_preset
 from sslviz.models import Classifier, build_model
-from sslviz.trainer import evaluate, load_checkpoint, prepare, train
+from sslviz.prepare import prepare
+from sslviz.trainer import evaluate, load_checkpoint, train
 
 
 def _model(d, K, cfg, run):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sslviz.config import PRESETS, from_preset
-from sslviz.trainer import load_checkpoint, preview_split, train
+from sslviz.prepare import preview_split
+from sslviz.trainer import load_checkpoint, train
 
 TINY = dict(batch_size=16, mu=2, log_every=5, eval_every=10)
 

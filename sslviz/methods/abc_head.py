@@ -4,10 +4,8 @@ Named ``abc_head`` so that the module never shadows the standard library's ``abc
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
 
+from ..lazy import F, nn, torch  # torch on first use: see sslviz/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, real

@@ -2,10 +2,8 @@
 an estimate of the unlabeled class distribution (consistent, uniform or reversed)."""
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
 
+from ..lazy import F, nn, torch  # torch on first use: see sslviz/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, integer, real

@@ -4,8 +4,8 @@ A threshold schedule (``threshold_schedule: adsh``), listed in ``registry.THRESH
 """
 from __future__ import annotations
 
-import torch
 
+from ..lazy import torch  # torch on first use: see sslviz/lazy.py
 from .. import techniques as fx
 from ..technique import Technique
 

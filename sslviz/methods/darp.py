@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-import torch
 
+from ..lazy import torch  # torch on first use: see sslviz/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, integer, real

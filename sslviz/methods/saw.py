@@ -1,8 +1,8 @@
 """SAW (Lai et al., ICML 2022): loss weights from the class distribution of pseudo-labels over the unlabeled set."""
 from __future__ import annotations
 
-import torch
 
+from ..lazy import torch  # torch on first use: see sslviz/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool

@@ -1,0 +1,80 @@
+"""The dashboard's process imports no torch and no sklearn to draw Setup and to Start a run (issue 14).
+
+Importing torch costs 1.4 s and sklearn's datasets 0.8 s on the 2-core reference machine, which is most of
+a 2-second first paint; the model is built by the worker process. Checked in a fresh interpreter (this test
+process has torch loaded already): Setup drawn under AppTest, then Start pressed, then ``sys.modules``.
+The timing itself lives in ``bench/live.py --browser``.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslviz import devices, worker
+from sslviz.config import TrainConfig
+from sslviz.store import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRIPT = """
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app.py", default_timeout=60).run()
+assert not at.exception, at.exception
+assert [b for b in at.button if b.key == "start"], "no Start button"
+heavy = sorted(m for m in ("torch", "sklearn", "torchvision") if m in sys.modules)
+at.button(key="start").click().run()
+assert not at.exception, at.exception
+print(json.dumps({"after_setup": heavy,
+                  "after_start": sorted(m for m in ("torch", "sklearn", "torchvision") if m in sys.modules)}))
+"""
+
+
+def test_setup_and_start_import_no_torch_or_sklearn(tmp_path):
+    env = {**os.environ, "SSLVIZ_HOME": str(tmp_path), "SSLVIZ_STORE": str(tmp_path / "runs.db"),
+           "SSLVIZ_WARM_WORKER": "0", "SSLVIZ_CPU_SLOTS": "0"}  # no slot: the run stays queued, nothing spawns
+    # What a worker would have recorded (a server with no worker yet probes once, importing torch: devices.known).
+    (tmp_path / devices.FILE).write_text(json.dumps({"cuda": 0}))
+    out = subprocess.run([sys.executable, "-c", "import json\n" + SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"after_setup": [], "after_start": []}
+    runs = RunStore(tmp_path / "runs.db").runs()
+    assert list(runs.status) == ["queued"]  # Start did record the run (validated against the data)
+
+
+def test_server_reads_devices_file_and_workers_write_it(tmp_path):
+    assert devices.known(tmp_path) == {"cuda": 0}  # none written yet: probed (this machine has no GPU), recorded
+    assert json.loads((tmp_path / devices.FILE).read_text()) == {"cuda": 0}
+    (tmp_path / devices.FILE).write_text(json.dumps({"cuda": 3}))
+    assert devices.known(tmp_path) == {"cuda": 3}  # read, not probed
+
+
+def test_queued_runs_spread_over_gpus_one_per_gpu(tmp_path, monkeypatch):
+    """With 2 GPUs and 1 slot per GPU, three queued 'auto' runs: one on cuda:0, one on cuda:1, one waits."""
+    store = RunStore(tmp_path / "runs.db")
+    (tmp_path / devices.FILE).write_text(json.dumps({"cuda": 2}))
+    spawned = []
+    monkeypatch.setattr(worker, "_spawn", lambda s, run_id, device: spawned.append((run_id, device)))
+    monkeypatch.setenv("SSLVIZ_GPU_SLOTS", "1")
+    ids = [store.create_run(TrainConfig(dataset="toy2d", device="auto", seed=i).to_dict()) for i in range(3)]
+    assert worker.start_queued(store) == ids[:2]
+    assert spawned == [(ids[0], "cuda:0"), (ids[1], "cuda:1")]
+    assert store.run(ids[2])["status"] == "queued"
+    store.close()
+
+
+@pytest.mark.parametrize("name", ["cpu", "auto"])
+def test_a_worker_fills_in_model_and_device(store, name):
+    """Start records no model or device (no torch in the server); the worker that trains fills them in."""
+    from tests.conftest import TINY
+
+    run_id = worker.record(store, TrainConfig(**{**TINY, "device": name, "steps": 5}))
+    assert store.run(run_id)["info"]["model"] is None and store.run(run_id)["info"]["device"] is None
+    assert worker.run_worker(store, run_id) == "finished"
+    info = store.run(run_id)["info"]
+    assert info["model"] == "mlp" and info["device"] == "cpu"
