@@ -290,12 +290,27 @@ def _hand_to_spare(store: RunStore, run_id: int) -> int | None:
     return None
 
 
-def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> str | None:
-    """Wait (engine imported) for one run id on this process's FIFO, then be that run's worker: the run's final
-    status, or None when no run came within ``idle_s`` seconds."""
-    from . import trainer  # noqa: F401  (the engine: torch, sklearn, the models; what a cold worker spends seconds on)
+def warm_up() -> None:
+    """Pay now what a cold worker pays before its first log step: importing the engine (torch, sklearn, the
+    models; 2-3 s) and the first optimiser's import of ``torch._dynamo`` (1.5 s more, inside ``SGD()``), with
+    one tiny forward and backward pass for good measure. Measured by ``bench/live.py --browser``."""
+    import torch
 
-    devices.write(store.path.parent)  # the server reads this instead of importing torch to place its next run
+    from . import trainer  # noqa: F401  (imported here so the run does not wait for it)
+    from .models import build_model
+
+    model = build_model("mlp", input_shape=(2,), num_classes=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9, nesterov=True)
+    model(torch.zeros(4, 2)).sum().backward()
+    optimizer.step()
+
+
+def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> str | None:
+    """Wait for one run id on this process's FIFO, then be that run's worker: the run's final status, or None when
+    no run came within ``idle_s`` seconds.
+
+    The FIFO opens first and the engine is imported after: a Start that comes while this process still imports
+    is handed to it (the id waits in the FIFO) rather than to a cold worker that would import all the same."""
     folder = spare_dir(store)
     folder.mkdir(parents=True, exist_ok=True)
     fifo, taken = folder / str(os.getpid()), folder / f"{os.getpid()}.taken"
@@ -303,6 +318,8 @@ def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> str | None:
     os.mkfifo(fifo)
     fd = os.open(fifo, os.O_RDWR)  # read and write: never at end-of-file while waiting
     starting.unlink(missing_ok=True)
+    devices.write(store.path.parent)  # first (imports torch): the server reads it to place its next run
+    warm_up()
     deadline, data = time.monotonic() + idle_s, b""
     try:
         while not data.endswith(b"\n"):
