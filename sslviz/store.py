@@ -9,8 +9,10 @@ always catch up; the writer runs a passive checkpoint every few commits and
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
+import pickle
 import sqlite3
 import subprocess
 import threading
@@ -27,6 +29,7 @@ from .records import CONFUSION_KINDS, SPLITS
 CHECKPOINT_WAL_EVERY = 20  # commits between passive WAL checkpoints
 MAX_POINTS = 2000  # default cap on steps returned per series
 ROLLUPS_KEPT = 256  # finished step bins kept per store object (an LRU of series), see RunStore._series
+ROLLUP_FOLDER = "cache/rollups"  # beside the store: the same bins on disk, for a server that starts afresh
 SCHEMA_VERSION = 3  # PRAGMA user_version of the files this code writes; bump it with a new step in UPGRADES
 
 RUNS_SQL = """
@@ -509,6 +512,9 @@ class RunStore:
                 raise self._refuse(conn, run_id, "delete")
             for r in records.ROWS:
                 conn.execute(f"DELETE FROM {r.TABLE} WHERE run_id = ?", (run_id,))
+        prefix = self._rollup_file(run_id)
+        for path in prefix.parent.glob(f"{prefix.name}*") if prefix.parent.is_dir() else ():
+            path.unlink(missing_ok=True)
 
     def truncate_after(self, run_id: int, step: int) -> None:
         """Drop metrics recorded after ``step`` (a resume restarts from the checkpoint there)."""
@@ -596,13 +602,17 @@ class RunStore:
 
         parts = []
         if width:
-            # Bins below the one holding the latest step are complete: kept (a rollup) and extended as the run
-            # grows, so a refresh reads only the rows of the newest bin. A restart (resume) drops them.
+            # Bins below the one holding the latest step are complete: kept (a rollup, in memory and on disk) and
+            # extended as the run grows, so a refresh reads only the rows of the newest bin, and a server started
+            # afresh reads the file instead of every row. A restart (resume) changes ``started``, hence the key.
             cut = hi // width * width
             token = self._one("SELECT started FROM runs WHERE id = ?", (run_id,))
             key = (row.TABLE, where, params, width, None if token is None else token[0])
             with self._rollup_lock:
                 done, frame = self._rollups.pop(key, (None, None))
+            if done is None:
+                done, frame = self._load_rollup(run_id, key)
+            kept = done
             if done is None or done > cut:
                 done, frame = cut, bins(-1, cut)
             elif done < cut:
@@ -611,11 +621,39 @@ class RunStore:
                 self._rollups[key] = (done, frame)
                 while len(self._rollups) > ROLLUPS_KEPT:
                     self._rollups.pop(next(iter(self._rollups)))
+            if kept != done:
+                self._save_rollup(run_id, key, done, frame)
             parts += [frame, bins(cut, hi)]
         parts.append(self._read(f"SELECT {', '.join(last_cols)} FROM {row.TABLE} WHERE {where} AND step = ?",
                                 (*params, hi)))
         out = pd.concat([p for p in parts if not p.empty] or parts[-1:], ignore_index=True)
         return out.sort_values([k for k in row.KEY if k != "run_id"], ignore_index=True)
+
+    def _rollup_file(self, run_id: int, key: tuple | None = None) -> Path:
+        """The file of one series' finished bins (``key`` as in `_series`), or with no key the run's file prefix."""
+        name = f"{self.path.stem}-run{run_id}-"
+        if key is not None:
+            name += hashlib.sha1(repr(key).encode()).hexdigest()[:16] + ".pkl"
+        return self.path.parent / ROLLUP_FOLDER / name
+
+    def _load_rollup(self, run_id: int, key: tuple) -> tuple[int | None, pd.DataFrame | None]:
+        """A series' finished bins as an earlier process (another server, before a restart) saved them."""
+        try:
+            done, frame = pd.read_pickle(self._rollup_file(run_id, key))
+        except (OSError, ValueError, EOFError, TypeError, pickle.UnpicklingError):
+            return None, None
+        return int(done), frame
+
+    def _save_rollup(self, run_id: int, key: tuple, done: int, frame: pd.DataFrame) -> None:
+        """Keep the finished bins on disk (atomic rename; a read-only folder only loses the speed-up)."""
+        path = self._rollup_file(run_id, key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            pd.to_pickle((done, frame), tmp)
+            os.replace(tmp, path)
+        except OSError:
+            pass
 
     def scalars(self, run_id: int, max_points: int | None = MAX_POINTS, steps: tuple | None = None) -> pd.DataFrame:
         """Columns step, wall, loss, loss_sup, loss_unsup, mask_rate, pl_accuracy, lr (binned above ``max_points``

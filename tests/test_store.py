@@ -442,3 +442,23 @@ def test_binned_reads_keep_finished_bins_and_match_a_fresh_read_as_the_run_grows
     # A resume cuts the metrics back and writes new ones: the kept bins are dropped with them.
     store.truncate_after(rid, 1000)
     assert store.class_train(rid, max_points=40).step.max() == 1000
+
+
+def test_finished_bins_are_kept_on_disk_for_a_store_opened_afresh(store, monkeypatch):
+    """A server started afresh reads a long run's finished bins from the rollup file, not every row again."""
+    rid = _long_run(store, n=1000, spike_at=5550)
+    first = store.class_train(rid, max_points=40)
+    files = list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*.pkl"))
+    assert len(files) == 1
+    fresh = RunStore(store.path)
+    reads = []
+    real_read = fresh._read
+    monkeypatch.setattr(fresh, "_read", lambda sql, params=(): reads.append(params) or real_read(sql, params))
+    again = fresh.class_train(rid, max_points=40)
+    assert again.equals(first) and again[again.cls == 1].n_accepted_max.max() == 100
+    assert not [p for p in reads if -1 in p]  # no read from the first step: the finished bins came from the file
+    fresh.close()
+    # Deleting the run removes its rollups with its rows.
+    store.update_run(rid, status="finished")
+    store.delete_run(rid)
+    assert not list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*"))
