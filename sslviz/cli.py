@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(sweep)
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("run", type=int)
-    sub.add_parser("spare", help=argparse.SUPPRESS)  # a warm worker: waits for a run (worker.run_spare)
+    spare = sub.add_parser("spare", help=argparse.SUPPRESS)  # a warm worker: forks runs' workers (worker.run_spare)
+    spare.add_argument("--idle", type=float, default=None, help="seconds without a run before it exits")
     return parser
 
 
@@ -383,9 +384,9 @@ def main(argv=None) -> int:
 
             run_worker(store, args.run)
         elif args.command == "spare":
-            from .worker import run_spare
+            from .worker import SPARE_IDLE_S, run_spare
 
-            run_spare(store)
+            run_spare(store, SPARE_IDLE_S if args.idle is None else args.idle)
         return 0
     except USER_ERRORS as exc:
         print(f"sslviz: error: {exc}", file=sys.stderr)

@@ -270,11 +270,17 @@ def record(store, plan: Plan, *, executor: str = "local", options: dict | None =
     return sweep_id, run_ids
 
 
+SWEEP_SPARE_IDLE_S = 60.0
+
+
 def submit_local(store, plan: Plan) -> tuple[int, list[int]]:
-    """Record the sweep's runs for the local worker queue and start as many as the slots allow."""
-    from .worker import start_queued
+    """Record the sweep's runs for the local worker queue and start as many as the slots allow. A warm worker
+    forks every cell's process (cells start in milliseconds, not after the seconds a cold process spends
+    importing torch); it exits SWEEP_SPARE_IDLE_S after the sweep's last cell started."""
+    from .worker import ensure_spare, start_queued
 
     sweep_id, run_ids = record(store, plan, executor="local")
+    ensure_spare(store, idle_s=SWEEP_SPARE_IDLE_S)
     start_queued(store)
     return sweep_id, run_ids
 

@@ -36,6 +36,7 @@ from .store import RunStore, StoreError
 STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
 WARM_ENV = "SSLVIZ_WARM_WORKER"  # "0" turns the warm worker off (the tests do); on otherwise
 SPARE_IDLE_S = 900.0  # an unused warm worker exits after this long
+SPARE_WAIT_S = 5.0  # a spawner waits this long for a warm worker that is still starting, then starts a cold one
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -195,10 +196,12 @@ def _child_env() -> dict:
 
 
 def _spawn(store: RunStore, run_id: int, device: str) -> None:
-    """Hand the run to the warm worker, or start a worker process; mark the run running with that process before
-    it boots, so a second reap does not double-start it. (The dashboard keeps a warm worker ready: ``reap``.)"""
-    pid = _hand_to_spare(store, run_id)
-    if pid is None:
+    """Hand the run to the warm worker, or start a worker process; give it STARTUP_GRACE seconds to boot (with
+    the pid of a process started here, so a dead one is still caught at once), so a second reap does not
+    double-start it. (The dashboard keeps a warm worker ready: ``reap``; a local sweep starts one.)"""
+    if _hand_to_spare(store, run_id) is not None:
+        pid = None  # the warm worker forks the run's process, which claims the run with its own pid at once
+    else:
         log = log_path(store, run_id)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
@@ -212,12 +215,17 @@ def _spawn(store: RunStore, run_id: int, device: str) -> None:
     store.set_pid(run_id, pid, heartbeat=now + STARTUP_GRACE)
 
 
-# -- the warm worker: a process that has imported the engine and waits for one run -----------------------
-# It waits on a FIFO ``spares/<pid>`` next to the store. A spawner claims it by renaming the FIFO to
-# ``<pid>.taken`` (atomic: one spawner wins), then writes the run id; the process then is that run's worker,
-# exactly as ``python -m sslviz worker N`` (one process per run). A FIFO without a reader (the process died)
-# is removed and replaced. Only the dashboard starts them (when it opens the store, and in its pump ``reap``), so
-# CLI runs and sweeps without a dashboard never leave one behind; an unused one exits after SPARE_IDLE_S.
+# -- the warm worker: a process that has imported the engine and forks one process per run --------------
+# It reads run ids from a FIFO ``spares/<pid>`` next to the store and forks a child for each: the child is that
+# run's worker, exactly as ``python -m sslviz worker N`` (its own process and session, its output in the run's
+# log), born with torch and the trainer already imported, so a run starts in milliseconds instead of the 3-5 s a
+# cold process spends importing. Runs stay one process each; a sweep's cells all fork from one warm worker.
+# Writes of a line to a FIFO are atomic, so any number of spawners may hand it runs. A FIFO without a reader
+# (the process died) is removed and the process replaced. The dashboard starts one when it opens the store and
+# in its pump (``reap``); a local sweep starts one for its cells. An unused one exits after its idle time.
+#
+# Fork safety: the warm worker imports torch but runs no tensor operation (that would start the OpenMP pool,
+# which a forked child cannot use) and holds no SQLite connection while it forks.
 def warm_enabled() -> bool:
     return os.environ.get(WARM_ENV, "1").strip() != "0"
 
@@ -227,12 +235,12 @@ def spare_dir(store: RunStore) -> Path:
 
 
 def spares(store: RunStore) -> list[int]:
-    """Pids of the warm workers waiting for this store (their FIFOs; dead ones' FIFOs removed)."""
+    """Pids of the warm workers reading their FIFO for this store (dead ones' files removed)."""
     return _spare_files(store)[0]
 
 
 def _spare_files(store: RunStore) -> tuple[list[int], list[int]]:
-    """(pids waiting on their FIFO, pids still importing: ``<pid>.starting``); files of dead pids removed."""
+    """(pids reading their FIFO, pids not yet: ``<pid>.starting``); files of dead pids removed."""
     folder = spare_dir(store)
     ready, starting = [], []
     for path in folder.glob("*") if folder.is_dir() else ():
@@ -246,103 +254,126 @@ def _spare_files(store: RunStore) -> tuple[list[int], list[int]]:
     return ready, starting
 
 
-def ensure_spare(store: RunStore) -> int | None:
-    """Start a warm worker for ``store`` unless one waits already (or warm workers are off); its pid, or None."""
+def ensure_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> int | None:
+    """Start a warm worker for ``store`` unless one runs already (or warm workers are off); its pid, or None."""
     if not warm_enabled():
         return None
     ready, starting = _spare_files(store)
-    if ready or starting:  # one waits, or is still importing the engine (the pump calls this every refresh)
+    if ready or starting:  # one waits, or is still starting (the pump calls this every refresh)
         return (ready or starting)[0]
     folder = spare_dir(store)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "spares.log", "ab") as out:
         pid = subprocess.Popen(
-            [sys.executable, "-m", "sslviz", "--store", str(store.path), "spare"],
+            [sys.executable, "-m", "sslviz", "--store", str(store.path), "spare", "--idle", str(idle_s)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_child_env(),
         ).pid
-    (folder / f"{pid}.starting").touch()  # removed by the process once it waits, or when it is gone
+    (folder / f"{pid}.starting").touch()  # removed by the process once its FIFO is open, or when it is gone
     return pid
 
 
 def _hand_to_spare(store: RunStore, run_id: int) -> int | None:
-    """Give ``run_id`` to a waiting warm worker; its pid, or None when none is ready (or they are off)."""
+    """Give ``run_id`` to a warm worker; its pid, or None when none runs (or they are off). One that is still
+    starting (its FIFO opens within a second of its start) is waited for up to SPARE_WAIT_S."""
     if not warm_enabled():
         return None
-    for pid in spares(store):
-        fifo = spare_dir(store) / str(pid)
-        taken = fifo.with_name(f"{pid}.taken")
-        try:
-            fifo.rename(taken)  # claims it: a second spawner finds the name gone
-        except FileNotFoundError:
-            continue
-        try:
-            fd = os.open(taken, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody reads it, the process is gone
-        except OSError as exc:
-            taken.unlink(missing_ok=True)
-            if exc.errno == errno.ENXIO:
+    deadline = time.monotonic() + SPARE_WAIT_S
+    while True:
+        ready, starting = _spare_files(store)
+        for pid in ready:
+            fifo = spare_dir(store) / str(pid)
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody reads it, the process is gone
+            except OSError as exc:
+                if exc.errno not in (errno.ENXIO, errno.ENOENT):
+                    raise
+                fifo.unlink(missing_ok=True)
                 continue
-            raise
-        try:
-            os.write(fd, f"{run_id}\n".encode())
-        finally:
-            os.close(fd)
-        return pid
-    return None
+            try:
+                os.write(fd, f"{run_id}\n".encode())  # one write of < PIPE_BUF bytes: never interleaved
+            finally:
+                os.close(fd)
+            return pid
+        if not starting or time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
 
 
 def warm_up() -> None:
-    """Pay now what a cold worker pays before its first log step: importing the engine (torch, sklearn, the
-    models; 2-3 s) and the first optimiser's import of ``torch._dynamo`` (1.5 s more, inside ``SGD()``), with
-    one tiny forward and backward pass for good measure. Measured by ``bench/live.py --browser``."""
-    import torch
+    """Import now what a cold worker imports before its first log step: the engine (torch, sklearn, the models;
+    2-3 s) and ``torch._dynamo``, which the first optimiser imports (1.5 s more). Imports only: no tensor
+    operation runs here (fork safety, above)."""
+    import torch  # noqa: F401
 
-    from . import trainer  # noqa: F401  (imported here so the run does not wait for it)
-    from .models import build_model
+    import torch._dynamo  # noqa: F401
 
-    model = build_model("mlp", input_shape=(2,), num_classes=2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9, nesterov=True)
-    model(torch.zeros(4, 2)).sum().backward()
-    optimizer.step()
+    from . import trainer  # noqa: F401
 
 
-def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> str | None:
-    """Wait for one run id on this process's FIFO, then be that run's worker: the run's final status, or None when
-    no run came within ``idle_s`` seconds.
+def _fork_run(store_path: Path, run_id: int) -> int:
+    """Fork the worker process of ``run_id``; returns its pid (in this, the parent process)."""
+    sys.stdout.flush(), sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # the child: a session of its own (stopping the warm worker leaves it alone), output in the run's log
+        os.setsid()
+        store = RunStore(store_path)
+        log = log_path(store, run_id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            os.dup2(out.fileno(), 1), os.dup2(out.fileno(), 2)
+        run_worker(store, run_id)
+        code = 0
+    except BaseException:  # noqa: BLE001 - the child must never return into the warm worker's loop
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
-    The FIFO opens first and the engine is imported after: a Start that comes while this process still imports
-    is handed to it (the id waits in the FIFO) rather than to a cold worker that would import all the same."""
+
+def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> None:
+    """Be the warm worker: fork a worker process for every run id read from this process's FIFO, until no run
+    came for ``idle_s`` seconds (or the FIFO was removed).
+
+    The FIFO opens first and the engine is imported after: runs handed over while this process still imports
+    wait in the FIFO rather than go to cold workers that would import all the same."""
     folder = spare_dir(store)
     folder.mkdir(parents=True, exist_ok=True)
-    fifo, taken = folder / str(os.getpid()), folder / f"{os.getpid()}.taken"
-    starting = folder / f"{os.getpid()}.starting"
+    fifo, starting = folder / str(os.getpid()), folder / f"{os.getpid()}.starting"
     os.mkfifo(fifo)
     fd = os.open(fifo, os.O_RDWR)  # read and write: never at end-of-file while waiting
     starting.unlink(missing_ok=True)
-    devices.write(store.path.parent)  # first (imports torch): the server reads it to place its next run
+    store_path = Path(store.path)
+    store.close()  # no SQLite connection may cross a fork
+    devices.write(store_path.parent)  # first (imports torch): the server reads it to place its next run
     warm_up()
     deadline, data = time.monotonic() + idle_s, b""
     try:
-        while not data.endswith(b"\n"):
-            if select.select([fd], [], [], 1.0)[0]:
-                data += os.read(fd, 64)
-            elif time.monotonic() > deadline or not (fifo.exists() or taken.exists()):
-                try:
-                    fifo.rename(folder / f"{os.getpid()}.gone")  # retire, unless a spawner claimed it just now
-                except FileNotFoundError:
-                    continue
-                (folder / f"{os.getpid()}.gone").unlink(missing_ok=True)
-                return None
+        while fifo.exists() and time.monotonic() < deadline:
+            while _reap_children():
+                pass
+            if not select.select([fd], [], [], 1.0)[0]:
+                continue
+            data += os.read(fd, 4096)
+            *lines, data = data.split(b"\n")
+            for line in filter(None, lines):
+                _fork_run(store_path, int(line))
+                deadline = time.monotonic() + idle_s
     finally:
+        fifo.unlink(missing_ok=True)
         os.close(fd)
-        for path in (taken, fifo, starting):
-            path.unlink(missing_ok=True)
-    run_id = int(data.split()[0])
-    log = log_path(store, run_id)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:  # from here on this process is the run's worker, its output in the run's log
-        sys.stdout.flush(), sys.stderr.flush()
-        os.dup2(out.fileno(), 1), os.dup2(out.fileno(), 2)
-    return run_worker(store, run_id)
+    while _reap_children(block=True):  # wait for the runs still going, so none is left a zombie
+        pass
+
+
+def _reap_children(block: bool = False) -> int | None:
+    """Collect one exited child (any, when ``block`` the next to exit); its pid, or None when there is none."""
+    try:
+        pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return pid or None
 
 
 class _Heartbeat(threading.Thread):

@@ -709,7 +709,7 @@ def test_evaluate_on_demand_reproduces_the_runs_own_numbers_without_moving_it(st
     assert "evaluated" in events(store, rid)
 
 
-def test_a_warm_worker_takes_the_next_run_and_a_dead_one_is_replaced(store, tiny, wait_for, monkeypatch):
+def test_a_warm_worker_forks_each_run_its_own_process_and_a_dead_one_is_replaced(store, tiny, wait_for, monkeypatch):
     monkeypatch.setenv(worker.WARM_ENV, "1")
     started = []
     try:
@@ -718,27 +718,25 @@ def test_a_warm_worker_takes_the_next_run_and_a_dead_one_is_replaced(store, tiny
         assert wait_for(lambda: worker.spares(store) == [first], timeout=60), "the warm worker never got ready"
         assert worker.ensure_spare(store) == first  # one is enough
 
-        rid = worker.submit(store, TrainConfig(**tiny))  # handed to the warm worker: one process per run
-        assert store.run(rid)["pid"] == first
-        assert wait_for(lambda: store.run(rid)["status"] == "finished", timeout=60), worker.log_path(store, rid).read_text()
-        assert steps_of(store, rid) == expected_steps(TrainConfig(**tiny))
-        assert "started" in events(store, rid)
+        pids = []
+        for seed in (0, 1):  # two runs in a row, both forked by the same warm worker: one process per run
+            rid = worker.submit(store, TrainConfig(**{**tiny, "seed": seed}))
+            assert wait_for(lambda: store.run(rid)["status"] == "finished", timeout=60), worker.log_path(store, rid).read_text()
+            assert steps_of(store, rid) == expected_steps(TrainConfig(**tiny))
+            assert "started" in events(store, rid)
+            pids.append(store.run(rid)["pid"])
+            assert worker.spares(store) == [first]  # still there, for the next run
+        assert len(set(pids)) == 2 and first not in pids
 
-        assert worker._spare_files(store) == ([], [])  # handing a run over starts no other process
-        worker.reap(store)  # the dashboard's pump keeps one ready for the next Start
-        ready, starting = worker._spare_files(store)
-        second = (ready + starting)[0]
-        started.append(second)
-        assert second != first
-        os.kill(second, signal.SIGKILL)
-        assert wait_for(lambda: not lifecycle_alive(second), timeout=10)
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: not lifecycle_alive(first), timeout=10)
         worker.reap(store)  # the dashboard's pump: the dead warm worker is replaced
-        third = worker.ensure_spare(store)
-        started.append(third)
-        assert third not in (first, second) and lifecycle_alive(third)
-        assert worker.ensure_spare(store) == third  # the pump does not start a second one
+        second = worker.ensure_spare(store)
+        started.append(second)
+        assert second != first and lifecycle_alive(second)
+        assert worker.ensure_spare(store) == second  # the pump does not start a second one
         names = {p.name for p in worker.spare_dir(store).iterdir()} - {"spares.log"}
-        assert names <= {str(third), f"{third}.starting"} and names  # the dead one's files are gone
+        assert names <= {str(second), f"{second}.starting"} and names  # the dead one's files are gone
     finally:
         for pid in started:
             try:
