@@ -127,6 +127,40 @@ def compare(code: Path, ids: list[int], repeats: int) -> dict:
                 first_ms=1e3 * first[0])
 
 
+def many_runs(code: Path, path: Path, extra: int, repeats: int) -> dict:
+    """A Live refresh (worst tab) and the queue pump (``worker.reap``, run by every refresh) on ``path``'s store,
+    then again after adding ``extra`` finished runs (registry rows with a validation and a test evaluation each,
+    as a store fills over months): the cost should not grow with them."""
+    from sslviz import worker
+    from sslviz.store import RunStore
+
+    def measure() -> dict:
+        store = RunStore(path)
+        rid = int(store.runs()["id"].min())
+        reaps = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            worker.reap(store, spawn=True)
+            reaps.append(time.perf_counter() - t)
+        tabs = live(code, rid, repeats)
+        worst = max(tabs, key=lambda k: tabs[k]["ms"])
+        n = len(store.runs(include_archived=True))
+        store.close()
+        return dict(runs=n, reap_ms=1e3 * statistics.median(reaps), live_ms=tabs[worst]["ms"], tab=worst)
+
+    before = measure()
+    store = RunStore(path)
+    template = store.run(int(store.runs()["id"].min()))
+    for _ in range(extra):
+        new = store.create_run(template["config"], info=template["info"])
+        store.update_run(new, status="finished", finished=time.time(), step=int(template["step"]))
+        for split in ("val", "test"):
+            store._write([("INSERT INTO evals (run_id, step, wall, split, accuracy, balanced_accuracy) VALUES (?, ?, 0, ?, ?, ?)",
+                           (new, int(template["step"]), split, 0.5, 0.5))])
+    store.close()
+    return dict(before=before, after=measure())
+
+
 def ema(repeats: int = 20) -> None:
     from sslviz import charts
 
@@ -224,6 +258,8 @@ def main(argv=None) -> list[dict] | None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--stores", default=None, help="folder keeping the filled stores between invocations")
     ap.add_argument("--ema", action="store_true", help="only time ema_smooth against the loop")
+    ap.add_argument("--many", type=int, default=0,
+                    help="only: Live refresh and queue pump before/after adding this many finished runs (5k store)")
     ap.add_argument("--browser", action="store_true",
                     help="also, per size: fresh-server first paint, Start -> first chart, the long run's first chart")
     args = ap.parse_args(argv)
@@ -232,6 +268,21 @@ def main(argv=None) -> list[dict] | None:
     os.chdir(code)
     if args.ema:
         ema()
+        return
+    if args.many:
+        import shutil
+
+        from sslviz.store import RunStore
+
+        path = Path(tempfile.mkdtemp(prefix="sslviz-many-")) / "runs.db"
+        os.environ["SSLVIZ_STORE"], os.environ["SSLVIZ_HOME"] = str(path), str(path.parent)
+        os.environ.setdefault("SSLVIZ_WARM_WORKER", "0")
+        fill(RunStore(path), 5000)
+        res = many_runs(code, path, args.many, args.repeats)
+        print("| runs in the store | queue pump (ms) | Live refresh, worst tab (ms) |\n|---|---|---|")
+        for r in (res["before"], res["after"]):
+            print(f"| {r['runs']} | {r['reap_ms']:.1f} | {r['live_ms']:.0f} ({r['tab']}) |")
+        shutil.rmtree(path.parent)
         return
     from sslviz.store import RunStore
 

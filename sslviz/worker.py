@@ -171,12 +171,12 @@ def start_queued(store: RunStore) -> list[int]:
 
     Called by submit, resume, a worker's exit and the dashboard's pump (``reap``) only: reading never starts runs.
     """
-    runs = store.runs(include_archived=True)
-    queued = runs[(runs.status == "queued") & (runs.executor == "local")].sort_values("id")
+    runs = store.queue("local")
+    queued = runs[runs.status == "queued"]
     if queued.empty:
         return []
     cuda_count = devices.known(store.path.parent)["cuda"]
-    busy = list(runs.loc[(runs.status == "running") & (runs.executor == "local"), "device"].dropna())
+    busy = list(runs.loc[runs.status == "running", "device"].dropna())
     started = []
     for row in queued.itertuples():
         device = devices.resolve_type(TrainConfig.from_dict(json.loads(row.config)).device, cuda_count)

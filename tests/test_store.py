@@ -462,3 +462,14 @@ def test_finished_bins_are_kept_on_disk_for_a_store_opened_afresh(store, monkeyp
     store.update_run(rid, status="finished")
     store.delete_run(rid)
     assert not list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*"))
+
+
+def test_queue_lists_only_the_active_runs_of_an_executor(store):
+    """The queue pump runs on every dashboard refresh: it reads the queued and running runs, never the finished."""
+    ids = [new_run(store) for _ in range(4)]
+    store.update_run(ids[0], status="finished")
+    store.update_run(ids[1], status="running", device="cpu")
+    store.update_run(ids[3], executor="ray")
+    q = store.queue("local")
+    assert q.id.tolist() == [ids[1], ids[2]] and q.status.tolist() == ["running", "queued"]
+    assert store.queue("ray").id.tolist() == [ids[3]]
