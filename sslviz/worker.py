@@ -11,10 +11,8 @@ alone; ``reap`` is the dashboard's pump: mark lost runs, then start queued ones.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -36,7 +34,7 @@ from .store import RunStore, StoreError
 STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
 WARM_ENV = "SSLVIZ_WARM_WORKER"  # "0" turns the warm worker off (the tests do); on otherwise
 SPARE_IDLE_S = 900.0  # an unused warm worker exits after this long
-SPARE_WAIT_S = 5.0  # a spawner waits this long for a warm worker that is still starting, then starts a cold one
+HAND_POLL_S = 0.05  # how often a warm worker looks for runs handed to it
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -171,6 +169,7 @@ def start_queued(store: RunStore) -> list[int]:
 
     Called by submit, resume, a worker's exit and the dashboard's pump (``reap``) only: reading never starts runs.
     """
+    _cold_start_handed(store)
     runs = store.queue("local")
     queued = runs[runs.status == "queued"]
     if queued.empty:
@@ -216,13 +215,15 @@ def _spawn(store: RunStore, run_id: int, device: str) -> None:
 
 
 # -- the warm worker: a process that has imported the engine and forks one process per run --------------
-# It reads run ids from a FIFO ``spares/<pid>`` next to the store and forks a child for each: the child is that
-# run's worker, exactly as ``python -m sslviz worker N`` (its own process and session, its output in the run's
-# log), born with torch and the trainer already imported, so a run starts in milliseconds instead of the 3-5 s a
-# cold process spends importing. Runs stay one process each; a sweep's cells all fork from one warm worker.
-# Writes of a line to a FIFO are atomic, so any number of spawners may hand it runs. A FIFO without a reader
-# (the process died) is removed and the process replaced. The dashboard starts one when it opens the store and
-# in its pump (``reap``); a local sweep starts one for its cells. An unused one exits after its idle time.
+# Runs are handed to it as files ``spares/queue/<run id>`` next to the store; it claims each by renaming it
+# (atomic: with two warm workers one wins) and forks a child that is that run's worker, exactly as
+# ``python -m sslviz worker N`` (its own process and session, its output in the run's log), born with torch and
+# the trainer imported: a run starts in milliseconds instead of the 3-5 s a cold process spends importing. A
+# file, not a pipe: a run handed over while the warm worker still imports waits for it, and the spawner (the
+# dashboard's Start) never blocks. ``spares/<pid>`` marks a ready warm worker, ``<pid>.starting`` one still
+# importing; a dead one's marker is removed, its pending runs go to cold workers (``reap``) and the pump starts
+# another. The dashboard starts one when it opens the store and in its pump; a local sweep starts one for its
+# cells. An unused one exits after its idle time.
 #
 # Fork safety: the warm worker imports torch but runs no tensor operation (that would start the OpenMP pool,
 # which a forked child cannot use) and holds no SQLite connection while it forks.
@@ -234,13 +235,17 @@ def spare_dir(store: RunStore) -> Path:
     return Path(store.path).parent / "spares"
 
 
+def handed_dir(store: RunStore) -> Path:
+    return spare_dir(store) / "queue"
+
+
 def spares(store: RunStore) -> list[int]:
-    """Pids of the warm workers reading their FIFO for this store (dead ones' files removed)."""
+    """Pids of the ready warm workers of this store (dead ones' markers removed)."""
     return _spare_files(store)[0]
 
 
 def _spare_files(store: RunStore) -> tuple[list[int], list[int]]:
-    """(pids reading their FIFO, pids not yet: ``<pid>.starting``); files of dead pids removed."""
+    """(pids of ready warm workers, pids still importing: ``<pid>.starting``); markers of dead pids removed."""
     folder = spare_dir(store)
     ready, starting = [], []
     for path in folder.glob("*") if folder.is_dir() else ():
@@ -268,35 +273,39 @@ def ensure_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> int | None:
             [sys.executable, "-m", "sslviz", "--store", str(store.path), "spare", "--idle", str(idle_s)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_child_env(),
         ).pid
-    (folder / f"{pid}.starting").touch()  # removed by the process once its FIFO is open, or when it is gone
+    (folder / f"{pid}.starting").touch()  # renamed to <pid> by the process once it is ready; removed if it dies
     return pid
 
 
 def _hand_to_spare(store: RunStore, run_id: int) -> int | None:
-    """Give ``run_id`` to a warm worker; its pid, or None when none runs (or they are off). One that is still
-    starting (its FIFO opens within a second of its start) is waited for up to SPARE_WAIT_S."""
+    """Give ``run_id`` to a warm worker, ready or still starting; its pid, or None when none runs (or they are off)."""
     if not warm_enabled():
         return None
-    deadline = time.monotonic() + SPARE_WAIT_S
-    while True:
-        ready, starting = _spare_files(store)
-        for pid in ready:
-            fifo = spare_dir(store) / str(pid)
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: nobody reads it, the process is gone
-            except OSError as exc:
-                if exc.errno not in (errno.ENXIO, errno.ENOENT):
-                    raise
-                fifo.unlink(missing_ok=True)
-                continue
-            try:
-                os.write(fd, f"{run_id}\n".encode())  # one write of < PIPE_BUF bytes: never interleaved
-            finally:
-                os.close(fd)
-            return pid
-        if not starting or time.monotonic() > deadline:
-            return None
-        time.sleep(0.05)
+    ready, starting = _spare_files(store)
+    if not (ready or starting):
+        return None
+    folder = handed_dir(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{run_id}.tmp"
+    tmp.touch()
+    os.replace(tmp, folder / str(run_id))  # appears whole: the warm worker never sees a half-written hand-over
+    return (ready or starting)[0]
+
+
+def _cold_start_handed(store: RunStore) -> list[int]:
+    """Runs handed to warm workers that are gone (none ready or starting): start them in cold workers."""
+    folder = handed_dir(store)
+    if not folder.is_dir() or any(_spare_files(store)):
+        return []
+    started = []
+    for path in folder.iterdir():
+        if path.name.isdigit():
+            path.unlink(missing_ok=True)
+            row = store.run(int(path.name))  # still waiting for its process (not stopped or lost meanwhile)
+            if row is not None and row["status"] == "running" and not lifecycle._present(row["pid"]):
+                _spawn(store, int(path.name), row["device"])
+                started.append(int(path.name))
+    return started
 
 
 def warm_up() -> None:
@@ -333,36 +342,38 @@ def _fork_run(store_path: Path, run_id: int) -> int:
 
 
 def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> None:
-    """Be the warm worker: fork a worker process for every run id read from this process's FIFO, until no run
-    came for ``idle_s`` seconds (or the FIFO was removed).
-
-    The FIFO opens first and the engine is imported after: runs handed over while this process still imports
-    wait in the FIFO rather than go to cold workers that would import all the same."""
-    folder = spare_dir(store)
-    folder.mkdir(parents=True, exist_ok=True)
-    fifo, starting = folder / str(os.getpid()), folder / f"{os.getpid()}.starting"
-    os.mkfifo(fifo)
-    fd = os.open(fifo, os.O_RDWR)  # read and write: never at end-of-file while waiting
-    starting.unlink(missing_ok=True)
+    """Be the warm worker: fork a worker process for every run handed over (``spares/queue``), until no run came
+    for ``idle_s`` seconds or this process's marker was removed. Runs handed over while it still imports are
+    picked up once it is ready."""
+    folder, queue = spare_dir(store), handed_dir(store)
+    queue.mkdir(parents=True, exist_ok=True)
+    starting, marker = folder / f"{os.getpid()}.starting", folder / str(os.getpid())
     store_path = Path(store.path)
     store.close()  # no SQLite connection may cross a fork
     devices.write(store_path.parent)  # first (imports torch): the server reads it to place its next run
     warm_up()
-    deadline, data = time.monotonic() + idle_s, b""
+    if starting.exists():
+        os.replace(starting, marker)
+    else:
+        marker.touch()
+    deadline = time.monotonic() + idle_s
     try:
-        while fifo.exists() and time.monotonic() < deadline:
+        while marker.exists() and time.monotonic() < deadline:
             while _reap_children():
                 pass
-            if not select.select([fd], [], [], 1.0)[0]:
-                continue
-            data += os.read(fd, 4096)
-            *lines, data = data.split(b"\n")
-            for line in filter(None, lines):
-                _fork_run(store_path, int(line))
+            for path in sorted(queue.iterdir(), key=lambda f: f.name):
+                if not path.name.isdigit():
+                    continue
+                try:  # claim it: one warm worker wins
+                    os.replace(path, queue / f".{path.name}.{os.getpid()}")
+                except FileNotFoundError:
+                    continue
+                (queue / f".{path.name}.{os.getpid()}").unlink()
+                _fork_run(store_path, int(path.name))
                 deadline = time.monotonic() + idle_s
+            time.sleep(HAND_POLL_S)
     finally:
-        fifo.unlink(missing_ok=True)
-        os.close(fd)
+        marker.unlink(missing_ok=True)
     while _reap_children(block=True):  # wait for the runs still going, so none is left a zombie
         pass
 
