@@ -2,8 +2,9 @@
 
 A process that imports torch anyway (every worker, the warm worker as it boots) writes what torch sees
 (``probe``) to ``devices.json`` beside the store; the server reads that file to pick a queued run's device
-and its slots. Only when no worker has written it yet does the reader import torch and probe itself
-(1.4 s once, the cost this file saves the first Start). A new GPU shows up at the next worker's boot.
+and its slots. When no worker has written it yet, a machine without a GPU driver has no CUDA device for
+certain; only with a driver does the reader import torch and probe itself (1.4 s once, the cost this file
+saves the first Start). A new GPU shows up at the next worker's boot.
 """
 from __future__ import annotations
 
@@ -32,12 +33,19 @@ def write(folder: str | os.PathLike) -> dict:
     return found
 
 
+def gpu_driver_present() -> bool:
+    """Whether this machine has a GPU driver torch could use (NVIDIA's, or ROCm's ``/dev/kfd``). Without one,
+    ``torch.cuda.is_available()`` is False for certain, and nothing needs importing to know it."""
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists() or Path("/dev/kfd").exists()
+
+
 def known(folder: str | os.PathLike) -> dict:
-    """What the last worker in ``folder`` found; probes (and records) when none has written it yet."""
+    """What the last worker in ``folder`` found; when none has written it yet: no GPU if there is no GPU driver,
+    else probe (and record) it here."""
     try:
         return json.loads((Path(folder) / FILE).read_text())
     except (OSError, ValueError):
-        return write(folder)
+        return write(folder) if gpu_driver_present() else {"cuda": 0}
 
 
 def resolve_type(name: str, cuda_count: int) -> str:
