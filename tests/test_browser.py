@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sslviz import worker
 from sslviz.store import RunStore
 
 CHROMIUM = "/usr/bin/chromium"
@@ -129,7 +130,9 @@ def server(tmp_path_factory):
     store_path = tmp_path / "home" / "runs.db"
     store_path.parent.mkdir()
     seeded = _seed(store_path)
-    env = {**os.environ, "SSLVIZ_HOME": str(tmp_path / "home"), "SSLVIZ_STORE": str(store_path)}
+    # The server keeps a warm worker, as in use (conftest turns them off for everything else); stopped below.
+    env = {**os.environ, "SSLVIZ_HOME": str(tmp_path / "home"), "SSLVIZ_STORE": str(store_path),
+           "SSLVIZ_WARM_WORKER": "1"}
     env.pop("SSLVIZ_READ_ONLY", None)
     with open(tmp_path / "server.log", "wb") as log:
         proc = subprocess.Popen(
@@ -157,6 +160,8 @@ def server(tmp_path_factory):
             _stop_leftover_runs(store_path)
             proc.terminate()
             proc.wait(timeout=20)
+            for pid in sum(worker._spare_files(RunStore(store_path)), []):
+                os.kill(pid, signal.SIGTERM)
 
 
 def _wait_idle(page, timeout=60_000):
@@ -170,8 +175,12 @@ def _first_paint(browser, url: str, shots: Path, name: str):
     """Load ``url`` in a new page and return what it showed, change by change, until the page is idle."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.add_init_script(PAINTS_JS)
+    t = time.perf_counter()
     page.goto(url)
     page.wait_for_function("() => window.__paints.some(s => s.links.length)", timeout=60_000)
+    page.locator("h1").first.wait_for(timeout=60_000)  # the page's own title: its body is drawn
+    # A hang guard, not the target (about 2 s, measured by bench/live.py --browser on an idle machine).
+    assert time.perf_counter() - t < 10, f"{url}: nothing drawn after {time.perf_counter() - t:.1f} s"
     page.screenshot(path=str(shots / f"{name}-first-links.png"))
     _wait_idle(page)
     paints = page.evaluate("window.__paints")
@@ -181,19 +190,20 @@ def _first_paint(browser, url: str, shots: Path, name: str):
 
 
 def test_first_paint_is_ours_on_a_fresh_server(server):
-    """The first thing a fresh server paints is the app's own navigation and page title, never Streamlit's
-    file-based menu: first a deep link (the first request this server sees), then the root."""
+    """A fresh server paints the app's own navigation and page title, never Streamlit's file-based menu, and
+    draws the page within a hang guard of 10 s: first a deep link (the first request this server sees), then
+    the root."""
     url, _, (first, _), browser, shots = server
     for path, title in ((f"/live?run={first}", "Live run · sslviz"), ("/", "Setup · sslviz")):
         paints = _first_paint(browser, url + path, shots, path.strip("/").split("?")[0] or "root")
         shown = [p for p in paints if p["links"] or p["streamlit_nav"] or p["headings"]]
         assert shown, paints
-        # The first thing shown: our links (they arrive one by one, milliseconds apart) under our title.
-        assert shown[0]["links"] and shown[0]["title"] == title, (path, paints)
+        # Our links (they arrive one by one, milliseconds apart, with the page body: nothing heavy is imported
+        # before the body any more) under our title, and never Streamlit's own menu.
         assert all(p["links"] == NAV_TITLES[:len(p["links"])] for p in paints), (path, paints)  # only ours
         assert not any(p["streamlit_nav"] for p in paints), (path, paints)  # Streamlit's own menu never shows
-        full = next(i for i, p in enumerate(shown) if p["links"] == NAV_TITLES)
-        assert not any(p["headings"] for p in shown[:full + 1]), (path, paints)  # all links before the page body
+        assert all(p["title"] == title for p in shown if p["links"]), (path, paints)
+        assert shown[-1]["links"] == NAV_TITLES and shown[-1]["title"] == title, (path, paints)
 
 
 def _widget_text(page, key: str) -> str:
@@ -298,4 +308,4 @@ def test_start_watch_stop_in_chromium(server):
     assert RunStore(store_path).run(int(run.id))["config"]["gamma"] == 20
     print(f"Start -> first chart {first_chart_s:.1f} s, first confusion matrix {confusion_s:.1f} s; "
           f"screenshots in {tmp_path}")
-    assert first_chart_s < 60  # the product target is 10 s on an idle machine; this only catches hangs
+    assert first_chart_s < 10  # a hang guard: the target (about 2 s) is measured by bench/live.py --browser
