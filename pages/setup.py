@@ -80,9 +80,16 @@ if cfg is not None:
         split_error = str(exc)
         st.error(split_error)
     else:
-        log_y = st.toggle("log scale", key="split_log", value=False)
-        st.plotly_chart(charts.make_split_counts_figure(split, title="Split preview: examples per class", log_y=log_y),
-                        key="setup_split_chart")
+        tc1, tc2 = st.columns([1, 5])
+        as_chart = tc1.toggle("chart", key="split_as_chart", value=False,
+                              help="Draw the split as a chart (per set, log scale possible) instead of a table.")
+        if as_chart:
+            log_y = tc2.toggle("log scale", key="split_log", value=False)
+            st.plotly_chart(charts.make_split_counts_figure(split, title="Split preview: examples per class",
+                                                            log_y=log_y), key="setup_split_chart")
+        else:  # a table first: no plotly.js on the first paint (see charts.split_counts_html)
+            st.caption("Split preview: examples per class (bars scaled per column)")
+            st.html(charts.split_counts_html(split))
 
 # -- every other knob, grouped ---------------------------------------------
 st.subheader("Training knobs")

@@ -119,6 +119,10 @@ def all_live_tabs(at) -> dict[str, dict]:
 def test_setup_renders_and_refuses_invalid_gamma(store):
     at = _at().run()
     assert not at.exception
+    # The split preview: a table first (no plotly.js on the first paint), the chart on request.
+    assert "setup_split_chart" not in plotly_specs(at)
+    assert any(">50<" in h.proto.body.replace(" ", "") for h in at.get("html"))  # N_1 = 50 labeled in class 0
+    at.toggle(key="split_as_chart").set_value(True).run()
     assert "setup_split_chart" in plotly_specs(at)
     assert at.button(key="start").disabled is False
     at.number_input(key="cfg_gamma").set_value(0.5).run()
