@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from sslviz import ray_executor, sweep  # noqa: E402
+from sslviz import lifecycle, ray_executor, sweep  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +80,52 @@ def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
     assert set(out.values()) == {"stopped"}
     steps = store.scalars(run_ids[0], None).step
     assert steps.is_unique and steps.is_monotonic_increasing  # no record written twice across the resume
+
+
+# -- tuning with early stopping (Ray Tune's ASHA) -------------------------------------------------------------
+def _writes(store, monkeypatch) -> list[tuple[int, int]]:
+    """(run id, step) of every record the driver writes into ``store`` from now on, in order."""
+    writes = []
+    log = store.log
+    monkeypatch.setattr(store, "log", lambda run_id, record: (writes.append((run_id, record["step"])),
+                                                               log(run_id, record))[-1])
+    return writes
+
+
+def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(local_ray, store, tiny, monkeypatch):
+    """lr=1e-6 barely moves the model: ASHA stops it at its first rung, behind the two working rates. Whether the
+    weaker of those two survives depends on which reaches a rung first (they run side by side), so it may be
+    stopped too; every trial's records reach the store exactly once, up to the step it ended at."""
+    pytest.importorskip("ray.tune")
+    from sslviz.trainer import train
+
+    base = {**tiny, "steps": 80, "eval_every": 20}
+    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05, 1e-6]}, base=base), store=store)
+    early = sweep.EarlyStop(grace_period=20, reduction_factor=2).options("ray", plan.configs)
+    writes = _writes(store, monkeypatch)
+    sweep_id, run_ids, results = sweep.submit_ray(store, plan, early_stop=early)
+    good, bad = run_ids[:2], run_ids[2]
+    assert results[bad] == "stopped" and lifecycle.FINISHED in {results[r] for r in good}
+    assert set(results.values()) <= {"finished", "stopped"} and sorted(results) == run_ids
+    assert len(writes) == len(set(writes))  # no record written twice
+    res = sweep.results(store, sweep_id).set_index("run")
+    for rid, cfg in zip(run_ids, plan.configs):
+        row, events = store.run(rid), store.events(rid)
+        assert row["status"] == results[rid] and row["executor"] == "ray" and row["device"].startswith("ray:")
+        assert events.kind.tolist() == ["queued", "started", results[rid]]
+        end = row["step"]
+        if results[rid] == "stopped":
+            assert events.message.iloc[-1].startswith(f"stopped early by ASHA at step {end} (validation balanced "
+                                                      "accuracy ")
+            assert res.loc[rid, "early_stop"] == events.message.iloc[-1]
+        else:
+            assert end == base["steps"] and pd.isna(res.loc[rid, "early_stop"])
+        records = []
+        train(cfg, on_log=records.append)  # the same config here: the records the trial must have delivered
+        delivered = [r for r in records if r["step"] <= end]
+        assert [s for r, s in writes if r == rid] == [r["step"] for r in delivered]
+        assert store.scalars(rid, None).step.tolist() == [r["step"] for r in delivered]
+        assert sorted(store.evals(rid)[["step", "split"]].values.tolist()) == sorted(
+            [r["step"], split] for r in delivered for split in r.get("eval", {}))
+    assert store.events(bad).message.iloc[-1].startswith("stopped early by ASHA at step 20 ")
+    assert pd.isna(res.loc[bad, "test_balanced_accuracy"])  # a trial ASHA stopped never saw the test set
