@@ -85,6 +85,34 @@ def test_yaml_sweep_file():
     assert spec.size == 8 and spec.base == {"steps": 300} and spec.name == "map"
 
 
+def test_early_stop_needs_ray_and_checks_its_knobs(store, capsys):
+    """--early-stop asha is refused with the local executor and out-of-range knobs name their field; nothing is
+    recorded. The tune itself runs in test_sweep_ray.py."""
+    from sslviz import cli
+    from sslviz.params import InvalidParameterError
+
+    base = {"dataset": "toy2d", "steps": 50, "log_every": 5, "eval_every": 20}
+    configs = sweep.validate(sweep.SweepSpec(grid={"threshold": [0.8, 0.9]}, base=base)).configs
+    assert sweep.EarlyStop().options("ray", configs) == {"scheduler": "asha", "metric": "val_balanced_accuracy",
+                                                         "grace_period": 20, "reduction_factor": 3.0, "max_t": 50}
+    with pytest.raises(sweep.SweepError, match="needs --executor ray, not 'local'"):
+        sweep.EarlyStop().options("local", configs)
+    for field, value, allowed in (("grace_period", 0, r"an int in the range \[1, inf\) or None"),
+                                  ("grace_period", 60, r"an int in the range \[1, 50\] \(the cells' steps\)"),
+                                  ("reduction_factor", 1.0, r"a float in the range \(1, inf\)"),
+                                  ("scheduler", "median", r"a str among \{'asha'\}")):
+        with pytest.raises(InvalidParameterError, match=rf"^The '{field}' parameter of EarlyStop must be {allowed}\. "
+                                                        rf"Got {value!r} instead\.$") as err:
+            sweep.EarlyStop(**{field: value}).options("ray", configs)
+        assert err.value.field == field
+    argv = ["--store", str(store.path), "sweep", "--grid", "threshold=0.8,0.9", "--dataset", "toy2d", "--steps", "50"]
+    assert cli.main([*argv, "--early-stop", "asha"]) == 2
+    assert "needs --executor ray" in capsys.readouterr().err
+    assert cli.main([*argv, "--executor", "ray", "--grace-period", "5"]) == 2
+    assert "need --early-stop asha" in capsys.readouterr().err
+    assert store.sweeps().empty and store.runs().empty
+
+
 # -- local executor ---------------------------------------------------------------------------------------
 def _wait_ended(store, sweep_id, wait_for, timeout=180):
     def ended():

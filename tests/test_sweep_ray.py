@@ -129,3 +129,29 @@ def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(loca
             [r["step"], split] for r in delivered for split in r.get("eval", {}))
     assert store.events(bad).message.iloc[-1].startswith("stopped early by ASHA at step 20 ")
     assert pd.isna(res.loc[bad, "test_balanced_accuracy"])  # a trial ASHA stopped never saw the test set
+    with pytest.raises(sweep.SweepError, match="tuned with early stopping"):  # ASHA's stops are final
+        sweep.resume(store, sweep_id)
+
+
+# -- folder datasets: a path every node sees ------------------------------------------------------------------
+def test_a_folder_dataset_is_checked_on_every_ray_node_before_anything_is_recorded(local_ray, store, tmp_path):
+    """Trials load a folder dataset where they run: a folder the driver validated but a node cannot read refuses
+    the sweep, naming the node and the path, before any run is recorded. A folder every node reads passes."""
+    from tests.test_data import make_folder
+
+    folder = make_folder(tmp_path / "images", train_per_class=20, test_per_class=2)
+    spec = sweep.SweepSpec(grid={"gamma": [1.0, 2.0]}, base={"dataset": str(folder), "steps": 10, "n1": 4, "m1": 8,
+                                                             "device": "cpu"})
+    plan = sweep.validate(spec, tmp_path / "cache", store=store)
+    sweep.check_folders_on_ray(plan.configs)  # the one node of the local Ray reads it
+    image = folder / "train" / "cat" / "000.png"
+    node = next(n for n in ray.nodes() if n["Alive"])
+    where = f"node {node['NodeID'][:12]} ({node['NodeManagerAddress']})"
+    assert ray_executor.unreadable_on_nodes([folder, image]) == [f"{where}: {str(image)!r} is not a folder"]
+
+    folder.rename(tmp_path / "moved")  # validated here, gone where the trials run
+    with pytest.raises(sweep.SweepError) as err:
+        sweep.submit_ray(store, plan)
+    assert str(err.value).startswith("A folder dataset must be readable at the same path on every Ray node")
+    assert f"{where}: {str(folder)!r} does not exist" in str(err.value) and err.value.field == "dataset"
+    assert store.sweeps().empty and store.runs().empty
