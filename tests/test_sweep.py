@@ -256,3 +256,31 @@ def test_setup_sweep_section_counts_runs_and_estimates_before_start(home, monkey
     at.text_area(key="sweep_grid").set_value("gamma=10,9999").run()
     assert any("Cell 4 of 6 (gamma=9999, seed=0): gamma:" in e.value for e in at.error), [e.value for e in at.error]
     assert at.button(key="start_sweep").disabled
+
+
+def test_sweep_page_says_which_runs_asha_stopped(home, monkeypatch):
+    """A tuned sweep: the page lists the runs ASHA stopped with its verdict, and offers no resume."""
+    import json
+
+    from tests.test_app_pages import log_steps, make_run
+
+    monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
+    store = RunStore(home / "runs.db")
+    spec = sweep.SweepSpec(grid={"lr": [0.03, 1e-6]}, base={"dataset": "digits", "steps": 100})
+    configs = sweep.validate(spec).configs
+    sweep_id = store.create_sweep(spec.to_dict(), name="tuned", executor="ray",
+                                  options={"early_stop": sweep.EarlyStop(grace_period=20).options("ray", configs)})
+    verdict = ("stopped early by ASHA at step 20 (validation balanced accuracy 0.120, below the cutoff 0.300 of the "
+               "rung at step 20)")
+    for cfg, status, last in zip(configs, ("finished", "stopped"), (100, 20)):
+        rid = make_run(store, status=status)
+        store.update_run(rid, sweep=sweep_id, config=json.dumps(cfg.to_dict()))
+        log_steps(store, rid, range(10, last + 1, 10))
+    store.add_event(rid, "stopped", verdict)
+    at = _at()
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception, at.exception
+    assert any("ASHA stopped 1 run(s) early" in i.value and f"#{rid} (lr=1e-06, seed=0): {verdict}" in i.value
+               for i in at.info), [i.value for i in at.info]
+    assert "tuned with ASHA" in " ".join(c.value for c in at.caption)
+    assert at.button(key="sweep_resume").disabled
