@@ -299,3 +299,70 @@ def test_start_watch_stop_in_chromium(server):
     print(f"Start -> first chart {first_chart_s:.1f} s, first confusion matrix {confusion_s:.1f} s; "
           f"screenshots in {tmp_path}")
     assert first_chart_s < 60  # the product target is 10 s on an idle machine; this only catches hangs
+
+
+# The axes, the number of cells with a value and the cell texts of the heatmap whose title matches TITLE, read from
+# Plotly's own data (a hidden tab's chart included).
+HEATMAP_JS = """
+(title) => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const text = (gd.layout && gd.layout.title && (gd.layout.title.text || gd.layout.title)) || '';
+    const heat = (gd.data || []).find(t => t.type === 'heatmap');
+    if (!heat || !new RegExp(title, 'i').test(text)) continue;
+    return {x: Array.from(heat.x).map(String), y: Array.from(heat.y).map(String),
+            cells: heat.text.flat().filter(t => t.includes('±')).length};
+  }
+  return null;
+}
+"""
+
+
+def _seed_sweep(store_path: Path) -> tuple[int, dict[str, int]]:
+    """A finished method x gamma sweep of synthetic digits runs (one seed), recorded as test_sweep's AppTest does;
+    returns its id and {cell label: run id}."""
+    import json
+
+    from sslviz import sweep
+    from tests.test_app_pages import log_steps, make_run
+
+    store = RunStore(store_path)
+    spec = sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [10.0, 50.0]},
+                           base={"dataset": "digits", "steps": 100}, name="map")
+    sweep_id = store.create_sweep(spec.to_dict(), name="map")
+    runs = {}
+    for i, cell in enumerate(spec.cells()):
+        rid = make_run(store, preset=cell["preset"], status="finished")
+        store.update_run(rid, sweep=sweep_id, config=json.dumps(sweep.cell_config(spec, i, cell).to_dict()))
+        log_steps(store, rid, range(10, 101, 10), seed=i)
+        runs[sweep.describe({k: cell[k] for k in spec.grid})] = rid
+    store.close()
+    return sweep_id, runs
+
+
+def test_sweep_page_heatmap_cell_and_compare_in_chromium(server):
+    """A finished sweep on the Sweeps page: the method x gamma heatmap with a value in every cell, the cell table
+    and selector; choosing a cell and Open in Compare shows its runs in Compare."""
+    url, store_path, _, browser, shots = server
+    sweep_id, runs = _seed_sweep(store_path)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}/sweep?sweep={sweep_id}")
+    _wait_idle(page)
+    page.wait_for_function(f"({HEATMAP_JS})('validation balanced accuracy') !== null", timeout=60_000)
+    heat = page.evaluate(HEATMAP_JS, "validation balanced accuracy")
+    assert heat == {"x": ["10", "50"], "y": ["fixmatch", "balanced"], "cells": 4}, heat
+    assert page.locator('.st-key-sweep_table [data-testid="stDataFrame"]').is_visible()
+    page.screenshot(path=str(shots / "sweep.png"), full_page=True)
+
+    cell = "preset=balanced, gamma=50"
+    page.locator(".st-key-sweep_cell").click()
+    page.get_by_role("option", name=cell).click()
+    _wait_idle(page)
+    assert cell in _widget_text(page, "sweep_cell")
+    page.get_by_text(f"Runs of this cell: #{runs[cell]}.").wait_for(timeout=30_000)
+    page.locator(".st-key-sweep_open_compare button").click()
+    page.wait_for_url(f"**/compare?runs={runs[cell]}", timeout=30_000)
+    _wait_idle(page)
+    page.get_by_role("radio", name="wall time").wait_for(timeout=60_000)  # Compare has drawn its controls
+    chosen = _widget_text(page, "compare_runs")
+    assert f"#{runs[cell]}" in chosen and not any(f"#{r} " in chosen for c, r in runs.items() if c != cell), chosen
+    page.close()
