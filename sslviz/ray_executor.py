@@ -1,4 +1,5 @@
 """Sweeps on Ray: each cell a Ray actor with its CPU/GPU request; records stream back to the store's process.
+(A tuning sweep's cells are Ray Tune trials instead: ``sslviz.ray_asha``.)
 
 ``ray`` is imported lazily (the ``sslviz[ray]`` extra; the dashboard's install has none). ``drive(store, sweep)``
 is the driver: it connects to Ray (``address``, else ``$RAY_ADDRESS``, else a local Ray started here), starts one
@@ -13,6 +14,9 @@ the driver heartbeats it while Ray answers for the actor, so readers elsewhere j
 (``lifecycle.ray_lost``). A dead actor (``RayActorError``) is recorded as lost by the driver. Stop goes through
 Ray: the store's stop flag makes the driver call the actor's ``request_stop`` (the trainer stops at its next log
 step and checkpoints); a stop of a queued cell kills its actor before it starts.
+
+A folder dataset is loaded where a trial runs: ``unreadable_on_nodes`` lists it from a zero-CPU task pinned to
+each alive node, and ``sweep.submit_ray`` refuses the sweep before recording anything when a node cannot.
 
 Checkpoints follow Ray's multi-node storage rule: they go to ``storage_path`` (a folder every node and the driver
 reach, e.g. NFS or a shared mount), as ``<store>-run<id>.pt``. A local Ray started here is one node, so the
