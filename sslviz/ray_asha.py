@@ -93,7 +93,10 @@ class _Writer:
         if row is None or row["status"] not in lifecycle.ACTIVE:  # stopped while queued, or deleted
             return
         if run_id not in self._running:
-            self.store.claim_run(run_id, os.getpid(), f"ray:{result['device']}")
+            try:
+                self.store.claim_run(run_id, os.getpid(), f"ray:{result['device']}")
+            except lifecycle.TransitionRefused:  # stopped since the read above; the stopper ends the trial
+                return
             self.store.add_event(run_id, "started", f"started as a Ray Tune trial ({result['device']})")
             self._running.add(run_id)
         for record in records:
