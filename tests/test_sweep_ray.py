@@ -155,3 +155,28 @@ def test_a_folder_dataset_is_checked_on_every_ray_node_before_anything_is_record
     assert str(err.value).startswith("A folder dataset must be readable at the same path on every Ray node")
     assert f"{where}: {str(folder)!r} does not exist" in str(err.value) and err.value.field == "dataset"
     assert store.sweeps().empty and store.runs().empty
+
+
+def test_stopping_a_tuned_sweep_stops_its_trials_through_tune(local_ray, store, tiny, wait_for):
+    """Stop (the store's flag, as `sweep stop` and the page set it) reaches Tune trials through Tune's stopper: each
+    ends as stopped on request at its next validation report, with its records up to there."""
+    pytest.importorskip("ray.tune")
+    from sslviz import ray_asha
+
+    long = {**tiny, "steps": 100_000, "eval_every": 20}  # never ends on its own here
+    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05]}, base=long), store=store)
+    early = sweep.EarlyStop(grace_period=50_000).options("ray", plan.configs)
+    sweep_id, run_ids = sweep.record(store, plan, executor="ray", options={"early_stop": early})
+    out = {}
+    driver = threading.Thread(target=lambda: out.update(ray_asha.tune(store, sweep_id)))
+    driver.start()
+    assert wait_for(lambda: all(store.run(r)["step"] >= 40 for r in run_ids), 120)
+    assert sorted(sweep.stop(store, sweep_id)) == run_ids
+    driver.join(120)
+    assert out == {run_ids[0]: "stopped", run_ids[1]: "stopped"}
+    for rid in run_ids:
+        row, events = store.run(rid), store.events(rid)
+        assert events.kind.tolist() == ["queued", "started", "stopped"]
+        assert events.message.iloc[-1] == f"stopped on request at step {row['step']}" and row["step"] % 20 == 0
+        steps = store.scalars(rid, None).step.tolist()
+        assert steps == list(range(tiny["log_every"], row["step"] + 1, tiny["log_every"]))
