@@ -171,6 +171,20 @@ def _scheduler(ASHAScheduler, verdicts: dict, **kwargs):
     return Asha(**kwargs)
 
 
+def _error_text(trial) -> str:
+    """The trainer's exception of a failed trial ("Diverged: Training diverged at step 10 ..."), from the error Tune
+    pickled in the trial's folder on this driver (``get_pickled_error`` reads the storage copy, synced later)."""
+    from ray import cloudpickle
+
+    try:
+        with open(trial.pickled_error_file, "rb") as f:
+            error = cloudpickle.load(f)
+    except (TypeError, OSError):  # no file: Tune recorded no exception object
+        return "the Ray Tune trial failed"
+    cause = getattr(error, "cause", None) or error  # a RayTaskError wraps the trainer's exception
+    return f"{type(cause).__name__}: {cause}"
+
+
 def _callback(tune, writer: _Writer):
     """A Tune callback handing the driver's trial events to ``writer``."""
 
@@ -182,9 +196,7 @@ def _callback(tune, writer: _Writer):
             writer.complete(trial.config["run_id"], trial.trial_id, trial.last_result or {})
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            error = trial.get_pickled_error() or trial.get_error()
-            cause = getattr(error, "cause", None) or error
-            writer.fail(trial.config["run_id"], f"{type(cause).__name__}: {cause}")
+            writer.fail(trial.config["run_id"], _error_text(trial))
 
         def on_step_end(self, iteration, trials, **info):
             writer.heartbeat()

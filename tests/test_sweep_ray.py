@@ -95,21 +95,22 @@ def _writes(store, monkeypatch) -> list[tuple[int, int]]:
 def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(local_ray, store, tiny, monkeypatch):
     """lr=1e-6 barely moves the model: ASHA stops it at its first rung, behind the two working rates. Whether the
     weaker of those two survives depends on which reaches a rung first (they run side by side), so it may be
-    stopped too; every trial's records reach the store exactly once, up to the step it ended at."""
+    stopped too; every trial's records reach the store exactly once, up to the step it ended at. lr=10 diverges
+    after its first report: failed, with the trainer's error."""
     pytest.importorskip("ray.tune")
     from sslviz.trainer import train
 
     base = {**tiny, "steps": 80, "eval_every": 20}
-    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05, 1e-6]}, base=base), store=store)
+    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05, 1e-6, 10.0]}, base=base), store=store)
     early = sweep.EarlyStop(grace_period=20, reduction_factor=2).options("ray", plan.configs)
     writes = _writes(store, monkeypatch)
     sweep_id, run_ids, results = sweep.submit_ray(store, plan, early_stop=early)
-    good, bad = run_ids[:2], run_ids[2]
+    good, bad, diverged = run_ids[:2], run_ids[2], run_ids[3]
     assert results[bad] == "stopped" and lifecycle.FINISHED in {results[r] for r in good}
-    assert set(results.values()) <= {"finished", "stopped"} and sorted(results) == run_ids
+    assert {results[r] for r in good} <= {"finished", "stopped"} and sorted(results) == run_ids
     assert len(writes) == len(set(writes))  # no record written twice
     res = sweep.results(store, sweep_id).set_index("run")
-    for rid, cfg in zip(run_ids, plan.configs):
+    for rid, cfg in zip(run_ids[:3], plan.configs):
         row, events = store.run(rid), store.events(rid)
         assert row["status"] == results[rid] and row["executor"] == "ray" and row["device"].startswith("ray:")
         assert events.kind.tolist() == ["queued", "started", results[rid]]
@@ -129,6 +130,10 @@ def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(loca
             [r["step"], split] for r in delivered for split in r.get("eval", {}))
     assert store.events(bad).message.iloc[-1].startswith("stopped early by ASHA at step 20 ")
     assert pd.isna(res.loc[bad, "test_balanced_accuracy"])  # a trial ASHA stopped never saw the test set
+    row = store.run(diverged)
+    assert results[diverged] == "failed" and row["error"].startswith("Diverged: Training diverged at step 10")
+    assert store.events(diverged).kind.tolist() == ["queued", "started", "failed"]
+    assert [s for r, s in writes if r == diverged] == [5]  # its one report, at the first log step
     with pytest.raises(sweep.SweepError, match="tuned with early stopping"):  # ASHA's stops are final
         sweep.resume(store, sweep_id)
 
