@@ -83,6 +83,12 @@ def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
 
 
 # -- tuning with early stopping (Ray Tune's ASHA) -------------------------------------------------------------
+def _needs_tune():
+    # Ray Tune fails to import without its extra's packages (pydantic) with an ImportError, not ModuleNotFoundError.
+    pytest.importorskip("ray.tune", exc_type=ImportError,
+                        reason="needs Ray Tune: pip install -r requirements-dev.txt (ray[tune])")
+
+
 def _writes(store, monkeypatch) -> list[tuple[int, int]]:
     """(run id, step) of every record the driver writes into ``store`` from now on, in order."""
     writes = []
@@ -97,7 +103,7 @@ def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(loca
     weaker of those two survives depends on which reaches a rung first (they run side by side), so it may be
     stopped too; every trial's records reach the store exactly once, up to the step it ended at. lr=10 diverges
     after its first report: failed, with the trainer's error."""
-    pytest.importorskip("ray.tune")
+    _needs_tune()
     from sslviz.trainer import train
 
     base = {**tiny, "steps": 80, "eval_every": 20}
@@ -165,7 +171,7 @@ def test_a_folder_dataset_is_checked_on_every_ray_node_before_anything_is_record
 def test_stopping_a_tuned_sweep_stops_its_trials_through_tune(local_ray, store, tiny, wait_for):
     """Stop (the store's flag, as `sweep stop` and the page set it) reaches Tune trials through Tune's stopper: each
     ends as stopped on request at its next validation report, with its records up to there."""
-    pytest.importorskip("ray.tune")
+    _needs_tune()
     from sslviz import ray_asha
 
     long = {**tiny, "steps": 100_000, "eval_every": 20}  # never ends on its own here
