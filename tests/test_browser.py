@@ -251,56 +251,6 @@ def test_copied_link_reopens_the_same_view(server):
     page.close()
 
 
-def test_start_watch_stop_in_chromium(server):
-    url, store_path, seeded, browser, tmp_path = server
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(url)
-    _wait_idle(page)
-    gamma = page.get_by_role("spinbutton", name="γ = N₁ / N_K (labeled)")
-    gamma.fill("20")
-    gamma.press("Enter")
-    _wait_idle(page)
-    page.screenshot(path=str(tmp_path / "setup.png"), full_page=True)
-
-    page.get_by_role("button", name="Start run").click()
-    t_start = time.time()
-    page.wait_for_url("**/live?run=*", timeout=30_000)
-    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd.data && gd.data.length)",
-                           timeout=90_000)
-    first_chart_s = time.time() - t_start
-    page.get_by_role("tab", name="Confusion").click()
-    page.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=90_000)
-    confusion_s = time.time() - t_start
-    assert page.evaluate(CONFUSION_TOTAL_JS, "validation") == 300  # the balanced digits validation set: 30 a class
-    assert page.evaluate(CONFUSION_TOTAL_JS, "test") is None  # the test set is evaluated when the run ends
-    page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
-
-    # A second tab on the same link watches the same run (it lives in the store, not the session).
-    second = browser.new_page(viewport={"width": 1400, "height": 1000})
-    second.goto(page.url)
-    _wait_idle(second)
-    assert second.url.endswith(page.url.split("/")[-1])
-    second.get_by_role("tab", name="Confusion").click()
-    second.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=60_000)
-    second.close()
-
-    # The keyed run button, not the "Stop" of Streamlit's own status widget shown while a script runs.
-    page.locator(".st-key-live_stop button").click()
-    page.get_by_text("stopped").first.wait_for(timeout=60_000)
-    # A stopped run reports its test score: the test confusion matrix appears, all 500 test images in it.
-    page.get_by_role("tab", name="Confusion").click()
-    page.wait_for_function(f"({CONFUSION_TOTAL_JS})('test') == 500", timeout=60_000)
-    page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
-    page.close()
-
-    run = RunStore(store_path).runs().iloc[0]
-    assert run.status == "stopped"
-    assert RunStore(store_path).run(int(run.id))["config"]["gamma"] == 20
-    print(f"Start -> first chart {first_chart_s:.1f} s, first confusion matrix {confusion_s:.1f} s; "
-          f"screenshots in {tmp_path}")
-    assert first_chart_s < 60  # the product target is 10 s on an idle machine; this only catches hangs
-
-
 # The axes, the number of cells with a value and the cell texts of the heatmap whose title matches TITLE, read from
 # Plotly's own data (a hidden tab's chart included).
 HEATMAP_JS = """
@@ -370,3 +320,53 @@ def test_sweep_page_heatmap_cell_and_compare_in_chromium(server):
     chosen = _widget_text(page, "compare_runs")
     assert f"#{runs[cell]}" in chosen and not any(f"#{r} " in chosen for c, r in runs.items() if c != cell), chosen
     page.close()
+
+
+def test_start_watch_stop_in_chromium(server):
+    url, store_path, seeded, browser, tmp_path = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    _wait_idle(page)
+    gamma = page.get_by_role("spinbutton", name="γ = N₁ / N_K (labeled)")
+    gamma.fill("20")
+    gamma.press("Enter")
+    _wait_idle(page)
+    page.screenshot(path=str(tmp_path / "setup.png"), full_page=True)
+
+    page.get_by_role("button", name="Start run").click()
+    t_start = time.time()
+    page.wait_for_url("**/live?run=*", timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd.data && gd.data.length)",
+                           timeout=90_000)
+    first_chart_s = time.time() - t_start
+    page.get_by_role("tab", name="Confusion").click()
+    page.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=90_000)
+    confusion_s = time.time() - t_start
+    assert page.evaluate(CONFUSION_TOTAL_JS, "validation") == 300  # the balanced digits validation set: 30 a class
+    assert page.evaluate(CONFUSION_TOTAL_JS, "test") is None  # the test set is evaluated when the run ends
+    page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+
+    # A second tab on the same link watches the same run (it lives in the store, not the session).
+    second = browser.new_page(viewport={"width": 1400, "height": 1000})
+    second.goto(page.url)
+    _wait_idle(second)
+    assert second.url.endswith(page.url.split("/")[-1])
+    second.get_by_role("tab", name="Confusion").click()
+    second.wait_for_function(f"({CONFUSION_TOTAL_JS})('validation') > 0", timeout=60_000)
+    second.close()
+
+    # The keyed run button, not the "Stop" of Streamlit's own status widget shown while a script runs.
+    page.locator(".st-key-live_stop button").click()
+    page.get_by_text("stopped").first.wait_for(timeout=60_000)
+    # A stopped run reports its test score: the test confusion matrix appears, all 500 test images in it.
+    page.get_by_role("tab", name="Confusion").click()
+    page.wait_for_function(f"({CONFUSION_TOTAL_JS})('test') == 500", timeout=60_000)
+    page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
+    page.close()
+
+    run = RunStore(store_path).runs().iloc[0]
+    assert run.status == "stopped"
+    assert RunStore(store_path).run(int(run.id))["config"]["gamma"] == 20
+    print(f"Start -> first chart {first_chart_s:.1f} s, first confusion matrix {confusion_s:.1f} s; "
+          f"screenshots in {tmp_path}")
+    assert first_chart_s < 60  # the product target is 10 s on an idle machine; this only catches hangs
