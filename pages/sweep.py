@@ -36,9 +36,18 @@ done = int(counts.get(lifecycle.FINISHED, 0))
 st.progress(done / max(1, len(res)), text=f"{done} of {len(res)} runs finished · "
             + ", ".join(f"{n} {s}" for s, n in counts.items()))
 spec = row["spec"]
+early = row["options"].get("early_stop")
 st.caption("Grid: " + " × ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in spec["grid"].items())
            + f" × seeds {spec['seeds']}; shared: " + (", ".join(f"{k}={v}" for k, v in spec["base"].items()) or "—")
-           + f". Executor: {row['executor']}.")
+           + f". Executor: {row['executor']}"
+           + (f", tuned with ASHA on validation balanced accuracy (rungs at {early['grace_period']} × "
+              f"{early['reduction_factor']:g}^k steps)." if early else "."))
+stopped_early = res[res["early_stop"].notna()]
+if len(stopped_early):
+    st.info(f"ASHA stopped {len(stopped_early)} run(s) early; their cells show the last validation before the stop "
+            "and no test score:\n" + "\n".join(
+                f"- #{r.run} ({sweep.describe({**{k: getattr(r, k) for k in keys}, 'seed': r.seed})}): {r.early_stop}"
+                for r in stopped_early.itertuples()))
 
 # -- stop, resume, delete the whole sweep ----------------------------------------------------------
 if not ui.read_only():
@@ -50,9 +59,10 @@ if not ui.read_only():
     if b1.button("Stop sweep", key="sweep_stop", icon=":material/stop:", disabled=not active):
         st.session_state["sweep_messages"] = [f"Stop requested for {len(sweep.stop(store, sweep_id))} run(s)."]
         st.rerun()
-    if b2.button("Resume sweep", key="sweep_resume", icon=":material/play_arrow:", disabled=not ended,
-                 help="Queue its stopped and failed runs again (from their checkpoints). A Ray sweep needs its "
-                      "driver: python -m sslviz sweep resume N."):
+    if b2.button("Resume sweep", key="sweep_resume", icon=":material/play_arrow:", disabled=not ended or bool(early),
+                 help="A tuned sweep is not resumed: ASHA's stops are final; start a new sweep to tune again."
+                 if early else "Queue its stopped and failed runs again (from their checkpoints). A Ray sweep needs "
+                               "its driver: python -m sslviz sweep resume N."):
         resumed = sweep.resume(store, sweep_id)
         note = (f" Drive them with: python -m sslviz sweep resume {sweep_id}" if row["executor"] == "ray" else "")
         st.session_state["sweep_messages"] = [f"{len(resumed)} run(s) queued to resume.{note}"]

@@ -18,6 +18,7 @@ from .lifecycle import PROCESS_LOST, NoSuchRun
 from .params import InvalidParameterError
 from .splits import SplitError
 from .store import RunStore, StoreError
+from .sweep import EARLY_STOP
 
 USER_ERRORS = (InvalidParameterError, DatasetError, SplitError, StoreError, ValueError, FileNotFoundError)
 
@@ -112,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--storage-path", default=None,
                        help="Ray: a folder every node reaches for checkpoints (without one a remote trial resumes "
                             "from step 0)")
+    sweep.add_argument("--early-stop", choices=EARLY_STOP, default=None,
+                       help="tune a knob: the cells run as Ray Tune trials and ASHA stops those behind on the "
+                            "validation balanced accuracy (needs --executor ray; without it every cell runs to the "
+                            "same budget)")
+    sweep.add_argument("--grace-period", type=int, default=None, metavar="STEPS",
+                       help="--early-stop: steps before a trial can be stopped (default: the cells' eval_every)")
+    sweep.add_argument("--reduction-factor", type=float, default=None, metavar="R",
+                       help="--early-stop: rungs at grace_period x R^k steps, each keeping about 1/R of the trials "
+                            "(default 3)")
     sweep.add_argument("--dry-run", action="store_true", help="validate every cell and print the estimate only")
     sweep.add_argument("--format", choices=("csv", "parquet"), default="csv", help="export: the cell table format")
     sweep.add_argument("--out", type=Path, default=Path("."), help="export: folder")
@@ -128,6 +138,7 @@ SWEEP_HELP = """A sweep runs one config per cell of a grid, every cell with each
 
   python -m sslviz sweep --grid preset=fixmatch,balanced --grid gamma=10,50 --seeds 0,1,2 --steps 300
   python -m sslviz sweep --file sweep.yaml --executor ray --address auto --storage-path /shared/ckpt
+  python -m sslviz sweep --grid threshold=0.8,0.9,0.95 --steps 600 --executor ray --early-stop asha
   python -m sslviz sweep list | show 2 | stop 2 | resume 2 | delete 2 | export 2 --format parquet
 
 Every cell is validated before anything starts. Config flags (--steps, --dataset ...) are shared by every cell."""
@@ -168,6 +179,8 @@ def _sweep_command(store: RunStore, args) -> int:
                       + ", ".join(f"{n} {s}" for s, n in res.status.value_counts().items()))
                 cols = [*sw.varied(row["spec"]), "seeds", *(f"{m}_mean" for m in sw.METRICS)]
                 print(cells[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+                for r in res[res.early_stop.notna()].itertuples():
+                    print(f"run {r.run}: {r.early_stop}")
             else:
                 args.out.mkdir(parents=True, exist_ok=True)
                 path = args.out / f"sweep{args.sweep}_cells.{args.format}"
@@ -187,11 +200,20 @@ def _sweep_command(store: RunStore, args) -> int:
                         name=args.sweep_name or spec.name)
     from .worker import cache_dir
 
+    if args.early_stop is None and (args.grace_period, args.reduction_factor) != (None, None):
+        raise sw.SweepError("--grace-period and --reduction-factor set ASHA's rungs; they need --early-stop asha.")
     plan = sw.validate(spec, cache_dir(store), store=store)
+    early_stop = None
+    if args.early_stop:
+        knobs = {"grace_period": args.grace_period, "reduction_factor": args.reduction_factor}
+        early_stop = sw.EarlyStop(args.early_stop, **{k: v for k, v in knobs.items() if v is not None}).options(
+            args.executor, plan.configs)
     parallel = sw.default_parallel(args.executor, plan.configs)
     plan.seconds, _ = sw.estimate_seconds(plan.configs, parallel=parallel, store=store)
     print(f"{len(plan.configs)} runs ({' x '.join(f'{len(v)} {k}' for k, v in grid.items()) or '1 cell'} x "
-          f"{len(seeds)} seed(s)), about {plan.seconds / 60:.1f} min with {parallel} at once ({plan.basis})")
+          f"{len(seeds)} seed(s)), about {plan.seconds / 60:.1f} min with {parallel} at once ({plan.basis})"
+          + (f"; at most that: ASHA stops trials behind at steps {early_stop['grace_period']} x "
+             f"{early_stop['reduction_factor']:g}^k" if early_stop else ""))
     if args.dry_run:
         return 0
     if args.executor == "local":
@@ -199,7 +221,8 @@ def _sweep_command(store: RunStore, args) -> int:
         print(f"sweep {sweep_id}: runs {run_ids[0]}-{run_ids[-1]} queued in {store.path}; "
               f"follow with: python -m sslviz sweep show {sweep_id}")
         return 0
-    sweep_id, run_ids, results = sw.submit_ray(store, plan, address=args.address, storage_path=args.storage_path)
+    sweep_id, run_ids, results = sw.submit_ray(store, plan, address=args.address, storage_path=args.storage_path,
+                                               early_stop=early_stop)
     print(f"sweep {sweep_id} on Ray: " + ", ".join(f"{n} {s}" for s, n in
                                                    __import__("collections").Counter(results.values()).items()))
     return 0 if all(s in ("finished", "stopped") for s in results.values()) else 1

@@ -1,4 +1,5 @@
 """Sweeps on Ray: each cell a Ray actor with its CPU/GPU request; records stream back to the store's process.
+(A tuning sweep's cells are Ray Tune trials instead: ``sslviz.ray_asha``.)
 
 ``ray`` is imported lazily (the ``sslviz[ray]`` extra; the dashboard's install has none). ``drive(store, sweep)``
 is the driver: it connects to Ray (``address``, else ``$RAY_ADDRESS``, else a local Ray started here), starts one
@@ -13,6 +14,9 @@ the driver heartbeats it while Ray answers for the actor, so readers elsewhere j
 (``lifecycle.ray_lost``). A dead actor (``RayActorError``) is recorded as lost by the driver. Stop goes through
 Ray: the store's stop flag makes the driver call the actor's ``request_stop`` (the trainer stops at its next log
 step and checkpoints); a stop of a queued cell kills its actor before it starts.
+
+A folder dataset is loaded where a trial runs: ``unreadable_on_nodes`` lists it from a zero-CPU task pinned to
+each alive node, and ``sweep.submit_ray`` refuses the sweep before recording anything when a node cannot.
 
 Checkpoints follow Ray's multi-node storage rule: they go to ``storage_path`` (a folder every node and the driver
 reach, e.g. NFS or a shared mount), as ``<store>-run<id>.pt``. A local Ray started here is one node, so the
@@ -62,6 +66,70 @@ def storage_checkpoint(store, run_id: int, storage_path) -> Path:
     return Path(storage_path) / f"{Path(store.path).stem}-run{run_id}.pt"
 
 
+def trial_setup(config: dict, threads: int):
+    """In a trial process (an actor here, a Tune trial in ``ray_asha``): no store, ``threads`` torch threads.
+    Returns the run's TrainConfig and the device it trains on."""
+    import torch
+
+    from .config import TrainConfig
+    from .trainer import resolve_device
+
+    os.environ["SSLVIZ_STORE"] = NO_STORE  # no path to the driver's store reaches a trial
+    torch.set_num_threads(max(1, threads))
+    cfg = TrainConfig.from_dict(config)
+    return cfg, str(resolve_device(cfg.device))
+
+
+def gpus_for(cfg, gpus_per_run: float | None) -> float:
+    """The GPUs a trial of ``cfg`` asks Ray for: ``gpus_per_run`` when given, else 1 for a ``cuda`` run or an
+    ``auto`` one on a cluster with GPUs, else 0."""
+    if gpus_per_run is not None:
+        return gpus_per_run
+    ray = _ray()
+    return 1 if cfg.device == "cuda" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0)) else 0
+
+
+def _unreadable_here(paths) -> dict[str, str | None]:
+    """{folder: why this machine cannot read it, or None}."""
+    out = {}
+    for path in paths:
+        out[path] = None
+        if not os.path.exists(path):
+            out[path] = "does not exist"
+        elif not os.path.isdir(path):
+            out[path] = "is not a folder"
+        else:
+            try:
+                os.listdir(path)
+            except OSError as exc:
+                out[path] = f"cannot be listed ({exc.strerror or exc})"
+    return out
+
+
+def unreadable_on_nodes(paths, timeout: float = 60.0) -> list[str]:
+    """Check that every alive Ray node reads each folder of ``paths``: one tiny task pinned to each node (no CPU
+    asked, so it runs beside busy trials). Returns one line per node and path that fails ("node 6c1f... (10.0.0.5):
+    '/data/cifar' does not exist"), empty when every node reads every path."""
+    ray = _ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    paths = sorted(set(map(str, paths)))
+    probe = ray.remote(num_cpus=0)(_unreadable_here)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths)
+            for n in nodes]
+    problems = []
+    for node, ref in zip(nodes, refs):
+        where = f"node {node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
+        try:
+            found = ray.get(ref, timeout=timeout)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError) as exc:
+            problems.append(f"{where}: the check did not answer ({type(exc).__name__})")
+            continue
+        problems.extend(f"{where}: {p!r} {why}" for p, why in found.items() if why)
+    return problems
+
+
 class Trial:
     """One cell on a Ray worker: trains a config, buffers its records for the driver, stops when asked.
 
@@ -75,14 +143,9 @@ class Trial:
         self._device = None
 
     def train(self, config: dict, checkpoint: str | None, resume: bool, threads: int = 1) -> dict:
-        import torch
+        from .trainer import train
 
-        from .config import TrainConfig
-        from .trainer import resolve_device, train
-
-        cfg = TrainConfig.from_dict(config)
-        torch.set_num_threads(max(1, threads))
-        self._device = str(resolve_device(cfg.device))
+        cfg, self._device = trial_setup(config, threads)
 
         def push(record):
             with self._lock:
@@ -163,10 +226,7 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
             store.truncate_after(run_id, 0)
             store.add_event(run_id, "restarted", "no checkpoint reachable (give the sweep a storage_path every Ray "
                                                  "node sees): restarted from step 0")
-        gpus = gpus_per_run
-        if gpus is None:
-            gpus = 1 if cfg.device == "cuda" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0)) else 0
-        actor = Actor.options(num_cpus=1, num_gpus=gpus, max_concurrency=2).remote()
+        actor = Actor.options(num_cpus=1, num_gpus=gpus_for(cfg, gpus_per_run), max_concurrency=2).remote()
         cells[run_id] = _Cell(run_id, actor, actor.train.remote(cfg.to_dict(), str(ckpt) if ckpt else None,
                                                                 resume, threads))
 

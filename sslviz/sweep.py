@@ -8,8 +8,11 @@ cell fails the whole sweep at once, naming the cell and the field.
 
 Executors: ``local`` (default) records every cell as a queued run of the existing worker queue (its
 ``SSLVIZ_CPU_SLOTS`` / ``SSLVIZ_GPU_SLOTS`` slots); ``ray`` (``sslviz.ray_executor``) runs each cell as a Ray
-actor and streams its records back to this process, which owns the store. Stop, resume and delete act on every
-run of a sweep through the runs' own lifecycle actions.
+actor and streams its records back to this process, which owns the store. Every cell runs to the same budget,
+except in a tuning sweep (:class:`EarlyStop`, Ray only): its cells are Ray Tune trials under ASHA
+(``sslviz.ray_asha``), which stops those behind on the validation metric. A folder dataset must be readable at
+the same path on every Ray node; that is checked on each node before anything is recorded. Stop, resume and
+delete act on every run of a sweep through the runs' own lifecycle actions.
 
 Reading: :func:`results` (one row per run: knobs, validation / test balanced accuracy, 3-rarest recall, head-tail
 gap), :func:`cell_table` (mean, std and seed count per cell) and the figures :func:`make_heatmap_figure` and
@@ -21,8 +24,9 @@ import itertools
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -30,9 +34,12 @@ import yaml
 
 from . import lifecycle
 from .config import FIELDS, TrainConfig
-from .params import InvalidParameterError
+from .params import InvalidParameterError, NoneOK, Options, check_params, integer, real
 
 EXECUTORS = ("local", "ray")
+EARLY_STOP = ("asha",)  # the early-stopping schedulers of a tuning sweep (Ray Tune's)
+TUNE_METRIC = "val_balanced_accuracy"  # what early stopping compares trials on: validation, never test
+ASHA_EVENT = "stopped early by ASHA"  # how the event of a run ASHA stopped begins
 # metric key -> (label, higher is better); per run from RunStore.runs() and bias.run_bias_summary
 METRICS = {
     "val_balanced_accuracy": ("validation balanced accuracy", True),
@@ -148,6 +155,39 @@ class SweepSpec:
         if not isinstance(data, dict):
             raise SweepError("A sweep file is a mapping with grid, seeds, base and name.")
         return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Early stopping for tuning a knob (``--early-stop asha``): the cells run as Ray Tune trials under ASHA, which
+    compares them on the validation balanced accuracy at rungs of ``grace_period`` x ``reduction_factor``^k steps
+    and stops a trial below the rung's cutoff (the 1 - 1/reduction_factor quantile of the trials recorded there).
+
+    For tuning one knob on validation; a method x gamma map runs every cell to the same budget (no EarlyStop).
+    """
+    scheduler: str = "asha"  # Ray Tune's ASHAScheduler
+    grace_period: int | None = None  # steps before a trial can be stopped (None: the cells' eval_every)
+    reduction_factor: float = 3.0  # > 1; a rung keeps about 1/reduction_factor of the trials reaching it
+
+    CONSTRAINTS: ClassVar[dict] = {"scheduler": [Options(EARLY_STOP)], "grace_period": [integer(1), NoneOK()],
+                                   "reduction_factor": [real(1, None, "neither")]}
+
+    def options(self, executor: str, configs) -> dict:
+        """The options the tuning driver reads (``sweeps.options["early_stop"]``), checked against the executor
+        and the cells: SweepError for the local executor, InvalidParameterError naming the field."""
+        if executor != "ray":
+            raise SweepError(f"Early stopping ({self.scheduler}) runs the cells as Ray Tune trials; it needs "
+                             f"--executor ray, not {executor!r}. Without --early-stop every cell runs to the same "
+                             "budget.", field="early_stop")
+        check_params(asdict(self), self.CONSTRAINTS, "EarlyStop")
+        shortest = min(c.steps for c in configs)
+        grace = self.grace_period or min(shortest, max(c.eval_every for c in configs))
+        if grace > shortest:
+            raise InvalidParameterError(f"The 'grace_period' parameter of EarlyStop must be an int in the range "
+                                        f"[1, {shortest}] (the cells' steps). Got {grace!r} instead.",
+                                        field="grace_period")
+        return {"scheduler": self.scheduler, "metric": TUNE_METRIC, "grace_period": int(grace),
+                "reduction_factor": float(self.reduction_factor), "max_t": max(c.steps for c in configs)}
 
 
 def describe(cell: dict) -> str:
@@ -311,8 +351,12 @@ def resume(store, sweep_id: int) -> list[int]:
     queued for the worker queue; Ray runs are queued for the sweep's driver (``ray_executor.drive``). The ids."""
     from . import worker
 
+    runs = sweep_runs(store, sweep_id)
+    if store.sweep(sweep_id)["options"].get("early_stop"):
+        raise SweepError(f"Sweep {sweep_id} was tuned with early stopping: its stopped runs were stopped on "
+                         "purpose and Tune trials keep no checkpoint. Start a new sweep to tune again.")
     resumed = []
-    for row in sweep_runs(store, sweep_id).itertuples():
+    for row in runs.itertuples():
         if row.status not in (lifecycle.STOPPED, lifecycle.FAILED):
             continue
         if row.executor == "local" and worker.checkpoint_path(store, int(row.id)).exists():
@@ -366,8 +410,16 @@ def results(store, sweep_id: int) -> pd.DataFrame:
         rows.append({"run": int(r.id), "status": r.status, "step": int(r.step), **{k: cfg.get(k) for k in keys},
                      "seed": cfg.get("seed"), "val_balanced_accuracy": r.val_balanced_accuracy,
                      "test_balanced_accuracy": r.test_balanced_accuracy,
-                     **{k: summary[k] for k in METRICS if k in summary}})
-    return pd.DataFrame(rows, columns=["run", "status", "step", *keys, "seed", *METRICS])
+                     **{k: summary[k] for k in METRICS if k in summary},
+                     "early_stop": _early_stop_event(store, int(r.id)) if r.status == lifecycle.STOPPED else None})
+    return pd.DataFrame(rows, columns=["run", "status", "step", *keys, "seed", *METRICS, "early_stop"])
+
+
+def _early_stop_event(store, run_id: int) -> str | None:
+    """The message of the event that says ASHA stopped the run ("stopped early by ASHA at step 20 (...)"), or None."""
+    events = store.events(run_id)
+    hits = events[events.message.str.startswith(ASHA_EVENT, na=False)]
+    return str(hits.message.iloc[-1]) if len(hits) else None
 
 
 def cell_table(res: pd.DataFrame, keys) -> pd.DataFrame:
@@ -493,13 +545,36 @@ def default_parallel(executor: str, configs) -> int:
     return local_parallelism(configs) if executor == "local" else max(1, os.cpu_count() or 1)
 
 
-def submit_ray(store, plan: Plan, *, address: str | None = None, storage_path=None, **drive_options):
-    """Record the sweep's runs for Ray and drive them to their end in this process (``ray_executor.drive``).
-    Returns (sweep id, run ids, {run id: status})."""
-    from . import ray_executor
+def check_folders_on_ray(configs, *, address: str | None = None, num_cpus: int | None = None) -> None:
+    """SweepError unless every alive Ray node reads each folder dataset of ``configs`` at its path (trials load the
+    data where they run); the message names the nodes and paths. Built-in datasets need nothing."""
+    from . import data, ray_executor
 
+    folders = sorted({c.dataset for c in configs if c.dataset not in data.BUILTIN})
+    if not folders:
+        return
+    ray_executor.connect(address, num_cpus)
+    problems = ray_executor.unreadable_on_nodes(folders)
+    if problems:
+        raise SweepError("A folder dataset must be readable at the same path on every Ray node (a shared mount); "
+                         "refused before any run started: " + "; ".join(problems) + ".", field="dataset")
+
+
+def submit_ray(store, plan: Plan, *, address: str | None = None, storage_path=None, early_stop: dict | None = None,
+               **drive_options):
+    """Check folder datasets on every Ray node, record the sweep's runs for Ray and drive them to their end in this
+    process: ``ray_executor.drive`` (every cell to the same budget), or with ``early_stop`` (``EarlyStop.options``)
+    ``ray_asha.tune`` (Tune trials under ASHA). Returns (sweep id, run ids, {run id: status})."""
+    from . import ray_asha, ray_executor
+
+    if early_stop:
+        ray_asha.tune_modules()  # a missing Ray Tune says so before anything is recorded
+    check_folders_on_ray(plan.configs, address=address, num_cpus=drive_options.get("num_cpus"))
     if storage_path is not None:
         storage_path = str(Path(storage_path).resolve())
-    sweep_id, run_ids = record(store, plan, executor="ray", options={"address": address, "storage_path": storage_path})
+    options = {"address": address, "storage_path": storage_path, **({"early_stop": early_stop} if early_stop else {})}
+    sweep_id, run_ids = record(store, plan, executor="ray", options=options)
+    if early_stop:
+        return sweep_id, run_ids, ray_asha.tune(store, sweep_id, address=address, **drive_options)
     return sweep_id, run_ids, ray_executor.drive(store, sweep_id, address=address, storage_path=storage_path,
                                                  **drive_options)

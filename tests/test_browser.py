@@ -6,6 +6,7 @@ two finished runs before the server starts. Skips cleanly where /usr/bin/chromiu
 missing; `.ci/run` installs both.
 """
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -258,6 +259,77 @@ def test_copied_link_reopens_the_same_view(server):
     assert f"#{first} plain" in chosen and f"#{second_run} bal" in chosen, chosen
     assert other.get_by_role("radio", name="wall time").is_checked()
     other.close()
+    page.close()
+
+
+# The axes, the number of cells with a value and the cell texts of the heatmap whose title matches TITLE, read from
+# Plotly's own data (a hidden tab's chart included).
+HEATMAP_JS = """
+(title) => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const text = (gd.layout && gd.layout.title && (gd.layout.title.text || gd.layout.title)) || '';
+    const heat = (gd.data || []).find(t => t.type === 'heatmap');
+    if (!heat || !new RegExp(title, 'i').test(text)) continue;
+    return {x: Array.from(heat.x).map(String), y: Array.from(heat.y).map(String),
+            cells: heat.text.flat().filter(t => t.includes('±')).length};
+  }
+  return null;
+}
+"""
+
+
+def _seed_sweep(store_path: Path) -> tuple[int, dict[str, int]]:
+    """A finished method x gamma sweep of synthetic digits runs (one seed), recorded as test_sweep's AppTest does;
+    returns its id and {cell label: run id}."""
+    import json
+
+    from sslviz import sweep
+    from tests.test_app_pages import log_steps, make_run
+
+    store = RunStore(store_path)
+    spec = sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [10.0, 50.0]},
+                           base={"dataset": "digits", "steps": 100}, name="map")
+    sweep_id = store.create_sweep(spec.to_dict(), name="map")
+    runs = {}
+    for i, cell in enumerate(spec.cells()):
+        rid = make_run(store, preset=cell["preset"], status="finished")
+        store.update_run(rid, sweep=sweep_id, config=json.dumps(sweep.cell_config(spec, i, cell).to_dict()))
+        log_steps(store, rid, range(10, 101, 10), seed=i)
+        runs[sweep.describe({k: cell[k] for k in spec.grid})] = rid
+    store.close()
+    return sweep_id, runs
+
+
+def test_sweep_page_heatmap_cell_and_compare_in_chromium(server):
+    """A finished sweep on the Sweeps page: the method x gamma heatmap with a value in every cell, the cell table
+    and selector; choosing a cell and Open in Compare shows its runs in Compare."""
+    url, store_path, _, browser, shots = server
+    sweep_id, runs = _seed_sweep(store_path)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}/sweep?sweep={sweep_id}")
+    _wait_idle(page)
+    page.wait_for_function(f"({HEATMAP_JS})('validation balanced accuracy') !== null", timeout=60_000)
+    heat = page.evaluate(HEATMAP_JS, "validation balanced accuracy")
+    assert heat == {"x": ["10", "50"], "y": ["fixmatch", "balanced"], "cells": 4}, heat
+    page.locator('.st-key-sweep_table [data-testid="stDataFrame"]').wait_for(timeout=30_000)  # the cell table
+    page.screenshot(path=str(shots / "sweep.png"), full_page=True)
+
+    cell = "preset=balanced, gamma=50"
+    # Type into the selectbox's search field and take the one option left (a click on the control may only focus
+    # it while the page settles).
+    search = page.locator(".st-key-sweep_cell input")
+    search.click()
+    search.fill(cell)
+    page.get_by_role("option", name=cell).click()
+    _wait_idle(page)
+    assert cell in _widget_text(page, "sweep_cell")
+    page.get_by_text(f"Runs of this cell: #{runs[cell]}.").wait_for(timeout=30_000)
+    page.locator(".st-key-sweep_open_compare button").click()
+    page.wait_for_url(re.compile(rf"/compare\?runs={runs[cell]}(&|$)"), timeout=30_000)
+    _wait_idle(page)
+    page.get_by_role("radio", name="wall time").wait_for(timeout=60_000)  # Compare has drawn its controls
+    chosen = _widget_text(page, "compare_runs")
+    assert f"#{runs[cell]}" in chosen and not any(f"#{r} " in chosen for c, r in runs.items() if c != cell), chosen
     page.close()
 
 

@@ -85,6 +85,34 @@ def test_yaml_sweep_file():
     assert spec.size == 8 and spec.base == {"steps": 300} and spec.name == "map"
 
 
+def test_early_stop_needs_ray_and_checks_its_knobs(store, capsys):
+    """--early-stop asha is refused with the local executor and out-of-range knobs name their field; nothing is
+    recorded. The tune itself runs in test_sweep_ray.py."""
+    from sslviz import cli
+    from sslviz.params import InvalidParameterError
+
+    base = {"dataset": "toy2d", "steps": 50, "log_every": 5, "eval_every": 20}
+    configs = sweep.validate(sweep.SweepSpec(grid={"threshold": [0.8, 0.9]}, base=base)).configs
+    assert sweep.EarlyStop().options("ray", configs) == {"scheduler": "asha", "metric": "val_balanced_accuracy",
+                                                         "grace_period": 20, "reduction_factor": 3.0, "max_t": 50}
+    with pytest.raises(sweep.SweepError, match="needs --executor ray, not 'local'"):
+        sweep.EarlyStop().options("local", configs)
+    for field, value, allowed in (("grace_period", 0, r"an int in the range \[1, inf\) or None"),
+                                  ("grace_period", 60, r"an int in the range \[1, 50\] \(the cells' steps\)"),
+                                  ("reduction_factor", 1.0, r"a float in the range \(1, inf\)"),
+                                  ("scheduler", "median", r"a str among \{'asha'\}")):
+        with pytest.raises(InvalidParameterError, match=rf"^The '{field}' parameter of EarlyStop must be {allowed}\. "
+                                                        rf"Got {value!r} instead\.$") as err:
+            sweep.EarlyStop(**{field: value}).options("ray", configs)
+        assert err.value.field == field
+    argv = ["--store", str(store.path), "sweep", "--grid", "threshold=0.8,0.9", "--dataset", "toy2d", "--steps", "50"]
+    assert cli.main([*argv, "--early-stop", "asha"]) == 2
+    assert "needs --executor ray" in capsys.readouterr().err
+    assert cli.main([*argv, "--executor", "ray", "--grace-period", "5"]) == 2
+    assert "need --early-stop asha" in capsys.readouterr().err
+    assert store.sweeps().empty and store.runs().empty
+
+
 # -- local executor ---------------------------------------------------------------------------------------
 def _wait_ended(store, sweep_id, wait_for, timeout=180):
     def ended():
@@ -228,3 +256,31 @@ def test_setup_sweep_section_counts_runs_and_estimates_before_start(home, monkey
     at.text_area(key="sweep_grid").set_value("gamma=10,9999").run()
     assert any("Cell 4 of 6 (gamma=9999, seed=0): gamma:" in e.value for e in at.error), [e.value for e in at.error]
     assert at.button(key="start_sweep").disabled
+
+
+def test_sweep_page_says_which_runs_asha_stopped(home, monkeypatch):
+    """A tuned sweep: the page lists the runs ASHA stopped with its verdict, and offers no resume."""
+    import json
+
+    from tests.test_app_pages import log_steps, make_run
+
+    monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
+    store = RunStore(home / "runs.db")
+    spec = sweep.SweepSpec(grid={"lr": [0.03, 1e-6]}, base={"dataset": "digits", "steps": 100})
+    configs = sweep.validate(spec).configs
+    sweep_id = store.create_sweep(spec.to_dict(), name="tuned", executor="ray",
+                                  options={"early_stop": sweep.EarlyStop(grace_period=20).options("ray", configs)})
+    verdict = ("stopped early by ASHA at step 20 (validation balanced accuracy 0.120, below the cutoff 0.300 of the "
+               "rung at step 20)")
+    for cfg, status, last in zip(configs, ("finished", "stopped"), (100, 20)):
+        rid = make_run(store, status=status)
+        store.update_run(rid, sweep=sweep_id, config=json.dumps(cfg.to_dict()))
+        log_steps(store, rid, range(10, last + 1, 10))
+    store.add_event(rid, "stopped", verdict)
+    at = _at()
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception, at.exception
+    assert any("ASHA stopped 1 run(s) early" in i.value and f"#{rid} (lr=1e-06, seed=0): {verdict}" in i.value
+               for i in at.info), [i.value for i in at.info]
+    assert "tuned with ASHA" in " ".join(c.value for c in at.caption)
+    assert at.button(key="sweep_resume").disabled

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from sslviz import ray_executor, sweep  # noqa: E402
+from sslviz import lifecycle, ray_executor, sweep  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +80,114 @@ def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
     assert set(out.values()) == {"stopped"}
     steps = store.scalars(run_ids[0], None).step
     assert steps.is_unique and steps.is_monotonic_increasing  # no record written twice across the resume
+
+
+# -- tuning with early stopping (Ray Tune's ASHA) -------------------------------------------------------------
+def _needs_tune():
+    # Ray Tune fails to import without its extra's packages (pydantic) with an ImportError, not ModuleNotFoundError.
+    pytest.importorskip("ray.tune", exc_type=ImportError,
+                        reason="needs Ray Tune: pip install -r requirements-dev.txt (ray[tune])")
+
+
+def _writes(store, monkeypatch) -> list[tuple[int, int]]:
+    """(run id, step) of every record the driver writes into ``store`` from now on, in order."""
+    writes = []
+    log = store.log
+    monkeypatch.setattr(store, "log", lambda run_id, record: (writes.append((run_id, record["step"])),
+                                                               log(run_id, record))[-1])
+    return writes
+
+
+def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(local_ray, store, tiny, monkeypatch):
+    """lr=1e-6 barely moves the model: ASHA stops it at its first rung, behind the two working rates. Whether the
+    weaker of those two survives depends on which reaches a rung first (they run side by side), so it may be
+    stopped too; every trial's records reach the store exactly once, up to the step it ended at. lr=10 diverges
+    after its first report: failed, with the trainer's error."""
+    _needs_tune()
+    from sslviz.trainer import train
+
+    base = {**tiny, "steps": 80, "eval_every": 20}
+    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05, 1e-6, 10.0]}, base=base), store=store)
+    early = sweep.EarlyStop(grace_period=20, reduction_factor=2).options("ray", plan.configs)
+    writes = _writes(store, monkeypatch)
+    sweep_id, run_ids, results = sweep.submit_ray(store, plan, early_stop=early)
+    good, bad, diverged = run_ids[:2], run_ids[2], run_ids[3]
+    assert results[bad] == "stopped" and lifecycle.FINISHED in {results[r] for r in good}
+    assert {results[r] for r in good} <= {"finished", "stopped"} and sorted(results) == run_ids
+    assert len(writes) == len(set(writes))  # no record written twice
+    res = sweep.results(store, sweep_id).set_index("run")
+    for rid, cfg in zip(run_ids[:3], plan.configs):
+        row, events = store.run(rid), store.events(rid)
+        assert row["status"] == results[rid] and row["executor"] == "ray" and row["device"].startswith("ray:")
+        assert events.kind.tolist() == ["queued", "started", results[rid]]
+        end = row["step"]
+        if results[rid] == "stopped":
+            assert events.message.iloc[-1].startswith(f"stopped early by ASHA at step {end} (validation balanced "
+                                                      "accuracy ")
+            assert res.loc[rid, "early_stop"] == events.message.iloc[-1]
+        else:
+            assert end == base["steps"] and pd.isna(res.loc[rid, "early_stop"])
+        records = []
+        train(cfg, on_log=records.append)  # the same config here: the records the trial must have delivered
+        delivered = [r for r in records if r["step"] <= end]
+        assert [s for r, s in writes if r == rid] == [r["step"] for r in delivered]
+        assert store.scalars(rid, None).step.tolist() == [r["step"] for r in delivered]
+        assert sorted(store.evals(rid)[["step", "split"]].values.tolist()) == sorted(
+            [r["step"], split] for r in delivered for split in r.get("eval", {}))
+    assert store.events(bad).message.iloc[-1].startswith("stopped early by ASHA at step 20 ")
+    assert pd.isna(res.loc[bad, "test_balanced_accuracy"])  # a trial ASHA stopped never saw the test set
+    row = store.run(diverged)
+    assert results[diverged] == "failed" and row["error"].startswith("Diverged: Training diverged at step 10")
+    assert store.events(diverged).kind.tolist() == ["queued", "started", "failed"]
+    assert [s for r, s in writes if r == diverged] == [5]  # its one report, at the first log step
+    with pytest.raises(sweep.SweepError, match="tuned with early stopping"):  # ASHA's stops are final
+        sweep.resume(store, sweep_id)
+
+
+# -- folder datasets: a path every node sees ------------------------------------------------------------------
+def test_a_folder_dataset_is_checked_on_every_ray_node_before_anything_is_recorded(local_ray, store, tmp_path):
+    """Trials load a folder dataset where they run: a folder the driver validated but a node cannot read refuses
+    the sweep, naming the node and the path, before any run is recorded. A folder every node reads passes."""
+    from tests.test_data import make_folder
+
+    folder = make_folder(tmp_path / "images", train_per_class=20, test_per_class=2)
+    spec = sweep.SweepSpec(grid={"gamma": [1.0, 2.0]}, base={"dataset": str(folder), "steps": 10, "n1": 4, "m1": 8,
+                                                             "device": "cpu"})
+    plan = sweep.validate(spec, tmp_path / "cache", store=store)
+    sweep.check_folders_on_ray(plan.configs)  # the one node of the local Ray reads it
+    image = folder / "train" / "cat" / "000.png"
+    node = next(n for n in ray.nodes() if n["Alive"])
+    where = f"node {node['NodeID'][:12]} ({node['NodeManagerAddress']})"
+    assert ray_executor.unreadable_on_nodes([folder, image]) == [f"{where}: {str(image)!r} is not a folder"]
+
+    folder.rename(tmp_path / "moved")  # validated here, gone where the trials run
+    with pytest.raises(sweep.SweepError) as err:
+        sweep.submit_ray(store, plan)
+    assert str(err.value).startswith("A folder dataset must be readable at the same path on every Ray node")
+    assert f"{where}: {str(folder)!r} does not exist" in str(err.value) and err.value.field == "dataset"
+    assert store.sweeps().empty and store.runs().empty
+
+
+def test_stopping_a_tuned_sweep_stops_its_trials_through_tune(local_ray, store, tiny, wait_for):
+    """Stop (the store's flag, as `sweep stop` and the page set it) reaches Tune trials through Tune's stopper: each
+    ends as stopped on request at its next validation report, with its records up to there."""
+    _needs_tune()
+    from sslviz import ray_asha
+
+    long = {**tiny, "steps": 100_000, "eval_every": 20}  # never ends on its own here
+    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05]}, base=long), store=store)
+    early = sweep.EarlyStop(grace_period=50_000).options("ray", plan.configs)
+    sweep_id, run_ids = sweep.record(store, plan, executor="ray", options={"early_stop": early})
+    out = {}
+    driver = threading.Thread(target=lambda: out.update(ray_asha.tune(store, sweep_id)))
+    driver.start()
+    assert wait_for(lambda: all(store.run(r)["step"] >= 40 for r in run_ids), 120)
+    assert sorted(sweep.stop(store, sweep_id)) == run_ids
+    driver.join(120)
+    assert out == {run_ids[0]: "stopped", run_ids[1]: "stopped"}
+    for rid in run_ids:
+        row, events = store.run(rid), store.events(rid)
+        assert events.kind.tolist() == ["queued", "started", "stopped"]
+        assert events.message.iloc[-1] == f"stopped on request at step {row['step']}" and row["step"] % 20 == 0
+        steps = store.scalars(rid, None).step.tolist()
+        assert steps == list(range(tiny["log_every"], row["step"] + 1, tiny["log_every"]))

@@ -1,0 +1,241 @@
+"""Tuning a knob with early stopping: a sweep's cells as Ray Tune trials under ASHA; this process writes the store.
+
+``python -m sslviz sweep --grid lr=0.01,0.03,0.1 --executor ray --early-stop asha`` records the sweep with its
+``EarlyStop`` options (``sweeps.options["early_stop"]``) and calls :func:`tune`: one ``tune.Tuner`` over the
+sweep's queued runs (a grid search over their ids), each trial asking for 1 CPU (and a GPU as
+``ray_executor.gpus_for`` decides). A trial trains its run's config and, at each validation step, reports the
+validation balanced accuracy with the trainer records since its previous report (:func:`trial`). ASHA
+(``ASHAScheduler``, time = that training step) compares the trials at its rungs (grace_period,
+grace_period x reduction_factor, ... steps) and stops those below a rung's cutoff.
+
+The store is written here only, by a Tune callback on this driver (:class:`_Writer`): Tune hands each reported
+result to the callbacks once, the one a stop was decided on included, and the callback writes its records
+and drops them from the result (Tune keeps the metric only). The trial process has no store (``NO_STORE``, as a
+plain Ray trial). Each run ends in the store through its lifecycle: ``finished`` at its last step; ``stopped``
+with an event "stopped early by ASHA at step N (validation balanced accuracy x, below the cutoff y of the rung at
+step M)"; ``stopped`` on request (the store's stop flag, read by Tune's stopper, as ``sweep stop`` and the page
+set it); ``failed`` with the trainer's error. ASHA's stops are final: Tune kills the trial, which keeps no
+checkpoint, and a tuned sweep is not resumed (``sweep.resume`` refuses; start a new one).
+
+Ray Tune (``ray[tune]``, the ``sslviz[ray]`` extra) is imported lazily, as Ray is.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from . import lifecycle
+from .ray_executor import connect, gpus_for, trial_setup
+from .sweep import ASHA_EVENT, TUNE_METRIC
+
+STEP = "step"  # ASHA's time attribute: the training step of the validation a result reports
+
+
+def tune_modules():
+    """``(ray.tune, ASHAScheduler)``; RuntimeError saying how to install them when Ray Tune is missing."""
+    try:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+    except ImportError as exc:
+        raise RuntimeError("Early stopping needs Ray Tune: pip install 'sslviz[ray]' (ray[tune]==2.60.0); "
+                           f"importing it failed: {exc}") from None
+    return tune, ASHAScheduler
+
+
+def trial(config: dict, *, configs: dict, threads: int = 1) -> None:
+    """One Tune trial: train run ``config["run_id"]`` (its config from ``configs``) and, at each validation step,
+    report the validation metric with the trainer records since the previous report. Knows no store."""
+    from ray import tune
+
+    from .trainer import train
+
+    run_id = config["run_id"]
+    cfg, device = trial_setup(configs[run_id], threads)
+    pending: list[dict] = []
+
+    def report(record: dict) -> None:
+        pending.append(record)
+        val = (record.get("eval") or {}).get("val")
+        # Only validation steps report: ASHA decides on the metric, and Tune refuses a result without it. The
+        # trainer validates at its first log step and its last, so no record is left behind when it returns.
+        if val is not None:
+            tune.report({"run_id": run_id, "device": device, STEP: int(record["step"]),
+                         TUNE_METRIC: float(val["balanced_accuracy"]), "records": list(pending)})
+            pending.clear()
+
+    train(cfg, on_log=report)
+
+
+class _Writer:
+    """The store side of a tune, on the driver: claims, writes each reported batch once, ends each run."""
+
+    def __init__(self, store, steps: dict[int, int]):
+        self.store, self.steps = store, steps  # steps: run id -> its budget (a trial that got there finished)
+        self.verdicts: dict[str, str] = {}  # trial id -> why ASHA stopped it (the scheduler fills it)
+        self.results: dict[int, str] = {}  # run id -> the status it ended in
+        self._running: set[int] = set()
+        self._beat = 0.0
+
+    def __getstate__(self):
+        # Tune pickles its run config (this writer, in the callback and the stopper) into its folder for
+        # Tuner.restore, which sslviz does not use; the store's connection does not pickle, and no copy writes.
+        return {**self.__dict__, "store": None}
+
+    def should_stop(self, trial_id: str, result: dict) -> bool:
+        """Tune's stopper: the run was asked to stop (its stop flag, or stopped while queued) or deleted."""
+        row = self.store.run(result["run_id"])
+        return row is None or row["status"] not in lifecycle.ACTIVE or bool(row["stop_requested"])
+
+    def result(self, run_id: int, result: dict) -> None:
+        records = result.pop("records")  # written here, once; Tune keeps only the metric in its trial state
+        row = self.store.run(run_id)
+        if row is None or row["status"] not in lifecycle.ACTIVE:  # stopped while queued, or deleted
+            return
+        if run_id not in self._running:
+            try:
+                self.store.claim_run(run_id, os.getpid(), f"ray:{result['device']}")
+            except lifecycle.TransitionRefused:  # stopped since the read above; the stopper ends the trial
+                return
+            self.store.add_event(run_id, "started", f"started as a Ray Tune trial ({result['device']})")
+            self._running.add(run_id)
+        for record in records:
+            self.store.log(run_id, record)
+
+    def complete(self, run_id: int, trial_id: str, last: dict) -> None:
+        step = int(last.get(STEP, 0))
+        if step >= self.steps[run_id]:
+            self._end(run_id, lifecycle.FINISHED, "finished as a Ray Tune trial")
+        elif trial_id in self.verdicts:
+            self._end(run_id, lifecycle.STOPPED, self.verdicts[trial_id])
+        else:
+            row = self.store.run(run_id)
+            asked = row is not None and row["stop_requested"]
+            self._end(run_id, lifecycle.STOPPED, f"stopped {'on request' if asked else 'by Ray Tune'} at step {step}")
+
+    def fail(self, run_id: int, error: str) -> None:
+        self._end(run_id, lifecycle.FAILED, error, error=error)
+
+    def heartbeat(self) -> None:
+        """Every running trial's run, every HEARTBEAT_EVERY seconds: trials report only at validation steps."""
+        if time.time() - self._beat >= lifecycle.HEARTBEAT_EVERY:
+            self._beat = time.time()
+            for run_id in self._running - set(self.results):
+                self.store.heartbeat(run_id)
+
+    def end_leftovers(self, run_ids) -> None:
+        """After the tune: a run still queued or running (Ctrl-C, a Tune error) ends stopped, saying so."""
+        for run_id in run_ids:
+            row = self.store.run(run_id)
+            if row is None or row["status"] not in lifecycle.ACTIVE:
+                continue
+            if row["status"] == lifecycle.QUEUED:
+                self.store.request_stop(run_id)
+                self.store.add_event(run_id, "stopped", "the tune ended before this trial started")
+                self.results[run_id] = lifecycle.STOPPED
+            else:
+                self._end(run_id, lifecycle.STOPPED, f"the tune ended before this trial did (step {row['step']})")
+
+    def _end(self, run_id: int, status: str, message: str, error: str | None = None) -> None:
+        try:
+            if run_id not in self._running:  # ended before its first report (an error at start)
+                self.store.claim_run(run_id, os.getpid(), "ray")
+            self.store.finish_run(run_id, status, error)
+        except (lifecycle.TransitionRefused, lifecycle.NoSuchRun):
+            return  # stopped while queued, or deleted, meanwhile: that verdict stays
+        self.store.add_event(run_id, status, message)
+        self.results[run_id] = status
+
+
+def _verdict(bracket, trial_id: str, result: dict) -> str:
+    """Why ASHA stopped a trial: the rung it was just recorded in (the highest at or below its step; rungs are
+    kept highest first) and that rung's cutoff over the other trials, the one the trial fell below."""
+    step, value = int(result[STEP]), float(result[TUNE_METRIC])
+    milestone, recorded = next((m, r) for m, r in bracket._rungs if m <= step and trial_id in r)
+    cutoff = bracket.cutoff({k: v for k, v in recorded.items() if k != trial_id})
+    return (f"{ASHA_EVENT} at step {step} (validation balanced accuracy {value:.3f}, below the cutoff "
+            f"{float(cutoff):.3f} of the rung at step {int(milestone)})")
+
+
+def _scheduler(ASHAScheduler, verdicts: dict, **kwargs):
+    """Ray Tune's ASHAScheduler that also records, per trial it stops before ``max_t``, why (:func:`_verdict`).
+    Reads ASHA's brackets (``_trial_info``, ``_rungs``): private, hence ``ray`` pinned."""
+
+    class Asha(ASHAScheduler):
+        def on_trial_result(self, controller, trial, result):
+            action = super().on_trial_result(controller, trial, result)
+            if action == self.STOP and result.get(STEP, 0) < self._max_t:
+                verdicts[trial.trial_id] = _verdict(self._trial_info[trial.trial_id], trial.trial_id, result)
+            return action
+
+    return Asha(**kwargs)
+
+
+def _error_text(trial) -> str:
+    """The trainer's exception of a failed trial ("Diverged: Training diverged at step 10 ..."), from the error Tune
+    pickled in the trial's folder on this driver (``get_pickled_error`` reads the storage copy, synced later)."""
+    from ray import cloudpickle
+
+    try:
+        with open(trial.pickled_error_file, "rb") as f:
+            error = cloudpickle.load(f)
+    except (TypeError, OSError):  # no file: Tune recorded no exception object
+        return "the Ray Tune trial failed"
+    cause = getattr(error, "cause", None) or error  # a RayTaskError wraps the trainer's exception
+    return f"{type(cause).__name__}: {cause}"
+
+
+def _callback(tune, writer: _Writer):
+    """A Tune callback handing the driver's trial events to ``writer``."""
+
+    class StoreCallback(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            writer.result(trial.config["run_id"], result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            writer.complete(trial.config["run_id"], trial.trial_id, trial.last_result or {})
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            writer.fail(trial.config["run_id"], _error_text(trial))
+
+        def on_step_end(self, iteration, trials, **info):
+            writer.heartbeat()
+
+    return StoreCallback()
+
+
+def tune(store, sweep_id: int, *, address: str | None = None, num_cpus: int | None = None,
+         gpus_per_run: float | None = None, threads: int = 1) -> dict[int, str]:
+    """Run every queued Ray run of tuning sweep ``sweep_id`` as a Ray Tune trial under ASHA, writing its records
+    into ``store`` here. Returns ``{run id: final status}``."""
+    ray_tune, ASHAScheduler = tune_modules()
+    from .config import TrainConfig
+
+    options = store.sweep(sweep_id)["options"]
+    early = options["early_stop"]
+    connect(address or options.get("address"), num_cpus)
+    runs = store.runs(include_archived=True)
+    queued = runs[(runs["sweep"] == sweep_id) & (runs.status == lifecycle.QUEUED) & (runs.executor == "ray")]
+    configs = {int(r): store.run(int(r))["config"] for r in queued.sort_values("id").id}
+    if not configs:
+        return {}
+    cfgs = {run_id: TrainConfig.from_dict(c) for run_id, c in configs.items()}
+    gpus = {run_id: gpus_for(c, gpus_per_run) for run_id, c in cfgs.items()}
+    writer = _Writer(store, {run_id: c.steps for run_id, c in cfgs.items()})
+    scheduler = _scheduler(ASHAScheduler, writer.verdicts, time_attr=STEP, metric=early["metric"], mode="max",
+                           max_t=early["max_t"], grace_period=early["grace_period"],
+                           reduction_factor=early["reduction_factor"])
+    storage = options.get("storage_path") or str(Path(store.path).resolve().parent / "ray_results")
+    trainable = ray_tune.with_resources(ray_tune.with_parameters(trial, configs=configs, threads=threads),
+                                        lambda config: {"cpu": 1, "gpu": gpus[config["run_id"]]})
+    tuner = ray_tune.Tuner(
+        trainable, param_space={"run_id": ray_tune.grid_search(list(configs))},
+        tune_config=ray_tune.TuneConfig(scheduler=scheduler),
+        run_config=ray_tune.RunConfig(name=f"{Path(store.path).stem}-sweep{sweep_id}", storage_path=storage,
+                                      callbacks=[_callback(ray_tune, writer)], stop=writer.should_stop, verbose=0,
+                                      failure_config=ray_tune.FailureConfig(max_failures=0)))
+    try:
+        tuner.fit()
+    finally:
+        writer.end_leftovers(configs)
+    return writer.results
