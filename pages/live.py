@@ -97,8 +97,8 @@ def live_panel():
         return
     if started_active and not ui.is_active(run["status"]):
         st.rerun()  # the run ended: rerun the page so the fragment stops polling
-    if first_wait and int(run["step"] or 0):
-        st.rerun()  # the first metrics are in: back to the normal pace
+    # The first metrics are in: draw them now, then rerun the page to poll at the normal pace again.
+    back_to_normal_pace = first_wait and int(run["step"] or 0)
     status = run["status"]
 
     # -- status, progress, stop / resume --
@@ -145,7 +145,7 @@ def live_panel():
                 st.rerun(scope="app")
 
     if scal.empty:
-        st.info("Waiting for the first metrics…")
+        st.plotly_chart(charts.empty_figure("Live charts", "waiting for the first metrics…"), key="live_waiting")
         return
     if steps is not None:  # the status line and ETA above stay on the whole run
         scal = store.scalars(run_id, LIVE_POINTS, steps)
@@ -235,6 +235,8 @@ def live_panel():
             # st.table, a static table: st.dataframe would load 1.2 MB of grid code with the Live page's first chart
             st.table(events.assign(wall=events["wall"].map(lambda t: time.strftime("%H:%M:%S", time.localtime(t))))
                      .set_index("wall"))
+    if back_to_normal_pace:
+        st.rerun()
 
 
 live_panel()

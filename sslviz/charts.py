@@ -157,7 +157,9 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, uirevision, 
     return fig
 
 
-def _empty(title: str, message: str = "no data yet", uirevision="sslviz") -> go.Figure:
+def empty_figure(title: str, message: str = "no data yet", uirevision="sslviz") -> go.Figure:
+    """An empty chart saying why (``message``): e.g. the Live page's while a run boots, which also has the
+    browser load plotly.js (1-2 s of parsing on 2 cores) while the run trains to its first log step."""
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_xaxes(visible=False)
@@ -257,7 +259,7 @@ def make_split_counts_figure(split: pd.DataFrame, *, title: str = "Examples per 
     ``split`` has columns ``class, class_name, set, count`` (`preview_split`).
     """
     if split is None or split.empty:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     sets = [s for s in SETS if s in set(split["set"])]
     fig = make_subplots(rows=1, cols=len(sets), subplot_titles=[f"{s} ({int(split.loc[split['set'] == s, 'count'].sum())})"
                                                                  for s in sets])
@@ -313,7 +315,7 @@ def make_confidence_heatmap(class_train: pd.DataFrame, column: str = "conf_pl", 
     by = {"conf_pl": "pseudo-label", "conf_true": "hidden true class"}.get(column, column)
     title = title or f"Mean confidence by {by}"
     if class_train is None or class_train.empty:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     table = pivot_class_step(class_train, column, x)
     fig = go.Figure(go.Heatmap(
         z=compact(table.to_numpy(dtype=float)), x=compact(table.columns.to_numpy()),
@@ -330,7 +332,7 @@ def make_class_lines_figure(df: pd.DataFrame, column: str, class_names=None, *, 
     """One line per class of ``df[column]`` against ``x``, in the class colours; binned frames: the bin mean
     with its min–max band."""
     if df is None or df.empty or column not in df or df[column].isna().all():
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     fig = go.Figure()
     for k, part in df.sort_values(x).groupby("cls", sort=True):
         _add_lines(fig, part[x].to_numpy(), part[column].to_numpy(dtype=float), class_name(class_names, k),
@@ -356,7 +358,7 @@ def make_pseudo_counts_figure(class_train: pd.DataFrame, class_names=None, *, ti
     """
     last = latest_rows(class_train)
     if last is None or last.empty:
-        return _empty(title or "Pseudo-labels vs hidden truth", uirevision=uirevision)
+        return empty_figure(title or "Pseudo-labels vs hidden truth", uirevision=uirevision)
     step = int(last["step"].iloc[0])
     title = title or f"Pseudo-labels vs hidden truth (step {step})"
     names = [class_name(class_names, k) for k in last["cls"]]
@@ -380,7 +382,7 @@ def make_precision_recall_figure(class_train: pd.DataFrame, class_names=None, *,
     """Latest step: pseudo-label precision (solid) and recall (hatched) per class."""
     last = latest_rows(class_train)
     if last is None or last.empty:
-        return _empty(title or "Pseudo-label precision and recall", uirevision=uirevision)
+        return empty_figure(title or "Pseudo-label precision and recall", uirevision=uirevision)
     title = title or f"Pseudo-label precision and recall (step {int(last['step'].iloc[0])})"
     names = [class_name(class_names, k) for k in last["cls"]]
     colors = [class_color(k) for k in last["cls"]]
@@ -406,7 +408,7 @@ def make_pseudo_counts_over_time_figure(class_train: pd.DataFrame, class_names=N
     steps), the accepted count with its min–max band, so one window's burst in one class stays visible.
     """
     if class_train is None or class_train.empty:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     fig = go.Figure()
     for k, part in class_train.sort_values(x).groupby("cls", sort=True):
         name = class_name(class_names, k)
@@ -426,7 +428,7 @@ def make_confusion_figure(matrix, class_names=None, *, normalize: bool = False, 
     ``normalize`` divides each row by its total (row = recall of that class).
     """
     if matrix is None:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     m = np.asarray(matrix, dtype=float)
     if normalize:
         rows = m.sum(axis=1, keepdims=True)
@@ -450,7 +452,7 @@ def make_scalars_figure(df: pd.DataFrame, columns: Sequence[str], *, labels: Map
     """One line per column of ``df`` against ``x`` (run-level series such as losses or accuracy)."""
     cols = [c for c in columns if df is not None and c in df and not df[c].isna().all()]
     if not cols:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     fig = go.Figure()
     df = df.sort_values(x)
     for i, c in enumerate(cols):
@@ -467,7 +469,7 @@ def make_scalars_figure(df: pd.DataFrame, columns: Sequence[str], *, labels: Map
 def _split_figure(title: str, y_title: str, x: str, uirevision, any_rows: bool, validation: bool, add) -> go.Figure:
     """Shared frame of the validation/test figures: placeholder, series, the missing-validation note."""
     if not any_rows:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     fig = go.Figure()
     add(fig)
     fig.update_yaxes(range=[0, 1.02])
@@ -509,7 +511,7 @@ def make_technique_figure(technique: pd.DataFrame, name: str, class_names=None, 
     """
     part = technique[technique["name"] == name] if technique is not None and not technique.empty else None
     if part is None or part.empty:
-        return _empty(name, uirevision=uirevision)
+        return empty_figure(name, uirevision=uirevision)
     fig = go.Figure()
     for k, series in part.sort_values(x).groupby("cls", sort=True):
         scalar = k == SCALAR_CLS
@@ -529,7 +531,7 @@ def make_estimate_vs_truth_figure(technique: pd.DataFrame, name: str, truth_coun
     """
     part = technique[(technique["name"] == name) & (technique["cls"] != SCALAR_CLS)] if not technique.empty else None
     if part is None or part.empty or truth_counts is None or not len(truth_counts):
-        return _empty(f"{name} vs the hidden truth", uirevision=uirevision)
+        return empty_figure(f"{name} vs the hidden truth", uirevision=uirevision)
     last = part[part["step"] == part["step"].max()].sort_values("cls")
     truth = np.asarray(truth_counts, dtype=float)
     labels = [class_name(class_names, int(k)) for k in range(len(truth))]
@@ -563,7 +565,7 @@ def make_technique_comparison_figure(frames: Mapping[str, pd.DataFrame], name: s
             fig.add_trace(go.Bar(x=[class_name(class_names, int(k)) for k in last["cls"]], y=last["value"],
                                  name=f"{label} (step {int(last['step'].iloc[0])})", marker_color=color))
     if not fig.data:
-        return _empty(name, "none of these runs reports it", uirevision=uirevision)
+        return empty_figure(name, "none of these runs reports it", uirevision=uirevision)
     fig.update_layout(barmode="group")
     return _layout(fig, name + (" (latest, per class)" if per_class else ""), "class" if per_class else "step",
                    "value", uirevision)
@@ -580,7 +582,7 @@ def make_runs_overlay_figure(curves: Mapping[str, pd.DataFrame], column: str, *,
             continue
         _add_split_series(fig, df, x, column, label, RUN_PALETTE[i % len(RUN_PALETTE)], smoothing)
     if not fig.data:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
     fig = _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="run")
@@ -634,7 +636,7 @@ def make_seed_groups_figure(groups: Mapping[str, Sequence[pd.DataFrame]], column
                              arrayminus=last["mean"] - last["lo"], color=color),
                 hovertemplate=f"{name}<br>test mean %{{y:.3f}}<br>%{{x}}<extra></extra>"))
     if not fig.data:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
     fig = _layout(fig, title, _x_title(x), y_title, uirevision, legend_title="runs (mean, band: min–max over seeds)")
@@ -653,7 +655,7 @@ def make_recall_comparison_figure(recalls: Mapping[str, Sequence[float]], class_
                              marker_color=RUN_PALETTE[i % len(RUN_PALETTE)],
                              hovertemplate="class %{x}<br>recall %{y:.3f}<extra>" + label + "</extra>"))
     if not fig.data:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     fig.update_xaxes(type="category")
     fig.update_yaxes(range=[0, 1.05])
     return _layout(fig, title, "class (head → tail)", f"{split_label} recall", uirevision, barmode="group", legend_title="run")
@@ -678,7 +680,7 @@ def make_snapshot_figure(payload: dict, class_names=None, *, title: str = "Decis
     hidden true class and the confidence.
     """
     if not payload:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     xmin, xmax, ymin, ymax = payload["extent"]
     n = int(payload["grid"])
     regions = np.asarray(payload["regions"], dtype=float)
@@ -771,7 +773,7 @@ def make_bias_figure(summary: pd.DataFrame, *, title: str = "Majority bias per r
     panels have one bar per run.
     """
     if summary is None or summary.empty:
-        return _empty(title, uirevision=uirevision)
+        return empty_figure(title, uirevision=uirevision)
     runs = summary["run"].astype(str).tolist()
     colors = [RUN_PALETTE[i % len(RUN_PALETTE)] for i in range(len(summary))]
     panels = [*RECALL_KEYS, *PSEUDO_KEYS]
