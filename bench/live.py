@@ -192,6 +192,7 @@ def browser(folder: Path, run_id: int) -> dict:
 
     from playwright.sync_api import sync_playwright
 
+    from sslviz import worker
     from sslviz.store import RunStore
 
     with socket.socket() as sock:
@@ -225,25 +226,38 @@ def browser(folder: Path, run_id: int) -> dict:
             page.get_by_role("button", name="Start run").click()
             page.wait_for_url("**/live?run=*", timeout=60_000)
             page.wait_for_function(has_chart, timeout=120_000)
-            out["start_to_first_chart_s"] = time.perf_counter() - t
-            started = int(page.url.split("run=")[1].split("&")[0])
+            out["start_to_first_chart_s"] = time.perf_counter() - t  # at once: the warm worker may still import
+            started = [int(page.url.split("run=")[1].split("&")[0])]
+            # A second Start once the warm worker is ready (the usual case: a user reads the page first).
+            store = RunStore(os.environ["SSLVIZ_STORE"])
+            deadline = time.time() + 120
+            while not worker.spares(store) and time.time() < deadline:
+                time.sleep(0.1)
+            page.goto(url)
+            page.get_by_role("button", name="Start run").wait_for(timeout=120_000)
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                   timeout=120_000)
+            t = time.perf_counter()
+            page.get_by_role("button", name="Start run").click()
+            page.wait_for_url(f"**/live?run={started[0] + 1}*", timeout=60_000)
+            page.wait_for_function(has_chart, timeout=120_000)
+            out["start_warm_ready_to_first_chart_s"] = time.perf_counter() - t
+            started.append(started[0] + 1)
             other = b.new_page(viewport={"width": 1400, "height": 1000})
             t = time.perf_counter()
             other.goto(f"{url}/live?run={run_id}")
             other.wait_for_function(has_chart, timeout=120_000)
             out["long_run_first_chart_s"] = time.perf_counter() - t
             b.close()
-        store = RunStore(os.environ["SSLVIZ_STORE"])
-        store.request_stop(started)
+        for rid in started:
+            store.request_stop(rid)
         for _ in range(100):
-            if store.run(started)["status"] not in ("queued", "running"):
+            if all(store.run(rid)["status"] not in ("queued", "running") for rid in started):
                 break
             time.sleep(0.3)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        from sslviz import worker
-
         ready, starting = worker._spare_files(RunStore(os.environ["SSLVIZ_STORE"]))
         for pid in ready + starting:  # the warm worker the server kept for the next Start
             os.kill(pid, 15)
