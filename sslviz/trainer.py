@@ -103,10 +103,16 @@ def run_info(p: Prepared, model_name: str, device: torch.device) -> dict:
     }
 
 
-def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | None, gen: torch.Generator):
-    """Weak view (strength None) or strong view with per-sample strength, for images or points."""
+def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | None, gen: torch.Generator,
+           synonyms: torch.Tensor | None = None):
+    """Weak view (strength None) or strong view with per-sample strength, for images, points or text (``synonyms``:
+    the dataset's synonym table on the device)."""
     if kind == "points":
         return augment.jitter_points(x, augment.point_sigma(strength), generator=gen)
+    if kind == "text":
+        if strength is None:
+            return augment.weak_text(x, generator=gen)
+        return augment.strong_text(x, strength, synonyms, generator=gen)
     x = augment.to_float(x)
     if strength is None:
         return augment.weak_images(x, hflip=hflip, generator=gen)
@@ -114,7 +120,7 @@ def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | Non
 
 
 def _plain(x: torch.Tensor, kind: str) -> torch.Tensor:
-    return x if kind == "points" else augment.to_float(x)
+    return augment.to_float(x) if kind == "image" else x
 
 
 @torch.no_grad()
@@ -193,11 +199,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def model_for(cfg: TrainConfig, ds: Dataset, device: torch.device):
+    """``(model name, model)`` of ``cfg`` for ``ds``: ``auto`` picks by the data and device. Raises ValueError for
+    a model that cannot take the data (the worker and sweeps call it to refuse a run before it is queued)."""
+    name = default_model_name(ds.input_shape, device.type, ds.vocab_size) if cfg.model == "auto" else cfg.model
+    return name, build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes, vocab_size=ds.vocab_size)
+
+
 def build_run(cfg: TrainConfig, p: Prepared, device: torch.device):
     """``(model name, model with the techniques' heads, Pipeline)`` for a run of ``cfg`` on ``p``'s split."""
     ds, split = p.dataset, p.split
-    name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
-    model = build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes).to(device)
+    name, model = model_for(cfg, ds, device)
+    model = model.to(device)
     n_u = len(split.unlabeled_idx)
     u_batch = cfg.mu * cfg.batch_size if n_u else 0
     pass_steps = max(1, -(-n_u // u_batch)) if u_batch else 1  # one pass over the unlabeled set: the papers' "epoch"
@@ -261,6 +274,7 @@ def train(
     x_l, y_l = on_device(ds.x_train[split.labeled_idx]), on_device(ds.y_train[split.labeled_idx])
     x_u, y_u = on_device(ds.x_train[split.unlabeled_idx]), on_device(ds.y_train[split.unlabeled_idx])
     eval_sets = {"val": (on_device(ds.x_val), ds.y_val), "test": (on_device(ds.x_test), ds.y_test)}
+    synonyms = on_device(ds.synonyms) if kind == "text" else None
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     start, wall0 = 0, 0.0
@@ -312,7 +326,7 @@ def train(
         # -- sample a labeled batch and an unlabeled batch (with replacement) --
         il = torch.randint(n_l, (B,), generator=gen, device=device)
         xl, yl = x_l[il], y_l[il]
-        xl = _views(xl, kind, ds.hflip, tech("labeled_strength", None, yl), gen)
+        xl = _views(xl, kind, ds.hflip, tech("labeled_strength", None, yl), gen, synonyms)
 
         if uB:
             # -- once a pass: the model's predictions on the whole unlabeled set (SAW, Adsh, DARP) --------
@@ -321,7 +335,7 @@ def train(
             iu = torch.randint(n_u, (uB,), generator=gen, device=device)
             xu, yu = x_u[iu], y_u[iu]
             # -- pseudo-labels from the weak view --------------------------------
-            xu_w = _views(xu, kind, ds.hflip, None, gen)
+            xu_w = _views(xu, kind, ds.hflip, None, gen, synonyms)
             with torch.no_grad(), amp:
                 feats_w = backbone(xu_w.contiguous(memory_format=torch.channels_last) if channels_last else xu_w)
                 logits_w = model.fc(feats_w).float()
@@ -332,7 +346,7 @@ def train(
             tech("observe", None, u)
             # -- strong view -----------------------------------------------------
             strength = tech("strong_strength", torch.full((uB,), cfg.aug_strength, device=device), u.pseudo)
-            xu_s = _views(xu, kind, ds.hflip, strength, gen)
+            xu_s = _views(xu, kind, ds.hflip, strength, gen, synonyms)
             inputs = torch.cat([xl, xu_s])
         else:
             inputs = xl
