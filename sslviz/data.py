@@ -217,7 +217,7 @@ def _load(source: str, cache_dir) -> Dataset:
     cifar = _find_cifar(root)
     if cifar is not None:
         return _load_cifar(cifar, name=str(root.resolve()))
-    if text.is_text_source(root):
+    if _is_text_folder(root):
         return _load_text(root)
     if not (root / "train").is_dir():
         raise DatasetError(
@@ -281,6 +281,16 @@ def _load_toy2d() -> Dataset:
         class_names=tuple("ABCDEF"),
         hflip=False,
     )
+
+
+def _is_text_folder(root: Path) -> bool:
+    """A folder holding ``train.<csv|tsv|jsonl>``, or whose class folders (under ``train/`` if there is one) hold
+    ``.txt`` files and no images (an ImageFolder's stray README.txt stays a skipped file)."""
+    if text.split_tables(root) is not None:
+        return True
+    base = root / "train" if (root / "train").is_dir() else root
+    suffixes = {p.suffix.lower() for d in base.iterdir() if d.is_dir() for p in d.rglob("*") if p.is_file()}
+    return text.TEXT_SUFFIX in suffixes and not suffixes & set(IMAGE_EXTENSIONS)
 
 
 def _load_wordnet() -> Dataset:

@@ -245,7 +245,7 @@ def text_bow(*, input_shape: tuple, num_classes: int, vocab_size: int | None = N
 
 
 def text_cnn(*, input_shape: tuple, num_classes: int, vocab_size: int | None = None) -> nn.Module:
-    """1-D CNN for a GPU: 128-d embeddings, 3 x 256 filters of widths 3-5, max over time, linear (~3.5M
+    """1-D CNN for a GPU: 128-d embeddings, 3 x 256 filters of widths 3-5, max over time, linear (~3.0M
     parameters at a 20k vocabulary)."""
     vocab = _check_text("text_cnn", input_shape, vocab_size)
     return nn.Sequential(_TextCNN(vocab, 128, 256), nn.Linear(3 * 256, num_classes))

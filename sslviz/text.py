@@ -111,16 +111,57 @@ def synonym_table(vocab: tuple[str, ...], synonyms: dict[str, frozenset[str]], w
 
 
 # -- WordNet -----------------------------------------------------------------------
-def wordnet_available(root: Path = WORDNET_DIR) -> bool:
-    """Whether the WordNet data files are installed (``wordnet-base``)."""
+def wordnet_available(root: Path | None = None) -> bool:
+    """Whether the WordNet data files are installed (``wordnet-base``) in ``root`` (default ``WORDNET_DIR``)."""
+    root = Path(root or WORDNET_DIR)
     return all((root / f"data.{pos}").is_file() for pos in WORDNET_POS)
 
 
-def wordnet_missing_message(root: Path = WORDNET_DIR) -> str:
+def wordnet_missing_message(root: Path | None = None) -> str:
     """What to do when the WordNet files are absent."""
-    return (f"The 'wordnet' dataset reads WordNet 3.0 from {str(root)!r}, which is not installed here. Install it with "
-            f"`{WORDNET_INSTALL}` (Debian/Ubuntu; about 30 MB, no download at run time), or point SSLVIZ_WORDNET at "
-            "a folder holding data.noun, data.verb, data.adj and data.adv.")
+    return (f"The 'wordnet' dataset reads WordNet 3.0 from {str(root or WORDNET_DIR)!r}, which is not installed here. "
+            f"Install it with `{WORDNET_INSTALL}` (Debian/Ubuntu; about 30 MB, no download at run time), or point "
+            "SSLVIZ_WORDNET at a folder holding data.noun, data.verb, data.adj and data.adv.")
+
+
+def wordnet_corpus(root: Path | None = None) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...]]:
+    """``(glosses, labels, class names)`` of the ``WORDNET_CLASSES`` largest noun lexicographer files, classes by
+    size (class 0 = noun.artifact). Raises TextError saying how to install WordNet when it is absent."""
+    root = Path(root or WORDNET_DIR)
+    if not wordnet_available(root):
+        raise TextError(wordnet_missing_message(root))
+    return _parse_corpus(root)
+
+
+def wordnet_synonyms(root: Path | None = None) -> dict[str, frozenset[str]]:
+    """Single-word lemma -> the other single-word lemmas of every synset it is in (all parts of speech); empty when
+    WordNet is not installed (user text then gets no synonym replacement or insertion)."""
+    root = Path(root or WORDNET_DIR)
+    return _parse_synonyms(root) if wordnet_available(root) else {}
+
+
+@lru_cache(maxsize=2)
+def _parse_corpus(root: Path):
+    """Parsed once per process (0.2 s)."""
+    by_file: dict[int, list[str]] = {}
+    for lexfile, _, gloss in _synsets(root / "data.noun"):
+        by_file.setdefault(lexfile, []).append(gloss)
+    largest = sorted(by_file, key=lambda k: (-len(by_file[k]), k))[:WORDNET_CLASSES]
+    texts = tuple(g for k in largest for g in by_file[k])
+    labels = np.repeat(np.arange(len(largest), dtype=np.int64), [len(by_file[k]) for k in largest])
+    return texts, labels, tuple(f"noun.{NOUN_LEXFILES[k]}" for k in largest)
+
+
+@lru_cache(maxsize=2)
+def _parse_synonyms(root: Path) -> dict[str, frozenset[str]]:
+    """Parsed once per process (0.5 s)."""
+    found: dict[str, set[str]] = {}
+    for pos in WORDNET_POS:
+        for _, lemmas, _ in _synsets(root / f"data.{pos}"):
+            words = {w for w in lemmas if _TOKEN.fullmatch(w)}
+            for w in words:
+                found.setdefault(w, set()).update(words - {w})
+    return {w: frozenset(s) for w, s in found.items() if s}
 
 
 def _synsets(path: Path):
@@ -135,36 +176,6 @@ def _synsets(path: Path):
             # Adjective lemmas may carry a syntactic marker: "galore(ip)".
             lemmas = tuple(re.sub(r"\(.*\)$", "", w).lower() for w in fields[4:4 + 2 * n_words:2])
             yield int(fields[1]), lemmas, gloss.strip()
-
-
-@lru_cache(maxsize=2)
-def wordnet_corpus(root: Path = WORDNET_DIR) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...]]:
-    """``(glosses, labels, class names)`` of the ``WORDNET_CLASSES`` largest noun lexicographer files, classes by
-    size (class 0 = noun.artifact). Parsed once per process (about a second)."""
-    if not wordnet_available(root):
-        raise TextError(wordnet_missing_message(root))
-    by_file: dict[int, list[str]] = {}
-    for lexfile, _, gloss in _synsets(root / "data.noun"):
-        by_file.setdefault(lexfile, []).append(gloss)
-    largest = sorted(by_file, key=lambda k: (-len(by_file[k]), k))[:WORDNET_CLASSES]
-    texts = tuple(g for k in largest for g in by_file[k])
-    labels = np.repeat(np.arange(len(largest), dtype=np.int64), [len(by_file[k]) for k in largest])
-    return texts, labels, tuple(f"noun.{NOUN_LEXFILES[k]}" for k in largest)
-
-
-@lru_cache(maxsize=2)
-def wordnet_synonyms(root: Path = WORDNET_DIR) -> dict[str, frozenset[str]]:
-    """Single-word lemma -> the other single-word lemmas of every synset it is in (all parts of speech); empty when
-    WordNet is not installed (user text then gets no synonym replacement or insertion)."""
-    if not wordnet_available(root):
-        return {}
-    found: dict[str, set[str]] = {}
-    for pos in WORDNET_POS:
-        for _, lemmas, _ in _synsets(root / f"data.{pos}"):
-            words = {w for w in lemmas if _TOKEN.fullmatch(w)}
-            for w in words:
-                found.setdefault(w, set()).update(words - {w})
-    return {w: frozenset(s) for w, s in found.items() if s}
 
 
 # -- user text ---------------------------------------------------------------------
@@ -250,17 +261,7 @@ def read_text_folder(folder: Path) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def is_text_source(root: Path) -> bool:
-    """A table file, a folder with ``train.<ext>``, or a folder whose class sub-folders hold ``.txt`` files."""
-    if root.is_file():
-        return root.suffix.lower() in TABLE_SUFFIXES
-    if _split_tables(root) is not None:
-        return True
-    base = root / "train" if (root / "train").is_dir() else root
-    return any(p.suffix.lower() == TEXT_SUFFIX for d in base.iterdir() if d.is_dir() for p in d.rglob("*"))
-
-
-def _split_tables(root: Path) -> tuple[Path, Path | None] | None:
+def split_tables(root: Path) -> tuple[Path, Path | None] | None:
     """``(train file, test file or None)`` of a folder holding ``train.<ext>`` (and ``test.<ext>``), else None."""
     for suffix in TABLE_SUFFIXES:
         if (root / f"train{suffix}").is_file():
@@ -273,7 +274,7 @@ def read_text_source(root: Path) -> tuple[tuple[list[str], list[str]], tuple[lis
     """The training ``(texts, labels)`` and the given test set, or None when the source has none (it is drawn)."""
     if root.is_file():
         return read_table(root), None
-    tables = _split_tables(root)
+    tables = split_tables(root)
     if tables is not None:
         train, test = tables
         return read_table(train), (read_table(test) if test is not None else None)

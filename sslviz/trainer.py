@@ -32,6 +32,7 @@ from .data import Dataset, default_counts, load_dataset
 from .meter import IntervalMeter
 from .models import build_model, default_model_name
 from .splits import Split, make_split, split_frame
+from .text import decode
 
 SNAPSHOT_GRID = 60  # decision-region resolution for 2-D datasets
 SNAPSHOT_POINTS = 400  # unlabeled points drawn in a 2-D snapshot
@@ -74,6 +75,39 @@ def preview_split(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, 
     """Per-class labeled / unlabeled / test counts of ``cfg``'s split (long format), before any training."""
     p = prepare(cfg, cache_dir, dataset=dataset)
     return split_frame(p.split, p.dataset.y_test, p.dataset.class_names, y_val=p.dataset.y_val)
+
+
+def preview_text_views(cfg: TrainConfig, p: Prepared, per_class: int = 3, seed: int = 0) -> pd.DataFrame:
+    """A few labeled sentences of the head class and of the rarest class with a weak and a strong view each, the
+    strong view at the strength the run's techniques give that class (``strong_strength``, e.g. rare classes
+    augmented harder); for the Data page.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``class``, ``class_name``, ``strength``, ``sentence`` (the token ids decoded: what the model sees),
+        ``weak`` and ``strong``; ``per_class`` rows per class.
+    """
+    ds, split = p.dataset, p.split
+    K = ds.num_classes
+    cpu = torch.device("cpu")
+    tech = registry.Pipeline(cfg, registry.Run(K, cpu, torch.as_tensor(split.labeled_counts, dtype=torch.float32),
+                                               len(split.unlabeled_idx), cfg.steps))
+    classes = torch.tensor([0, K - 1])
+    strengths = tech("strong_strength", torch.full((2,), cfg.aug_strength), classes)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for k, strength in zip(classes.tolist(), strengths.tolist()):
+        idx = split.labeled_idx[ds.y_train[split.labeled_idx] == k]
+        ids = torch.as_tensor(ds.x_train[rng.choice(idx, min(per_class, len(idx)), replace=False)])
+        weak = augment.weak_text(ids, generator=gen)
+        strong = augment.strong_text(ids, torch.full((len(ids),), strength), torch.as_tensor(ds.synonyms),
+                                     generator=gen)
+        rows += [{"class": k, "class_name": ds.class_names[k], "strength": strength,
+                  "sentence": decode(i, ds.vocab), "weak": decode(w, ds.vocab), "strong": decode(s_, ds.vocab)}
+                 for i, w, s_ in zip(ids, weak, strong)]
+    return pd.DataFrame(rows)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -4,13 +4,13 @@ import re
 import pytest
 import torch
 
-from sslviz.models import MODELS, build_model, count_parameters, default_model_name
+from sslviz.models import MODELS, TEXT_MODELS, build_model, count_parameters, default_model_name
 
 INPUTS = {"mlp": (2,), "cnn_digits": (1, 8, 8), "cnn32": (3, 32, 32), "wrn28_2": (3, 32, 32)}
 
 
 def test_registry_keys():
-    assert set(MODELS) == set(INPUTS)
+    assert set(MODELS) == set(INPUTS) | set(TEXT_MODELS)  # text models: tests/test_text.py
 
 
 @pytest.mark.parametrize("name", sorted(INPUTS))
@@ -53,7 +53,7 @@ def test_parameter_counts(name, low, high):
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="Unknown model 'resnet'. Valid names: cnn32, cnn_digits, mlp, wrn28_2"):
+    with pytest.raises(ValueError, match="Unknown model 'resnet'. Valid names: cnn32, cnn_digits, mlp, text_bow, text_cnn, wrn28_2"):
         build_model("resnet", input_shape=(3, 32, 32), num_classes=10)
 
 
