@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Where wordnet-base puts WordNet 3.0; SSLVIZ_WORDNET points elsewhere (another distribution's layout).
-WORDNET_DIR = Path(os.environ.get("SSLVIZ_WORDNET", "/usr/share/wordnet"))
+WORDNET_DIR = Path("/usr/share/wordnet")  # where wordnet-base puts WordNet 3.0; SSLVIZ_WORDNET points elsewhere
 WORDNET_INSTALL = "sudo apt-get install wordnet-base"
 WORDNET_POS = ("noun", "verb", "adj", "adv")
 # Lexicographer file numbers of the noun files (WordNet's lexnames(5WN), 3..28).
@@ -111,15 +110,20 @@ def synonym_table(vocab: tuple[str, ...], synonyms: dict[str, frozenset[str]], w
 
 
 # -- WordNet -----------------------------------------------------------------------
+def wordnet_dir() -> Path:
+    """``$SSLVIZ_WORDNET`` (read at each call, so a running dashboard sees it) or ``WORDNET_DIR``."""
+    return Path(os.environ.get("SSLVIZ_WORDNET") or WORDNET_DIR)
+
+
 def wordnet_available(root: Path | None = None) -> bool:
-    """Whether the WordNet data files are installed (``wordnet-base``) in ``root`` (default ``WORDNET_DIR``)."""
-    root = Path(root or WORDNET_DIR)
+    """Whether the WordNet data files are installed (``wordnet-base``) in ``root`` (default ``wordnet_dir()``)."""
+    root = Path(root or wordnet_dir())
     return all((root / f"data.{pos}").is_file() for pos in WORDNET_POS)
 
 
 def wordnet_missing_message(root: Path | None = None) -> str:
     """What to do when the WordNet files are absent."""
-    return (f"The 'wordnet' dataset reads WordNet 3.0 from {str(root or WORDNET_DIR)!r}, which is not installed here. "
+    return (f"The 'wordnet' dataset reads WordNet 3.0 from {str(root or wordnet_dir())!r}, which is not installed here. "
             f"Install it with `{WORDNET_INSTALL}` (Debian/Ubuntu; about 30 MB, no download at run time), or point "
             "SSLVIZ_WORDNET at a folder holding data.noun, data.verb, data.adj and data.adv.")
 
@@ -127,7 +131,7 @@ def wordnet_missing_message(root: Path | None = None) -> str:
 def wordnet_corpus(root: Path | None = None) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...]]:
     """``(glosses, labels, class names)`` of the ``WORDNET_CLASSES`` largest noun lexicographer files, classes by
     size (class 0 = noun.artifact). Raises TextError saying how to install WordNet when it is absent."""
-    root = Path(root or WORDNET_DIR)
+    root = Path(root or wordnet_dir())
     if not wordnet_available(root):
         raise TextError(wordnet_missing_message(root))
     return _parse_corpus(root)
@@ -136,7 +140,7 @@ def wordnet_corpus(root: Path | None = None) -> tuple[tuple[str, ...], np.ndarra
 def wordnet_synonyms(root: Path | None = None) -> dict[str, frozenset[str]]:
     """Single-word lemma -> the other single-word lemmas of every synset it is in (all parts of speech); empty when
     WordNet is not installed (user text then gets no synonym replacement or insertion)."""
-    root = Path(root or WORDNET_DIR)
+    root = Path(root or wordnet_dir())
     return _parse_synonyms(root) if wordnet_available(root) else {}
 
 

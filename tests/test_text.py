@@ -192,7 +192,7 @@ def test_an_image_folder_with_a_readme_stays_an_image_folder(tmp_path):
 
 
 def test_missing_wordnet_says_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(text, "WORDNET_DIR", tmp_path)
+    monkeypatch.setenv("SSLVIZ_WORDNET", str(tmp_path))
     with pytest.raises(DatasetError, match=r"not installed here\. Install it with `sudo apt-get install wordnet-base`"):
         load_dataset("wordnet")
     assert text.wordnet_synonyms() == {}  # user text still loads, without synonym augmentation
