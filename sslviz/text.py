@@ -123,8 +123,8 @@ def wordnet_available(root: Path | None = None) -> bool:
 
 def wordnet_missing_message(root: Path | None = None) -> str:
     """What to do when the WordNet files are absent."""
-    return (f"The 'wordnet' dataset reads WordNet 3.0 from {str(root or wordnet_dir())!r}, which is not installed here. "
-            f"Install it with `{WORDNET_INSTALL}` (Debian/Ubuntu; about 30 MB, no download at run time), or point "
+    return (f"The 'wordnet' dataset reads WordNet 3.0 from {str(root or wordnet_dir())!r}, which is not installed "
+            f"here. Install it with `{WORDNET_INSTALL}` (Debian/Ubuntu; about 30 MB, no download at run time), or point "
             "SSLVIZ_WORDNET at a folder holding data.noun, data.verb, data.adj and data.adv.")
 
 

@@ -130,7 +130,8 @@ def test_empty_txt_file_is_named(tmp_path):
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "txt-folder"])
 def test_one_class_is_refused(tmp_path, fmt):
     rows = [(t, "sport") for t, _ in _rows()]
-    source = {"csv": lambda: _write_csv(tmp_path / "d.csv", rows), "jsonl": lambda: _write_jsonl(tmp_path / "d.jsonl", rows),
+    source = {"csv": lambda: _write_csv(tmp_path / "d.csv", rows),
+              "jsonl": lambda: _write_jsonl(tmp_path / "d.jsonl", rows),
               "txt-folder": lambda: _write_folder(tmp_path / "d", rows)}[fmt]()
     with pytest.raises(DatasetError, match=r"the 'label' field has only one class \('sport'\); need at least 2"):
         load_dataset(source)
@@ -372,3 +373,22 @@ def test_a_short_run_end_to_end(wordnet):
     assert [r["step"] for r in records] == [10, 20, 30, 40]
     assert sum(c["n_pl"] for c in records[-1]["classes"]) == 10 * 2 * 16
     assert len(out["test_recall"]) == 10 and 0.1 < out["val_balanced_accuracy"] <= 1  # above chance after 40 steps
+
+
+@needs_wordnet
+@pytest.mark.parametrize("preset", ["fixmatch-abc", "fixmatch-acr", "fixmatch-darp", "freematch"])
+def test_feature_and_pass_techniques_run_on_text(wordnet, preset):
+    _, p = wordnet  # ABC and ACR add heads on the text features; DARP and FreeMatch read the whole unlabeled set
+    cfg = from_preset(preset, dataset="wordnet", steps=12, batch_size=8, mu=2, log_every=4, eval_every=4,
+                      checkpoint_every=4, device="cpu")
+    out = train(cfg, prepared=p)
+    assert out["status"] == "finished" and np.isfinite(out["val_balanced_accuracy"])
+
+
+def test_readme_test_command_installs_the_corpus_and_the_dashboard_command_does_not_need_it():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    test_command = next(line for line in readme.splitlines() if "pytest" in line and "apt-get install" in line)
+    assert "wordnet-base" in test_command.split("apt-get install", 1)[1].split("&&")[0]
+    dashboard = next(line for line in readme.splitlines() if "streamlit run" in line)
+    assert "apt-get" not in dashboard
