@@ -184,7 +184,7 @@ def hold_out_validation(ds: Dataset) -> Dataset:
     counts = np.bincount(ds.y_train, minlength=ds.num_classes)
     if counts.min() <= per_class:
         k = int(counts.argmin())
-        raise DatasetError(f"{ds.name}: class {ds.class_names[k]!r} has {counts[k]} training image(s); sslviz holds "
+        raise DatasetError(f"{ds.name}: class {ds.class_names[k]!r} has {counts[k]} training example(s); sslviz holds "
                            f"out {per_class} per class for validation and needs at least one more to train on")
     rng = np.random.default_rng(1)
     val = np.sort(np.concatenate([rng.choice(np.flatnonzero(ds.y_train == k), per_class, replace=False)
