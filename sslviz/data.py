@@ -289,8 +289,14 @@ def _is_text_folder(root: Path) -> bool:
     if text.split_tables(root) is not None:
         return True
     base = root / "train" if (root / "train").is_dir() else root
-    suffixes = {p.suffix.lower() for d in base.iterdir() if d.is_dir() for p in d.rglob("*") if p.is_file()}
-    return text.TEXT_SUFFIX in suffixes and not suffixes & set(IMAGE_EXTENSIONS)
+    found_text = False
+    for folder in (d for d in base.iterdir() if d.is_dir()):
+        for path in folder.rglob("*"):
+            suffix = path.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS:  # the first image settles it: no walk over a whole image tree
+                return False
+            found_text |= suffix == text.TEXT_SUFFIX
+    return found_text
 
 
 def _load_wordnet() -> Dataset:
