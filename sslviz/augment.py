@@ -173,7 +173,7 @@ def strong_text(ids: Tensor, strength: Tensor, synonyms: Tensor, *, generator: t
         int64 ``(B, L)`` token ids, words first and ``PAD`` after.
     strength : Tensor
         ``(B,)`` floats >= 0 (a Python float is broadcast). Every operation's rate is
-        ``min(EDA_RATE * strength, EDA_MAX_RATE)``: replacement and deletion hit each word with that probability,
+        :func:`eda_rate`, ``min(EDA_RATE * strength, EDA_MAX_RATE)``: replacement and deletion hit each word with that probability,
         insertion adds a synonym of a random word of the sentence after each word with that probability (words
         pushed past ``L`` are cut), and ``rate * length`` swaps are made on average (at most ``SWAP_ROUNDS``).
     synonyms : Tensor
@@ -190,12 +190,21 @@ def strong_text(ids: Tensor, strength: Tensor, synonyms: Tensor, *, generator: t
     """
     weak = weak_text(ids, generator=generator)
     strength = torch.as_tensor(strength, dtype=torch.float32, device=ids.device).expand(ids.shape[0])
-    rate = (EDA_RATE * strength).clamp(max=EDA_MAX_RATE)
+    rate = eda_rate(strength)
     out = _replace_synonyms(weak, rate, synonyms, generator)
     out = _insert_synonyms(out, rate, synonyms, generator)
     out = _swap_tokens(out, rate, generator)
     out = _delete_tokens(out, rate, generator)
     return torch.where((strength > 0)[:, None], out, weak)
+
+
+def eda_rate(strength: Tensor) -> Tensor:
+    """Per-sample rate of each EDA operation: ``min(EDA_RATE * strength, EDA_MAX_RATE)``.
+
+    >>> eda_rate(torch.tensor([0.0, 1.0, 3.0, 10.0]))
+    tensor([0.0000, 0.1000, 0.3000, 0.5000])
+    """
+    return (EDA_RATE * strength).clamp(max=EDA_MAX_RATE)
 
 
 def _random_synonym(words: Tensor, synonyms: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
