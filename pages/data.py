@@ -66,7 +66,7 @@ elif ds.kind == "text":
     seed = int(c2.number_input("Sample seed", value=0, step=1, min_value=0, key="data_seed"))
     views = ui.text_views(cfg, per_class, seed)
     st.caption(f"Labeled sentences of the head class and of the rarest, as the model sees them (lower case, "
-               f"<unk> outside the vocabulary of {ds.vocab_size:,} tokens), with a weak view (a few words dropped) "
+               f"<unk> outside the vocabulary of {len(ds.vocab):,} tokens), with a weak view (a few words dropped) "
                f"and a strong view (EDA: synonym replacement, insertion, swap, deletion) at the strength the run's "
                f"techniques give the class: aug_strength {cfg.aug_strength:g}, aug_class_alpha "
                f"{cfg.aug_class_alpha:g}.")

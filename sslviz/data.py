@@ -109,13 +109,12 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple:
-        """Shape of one example: ``(C, H, W)``, ``(2,)`` or ``(MAX_TOKENS,)`` token ids."""
+        """Shape of one example: ``(C, H, W)``, ``(2,)``, or ``(L, V)`` for text: ``L`` token ids from a
+        vocabulary of ``V`` (a sentence's one-hot shape, stored as ids), so a text model learns its vocabulary
+        size from the shape as an image model learns its channels."""
+        if self.kind == "text":
+            return (self.x_train.shape[1], len(self.vocab))
         return tuple(self.x_train.shape[1:])
-
-    @property
-    def vocab_size(self) -> int | None:
-        """Token ids a text model embeds; None for images and points."""
-        return len(self.vocab) if self.kind == "text" else None
 
 
 def default_counts(dataset: Dataset) -> tuple[int, int]:

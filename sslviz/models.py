@@ -3,7 +3,8 @@
 Image and point models take float input. Image models take ``(B, C, H, W)`` in ``[0, 1]``
 and normalise inside (``(x - 0.5) / 0.25``), so augmentations and models agree
 on one input range; the MLP takes raw 2-D coordinates. Text models take int64
-token ids ``(B, L)`` padded with ``text.PAD`` and need the ``vocab_size``. No model uses
+token ids ``(B, L)`` padded with ``text.PAD``; their ``input_shape`` is ``(L, V)`` with ``V`` the vocabulary
+size. No model uses
 dtype-specific ops, so all run under bf16 autocast (the image models under ``channels_last`` too).
 """
 from __future__ import annotations
@@ -230,26 +231,26 @@ class _TextCNN(nn.Module):
         return torch.relu(torch.cat(outs, 1))
 
 
-def _check_text(name: str, input_shape: tuple, vocab_size: int | None) -> int:
-    """Return ``vocab_size``, or raise ValueError unless the input is ``(L,)`` token ids with a vocabulary."""
-    if vocab_size is None or len(input_shape) != 1:
-        raise ValueError(f"Model {name!r} needs text: token ids of shape (L,) and a vocab_size. Got input shape "
-                         f"{tuple(input_shape)} and vocab_size={vocab_size!r} instead.")
-    return vocab_size
+def _check_text(name: str, input_shape: tuple) -> int:
+    """Return the vocabulary size ``V`` of text input ``(L, V)``, or raise ValueError saying what ``name`` needs."""
+    if len(input_shape) != 2:
+        raise ValueError(f"Model {name!r} needs text: input shape (L, V), L token ids from a vocabulary of V. "
+                         f"Got {tuple(input_shape)} instead.")
+    return input_shape[1]
 
 
-def text_bow(*, input_shape: tuple, num_classes: int, vocab_size: int | None = None) -> nn.Module:
+def text_bow(*, input_shape: tuple, num_classes: int) -> nn.Module:
     """Mean of 64-d word embeddings, a 128-unit ReLU layer, linear: trains in seconds on a CPU (~1.3M parameters
     at a 20k vocabulary, nearly all in the embedding table, of which a step touches only the batch's words)."""
-    vocab = _check_text("text_bow", input_shape, vocab_size)
+    vocab = _check_text("text_bow", input_shape)
     return nn.Sequential(_MeanEmbedding(vocab, 64), nn.Linear(64, 128), nn.ReLU(inplace=True),
                          nn.Linear(128, num_classes))
 
 
-def text_cnn(*, input_shape: tuple, num_classes: int, vocab_size: int | None = None) -> nn.Module:
+def text_cnn(*, input_shape: tuple, num_classes: int) -> nn.Module:
     """1-D CNN for a GPU: 128-d embeddings, 3 x 256 filters of widths 3-5, max over time, linear (~3.0M
     parameters at a 20k vocabulary)."""
-    vocab = _check_text("text_cnn", input_shape, vocab_size)
+    vocab = _check_text("text_cnn", input_shape)
     return nn.Sequential(_TextCNN(vocab, 128, 256), nn.Linear(3 * 256, num_classes))
 
 
@@ -261,7 +262,6 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "text_bow": text_bow,
     "text_cnn": text_cnn,
 }
-TEXT_MODELS = ("text_bow", "text_cnn")
 
 
 class Classifier(nn.Module):
@@ -285,10 +285,8 @@ class Classifier(nn.Module):
         return self.fc(self.backbone(x))
 
 
-def build_model(name: str, *, input_shape: tuple, num_classes: int, vocab_size: int | None = None) -> Classifier:
+def build_model(name: str, *, input_shape: tuple, num_classes: int) -> Classifier:
     """Build registered model ``name`` for inputs of ``input_shape`` (no batch axis), as a :class:`Classifier`.
-
-    ``vocab_size`` is the token ids a text model embeds (``Dataset.vocab_size``); None for images and points.
 
     Raises
     ------
@@ -298,28 +296,24 @@ def build_model(name: str, *, input_shape: tuple, num_classes: int, vocab_size: 
     """
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(sorted(MODELS))}.")
-    if vocab_size is not None and name not in TEXT_MODELS:
-        raise ValueError(f"Model {name!r} takes images or points, not text. For text use one of "
-                         f"{', '.join(TEXT_MODELS)}.")
-    kwargs = {"vocab_size": vocab_size} if vocab_size is not None else {}
-    net = MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
+    net = MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
     if isinstance(net, WideResNet):
         return Classifier(net.features, net.fc)
     *body, fc = net  # the Sequential models end in their linear head
     return Classifier(nn.Sequential(*body), fc)
 
 
-def default_model_name(input_shape: tuple, device: str, vocab_size: int | None = None) -> str:
+def default_model_name(input_shape: tuple, device: str) -> str:
     """Pick a model for the data: MLP for points, small CNN for tiny images, WRN-28-2 and the text CNN only on CUDA.
 
     >>> default_model_name((2,), "cpu"), default_model_name((1, 8, 8), "cpu")
     ('mlp', 'cnn_digits')
     >>> default_model_name((3, 32, 32), "cpu"), default_model_name((3, 32, 32), "cuda:0")
     ('cnn32', 'wrn28_2')
-    >>> default_model_name((32,), "cpu", vocab_size=500), default_model_name((32,), "cuda", vocab_size=500)
+    >>> default_model_name((32, 20002), "cpu"), default_model_name((32, 20002), "cuda")
     ('text_bow', 'text_cnn')
     """
-    if vocab_size is not None:
+    if len(input_shape) == 2:  # text: (tokens, vocabulary)
         return "text_cnn" if str(device).startswith("cuda") else "text_bow"
     if len(input_shape) == 1:
         return "mlp"

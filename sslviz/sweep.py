@@ -191,8 +191,9 @@ def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) 
     shape) before anything starts; SweepError naming the first bad cell ("cell 3 of 8 (gamma=500, seed=0): gamma:
     ...") and its field. Returns the :class:`Plan` with the time estimate for ``parallel`` runs at once."""
     from .data import DatasetError, load_dataset
+    from .models import build_model, default_model_name
     from .splits import SplitError
-    from .trainer import model_for, prepare, resolve_device, run_info
+    from .trainer import prepare, resolve_device, run_info
 
     cells = spec.cells()
     datasets: dict = {}
@@ -205,7 +206,9 @@ def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) 
                 datasets[cfg.dataset] = load_dataset(cfg.dataset, cache_dir)
             prepared = prepare(cfg, cache_dir, dataset=datasets[cfg.dataset])
             device = resolve_device(cfg.device)
-            model, _ = model_for(cfg, prepared.dataset, device)
+            ds = prepared.dataset
+            model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+            build_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)
         except (InvalidParameterError, SplitError, DatasetError, ValueError) as exc:
             blamed = _blame(exc, cell)
             raise SweepError(f"{where}: {blamed + ': ' if blamed else ''}{exc}", cell=i, field=blamed) from None

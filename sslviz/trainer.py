@@ -25,14 +25,13 @@ import torch.nn.functional as F
 import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
 
-from . import augment, registry, techniques
+from . import augment, registry, techniques, text
 from .technique import PSEUDO_MEAN
 from .config import RetiredKeyWarning, TrainConfig
 from .data import Dataset, default_counts, load_dataset
 from .meter import IntervalMeter
 from .models import build_model, default_model_name
 from .splits import Split, make_split, split_frame
-from .text import decode
 
 SNAPSHOT_GRID = 60  # decision-region resolution for 2-D datasets
 SNAPSHOT_POINTS = 400  # unlabeled points drawn in a 2-D snapshot
@@ -75,39 +74,6 @@ def preview_split(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, 
     """Per-class labeled / unlabeled / test counts of ``cfg``'s split (long format), before any training."""
     p = prepare(cfg, cache_dir, dataset=dataset)
     return split_frame(p.split, p.dataset.y_test, p.dataset.class_names, y_val=p.dataset.y_val)
-
-
-def preview_text_views(cfg: TrainConfig, p: Prepared, per_class: int = 3, seed: int = 0) -> pd.DataFrame:
-    """A few labeled sentences of the head class and of the rarest class with a weak and a strong view each, the
-    strong view at the strength the run's techniques give that class (``strong_strength``, e.g. rare classes
-    augmented harder); for the Data page.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``class``, ``class_name``, ``strength``, ``sentence`` (the token ids decoded: what the model sees),
-        ``weak`` and ``strong``; ``per_class`` rows per class.
-    """
-    ds, split = p.dataset, p.split
-    K = ds.num_classes
-    cpu = torch.device("cpu")
-    tech = registry.Pipeline(cfg, registry.Run(K, cpu, torch.as_tensor(split.labeled_counts, dtype=torch.float32),
-                                               len(split.unlabeled_idx), cfg.steps))
-    classes = torch.tensor([0, K - 1])
-    strengths = tech("strong_strength", torch.full((2,), cfg.aug_strength), classes)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for k, strength in zip(classes.tolist(), strengths.tolist()):
-        idx = split.labeled_idx[ds.y_train[split.labeled_idx] == k]
-        ids = torch.as_tensor(ds.x_train[rng.choice(idx, min(per_class, len(idx)), replace=False)])
-        weak = augment.weak_text(ids, generator=gen)
-        strong = augment.strong_text(ids, torch.full((len(ids),), strength), torch.as_tensor(ds.synonyms),
-                                     generator=gen)
-        rows += [{"class": k, "class_name": ds.class_names[k], "strength": strength,
-                  "sentence": decode(i, ds.vocab), "weak": decode(w, ds.vocab), "strong": decode(s_, ds.vocab)}
-                 for i, w, s_ in zip(ids, weak, strong)]
-    return pd.DataFrame(rows)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -233,18 +199,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def model_for(cfg: TrainConfig, ds: Dataset, device: torch.device):
-    """``(model name, model)`` of ``cfg`` for ``ds``: ``auto`` picks by the data and device. Raises ValueError for
-    a model that cannot take the data (the worker and sweeps call it to refuse a run before it is queued)."""
-    name = default_model_name(ds.input_shape, device.type, ds.vocab_size) if cfg.model == "auto" else cfg.model
-    return name, build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes, vocab_size=ds.vocab_size)
-
-
 def build_run(cfg: TrainConfig, p: Prepared, device: torch.device):
     """``(model name, model with the techniques' heads, Pipeline)`` for a run of ``cfg`` on ``p``'s split."""
     ds, split = p.dataset, p.split
-    name, model = model_for(cfg, ds, device)
-    model = model.to(device)
+    name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+    model = build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes).to(device)
     n_u = len(split.unlabeled_idx)
     u_batch = cfg.mu * cfg.batch_size if n_u else 0
     pass_steps = max(1, -(-n_u // u_batch)) if u_batch else 1  # one pass over the unlabeled set: the papers' "epoch"
@@ -504,3 +463,36 @@ def check_checkpoint(ckpt: dict, cfg: TrainConfig) -> None:
                 if saved.to_dict()[k] != v]
         raise CheckpointMismatch(f"The checkpoint belongs to another config ({', '.join(diff[:3])}); it cannot "
                                  "resume this run.")
+
+
+def preview_text_views(cfg: TrainConfig, p: Prepared, per_class: int = 3, seed: int = 0) -> pd.DataFrame:
+    """A few labeled sentences of the head class and of the rarest class with a weak and a strong view each, the
+    strong view at the strength the run's techniques give that class (``strong_strength``, e.g. rare classes
+    augmented harder); for the Data page.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``class``, ``class_name``, ``strength``, ``sentence`` (the token ids decoded: what the model sees),
+        ``weak`` and ``strong``; ``per_class`` rows per class.
+    """
+    ds, split = p.dataset, p.split
+    K = ds.num_classes
+    cpu = torch.device("cpu")
+    tech = registry.Pipeline(cfg, registry.Run(K, cpu, torch.as_tensor(split.labeled_counts, dtype=torch.float32),
+                                               len(split.unlabeled_idx), cfg.steps))
+    classes = torch.tensor([0, K - 1])
+    strengths = tech("strong_strength", torch.full((2,), cfg.aug_strength), classes)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for k, strength in zip(classes.tolist(), strengths.tolist()):
+        idx = split.labeled_idx[ds.y_train[split.labeled_idx] == k]
+        ids = torch.as_tensor(ds.x_train[rng.choice(idx, min(per_class, len(idx)), replace=False)])
+        weak = augment.weak_text(ids, generator=gen)
+        strong = augment.strong_text(ids, torch.full((len(ids),), strength), torch.as_tensor(ds.synonyms),
+                                     generator=gen)
+        rows += [{"class": k, "class_name": ds.class_names[k], "strength": strength,
+                  "sentence": text.decode(i, ds.vocab), "weak": text.decode(w, ds.vocab), "strong": text.decode(s_, ds.vocab)}
+                 for i, w, s_ in zip(ids, weak, strong)]
+    return pd.DataFrame(rows)

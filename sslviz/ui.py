@@ -193,8 +193,9 @@ def preview_split(cfg) -> pd.DataFrame:
 
 def text_views(cfg, per_class: int, seed: int) -> pd.DataFrame:
     """``trainer.preview_text_views`` of ``cfg``'s split (a text dataset): head and rarest class, weak and strong."""
-    ds = load_dataset(cfg.dataset)
-    return trainer.preview_text_views(cfg, trainer.prepare(cfg, dataset=ds), per_class, seed)
+    from .trainer import prepare, preview_text_views  # torch: only for a text dataset's Data page
+
+    return preview_text_views(cfg, prepare(cfg, dataset=load_dataset(cfg.dataset)), per_class, seed)
 
 
 # -- runs ------------------------------------------------------------------

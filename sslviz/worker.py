@@ -29,8 +29,9 @@ from . import lifecycle
 from .config import TrainConfig
 from .lifecycle import HEARTBEAT_EVERY, LOST_AFTER, PROCESS_LOST, NoSuchRun, TransitionRefused  # noqa: F401 (re-exported)
 from .store import RunStore, StoreError
-from .trainer import (CheckpointMismatch, Diverged, check_checkpoint, evaluate_checkpoint, load_checkpoint, model_for,
-                      prepare, resolve_device, run_info, train)
+from .trainer import (CheckpointMismatch, Diverged, check_checkpoint, evaluate_checkpoint, load_checkpoint, prepare,
+                      resolve_device, run_info, train)
+from .models import build_model, default_model_name
 
 STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing torch and loading data
 WARM_ENV = "SSLVIZ_WARM_WORKER"  # "0" turns the warm worker off (the tests do); on otherwise
@@ -89,7 +90,8 @@ def record(store: RunStore, cfg: TrainConfig, pid: int | None = None) -> int:
     prepared = prepare(cfg, cache_dir(store))
     device = resolve_device(cfg.device)
     ds = prepared.dataset
-    model, _ = model_for(cfg, ds, device)  # raises for a model that cannot take the data
+    model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+    build_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)  # raises for a wrong input shape
     run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model, device), pid=pid)
     # A new run has no checkpoint: one under its name is left from an older store file of the same name.
     checkpoint_path(store, run_id).unlink(missing_ok=True)

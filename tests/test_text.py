@@ -63,7 +63,7 @@ def test_each_format_loads_with_classes_by_frequency_and_a_stratified_test_draw(
     assert np.bincount(ds.y_val).tolist() == [1, 1, 1]
     assert np.bincount(ds.y_train).tolist() == [9, 5, 3]
     assert ds.x_train.dtype == np.int64 and ds.x_train.shape == (17, text.MAX_TOKENS)
-    assert ds.input_shape == (text.MAX_TOKENS,) and ds.vocab_size == len(ds.vocab)
+    assert ds.input_shape == (text.MAX_TOKENS, len(ds.vocab))  # L token ids from a vocabulary of V
     # Every training sentence decodes back to its words: the labels stayed with their texts.
     originals = {t for t, _ in rows}
     for ids, y in zip(ds.x_train, ds.y_train):
@@ -216,7 +216,7 @@ def test_vocabulary_is_capped_by_frequency():
 @pytest.mark.parametrize("name", ["text_bow", "text_cnn"])
 def test_text_model_shapes_features_and_padding(name):
     torch.manual_seed(0)
-    model = build_model(name, input_shape=(12,), num_classes=4, vocab_size=50)
+    model = build_model(name, input_shape=(12, 50), num_classes=4)
     ids = torch.randint(2, 50, (3, 12))
     ids[:, 7:] = text.PAD
     feats = model.backbone(ids)
@@ -230,18 +230,21 @@ def test_text_model_shapes_features_and_padding(name):
 
 def test_text_model_sizes_and_default_choice():
     from sslviz.models import count_parameters
-    small = count_parameters(build_model("text_bow", input_shape=(32,), num_classes=10, vocab_size=20_002))
-    large = count_parameters(build_model("text_cnn", input_shape=(32,), num_classes=10, vocab_size=20_002))
+    small = count_parameters(build_model("text_bow", input_shape=(32, 20_002), num_classes=10))
+    large = count_parameters(build_model("text_cnn", input_shape=(32, 20_002), num_classes=10))
     assert 1_200_000 < small < 1_400_000 < 2_500_000 < large < 3_500_000
-    assert default_model_name((32,), "cpu", vocab_size=9) == "text_bow"
-    assert default_model_name((32,), "cuda", vocab_size=9) == "text_cnn"
+    assert default_model_name((32, 9), "cpu") == "text_bow" and default_model_name((32,), "cpu") == "mlp"
+    assert default_model_name((32, 9), "cuda") == "text_cnn"
 
 
 def test_text_and_image_models_refuse_each_others_data():
-    with pytest.raises(ValueError, match="Model 'text_bow' needs text: token ids of shape \\(L,\\) and a vocab_size"):
+    with pytest.raises(ValueError, match=r"Model 'text_bow' needs text: input shape \(L, V\), L token ids from a "
+                                         r"vocabulary of V\. Got \(3, 32, 32\) instead\."):
         build_model("text_bow", input_shape=(3, 32, 32), num_classes=10)
-    with pytest.raises(ValueError, match="Model 'mlp' takes images or points, not text. For text use one of text_bow"):
-        build_model("mlp", input_shape=(32,), num_classes=10, vocab_size=100)
+    with pytest.raises(ValueError, match=r"Model 'mlp' needs input shape \(D,\), e\.g\. \(2,\)\. Got \(32, 100\) instead"):
+        build_model("mlp", input_shape=(32, 100), num_classes=10)
+    with pytest.raises(ValueError, match=r"Model 'cnn32' needs input shape \(C, 32, 32\)\. Got \(32, 100\) instead"):
+        build_model("cnn32", input_shape=(32, 100), num_classes=10)
 
 
 # --- augmentation ---------------------------------------------------------------------------
