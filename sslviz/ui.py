@@ -195,7 +195,7 @@ def text_views(cfg, per_class: int, seed: int) -> pd.DataFrame:
     """``trainer.preview_text_views`` of ``cfg``'s split (a text dataset): head and rarest class, weak and strong."""
     from .trainer import prepare, preview_text_views  # torch: only for a text dataset's Data page
 
-    return preview_text_views(cfg, prepare(cfg, dataset=load_dataset(cfg.dataset)), per_class, seed)
+    return pd.DataFrame(preview_text_views(cfg, prepare(cfg, dataset=load_dataset(cfg.dataset)), per_class, seed))
 
 
 # -- runs ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -359,7 +360,7 @@ def test_wordnet_corpus_is_naturally_long_tailed(wordnet):
 @needs_wordnet
 def test_preview_shows_head_and_rare_sentences_with_their_views(wordnet):
     ds, p = wordnet
-    frame = preview_text_views(from_preset("balanced", dataset="wordnet"), p, per_class=2)
+    frame = pd.DataFrame(preview_text_views(from_preset("balanced", dataset="wordnet"), p, per_class=2))
     assert frame["class_name"].tolist() == ["noun.artifact"] * 2 + ["noun.substance"] * 2
     assert frame["strength"].tolist() == [1.0, 1.0, 3.0, 3.0]
     assert (frame["sentence"] != frame["strong"]).all()
