@@ -45,6 +45,16 @@ MAX_TOKENS = 32  # sequence length: 98% of the WordNet glosses fit (median 11 wo
 MAX_VOCAB = 20_000  # most frequent training words, then <unk>
 MAX_SYNONYMS = 8  # per word: the most frequent in-vocabulary synonyms
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Function words get no synonyms and are no synonym, as in EDA (Wei & Zou 2019): WordNet would turn "in" into
+# "indiana" and "a" into "adenine". The usual English list (NLTK's, as EDA uses).
+STOP_WORDS = frozenset("""
+i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers herself it
+its itself they them their theirs themselves what which who whom this that these those am is are was were be been
+being have has had having do does did doing a an the and but if or because as until while of at by for with about
+against between into through during before after above below to from up down in out on off over under again
+further then once here there when where why how all any both each few more most other some such no nor not only own
+same so than too very s t can will just don should now
+""".split())
 
 
 class TextError(ValueError):
@@ -96,14 +106,18 @@ def decode(ids, vocab: tuple[str, ...]) -> str:
 
 def synonym_table(vocab: tuple[str, ...], synonyms: dict[str, frozenset[str]], width: int = MAX_SYNONYMS) -> np.ndarray:
     """``(V, width)`` int64: for each vocabulary word, the ids of its in-vocabulary synonyms (most frequent first),
-    ``-1`` after; the augmentation draws replacements and insertions from it with tensor ops.
+    ``-1`` after; the augmentation draws replacements and insertions from it with tensor ops. ``STOP_WORDS`` have
+    none and are none.
 
-    >>> synonym_table(("<pad>", "<unk>", "car", "auto", "cat"), {"car": frozenset({"auto", "machine"})}, 2).tolist()
-    [[-1, -1], [-1, -1], [3, -1], [-1, -1], [-1, -1]]
+    >>> vocab = ("<pad>", "<unk>", "car", "auto", "cat", "in")
+    >>> synonym_table(vocab, {"car": frozenset({"auto", "machine", "in"}), "in": frozenset({"car"})}, 2).tolist()
+    [[-1, -1], [-1, -1], [3, -1], [-1, -1], [-1, -1], [-1, -1]]
     """
-    index = {w: i for i, w in enumerate(vocab)}
+    index = {w: i for i, w in enumerate(vocab) if w not in STOP_WORDS}
     table = np.full((len(vocab), width), -1, dtype=np.int64)
     for i, word in enumerate(vocab):
+        if word in STOP_WORDS:
+            continue
         ids = sorted(index[s] for s in synonyms.get(word, ()) if s in index and s != word)[:width]
         table[i, :len(ids)] = ids
     return table
