@@ -363,7 +363,11 @@ def test_preview_shows_head_and_rare_sentences_with_their_views(wordnet):
     frame = pd.DataFrame(preview_text_views(from_preset("balanced", dataset="wordnet"), p, per_class=2))
     assert frame["class_name"].tolist() == ["noun.artifact"] * 2 + ["noun.substance"] * 2
     assert frame["strength"].tolist() == [1.0, 1.0, 3.0, 3.0]
-    assert (frame["sentence"] != frame["strong"]).all()
+    rare = frame[frame["strength"] == 3.0]
+    assert (rare["sentence"] != rare["strong"]).all()  # at strength 3 every sentence changes (at 1 a short one may not)
+    for sentence, weak in zip(frame["sentence"], frame["weak"]):  # the weak view only drops words
+        words = iter(sentence.split())
+        assert all(w in words for w in weak.split())
 
 
 @needs_wordnet
