@@ -13,6 +13,8 @@ classes (bench/presets.py's table: tune on validation, read test beside it), the
     python bench/methods.py                                   # the CPU table (~30 min)
     python bench/methods.py --presets fixmatch,fixmatch-darp --seeds 0 --steps 50   # a smoke check
     python bench/methods.py --cifar /data/cifar-10-batches-py --steps 20000 --seeds 0   # GPU, CIFAR-10-LT
+    python bench/methods.py --presets fixmatch,balanced --settings wordnet-g20,wordnet --steps 1000 --processes 1
+                                                              # text (needs wordnet-base), RESULTS.md section 11
 """
 from __future__ import annotations
 

@@ -60,6 +60,18 @@ if ds.kind == "image":
     st.plotly_chart(charts.make_samples_figure(ds.x_train, ds.y_train, list(ds.class_names), per_class=per_class,
                                                seed=seed, title=f"Training images of {cfg.dataset}"),
                     key="data_samples")
+elif ds.kind == "text":
+    c1, c2 = st.columns([3, 1])
+    per_class = c1.slider("Sentences per class", 1, 8, 3, key="data_per_class_text")
+    seed = int(c2.number_input("Sample seed", value=0, step=1, min_value=0, key="data_seed"))
+    views = ui.text_views(cfg, per_class, seed)
+    st.caption(f"Labeled sentences of the head class and of the rarest, as the model sees them (lower case, "
+               f"<unk> outside the vocabulary of {len(ds.vocab):,} tokens), with a weak view (a few words dropped) "
+               f"and a strong view (EDA: synonym replacement, insertion, swap, deletion) at the strength the run's "
+               f"techniques give the class: aug_strength {cfg.aug_strength:g}, aug_class_alpha "
+               f"{cfg.aug_class_alpha:g}.")
+    st.dataframe(views, hide_index=True, key="data_text_views",
+                 column_config={"strength": st.column_config.NumberColumn(format="%.2f")})
 else:
     st.plotly_chart(charts.make_points_figure(ds.x_train, ds.y_train, list(ds.class_names),
                                               title=f"All training points of {cfg.dataset} (before the split)"),

@@ -5,7 +5,7 @@ from sslviz import router
 
 router.require_router()  # first, before the engine is imported: see sslviz/router.py
 
-from sslviz import charts, setup_form as form, ui  # noqa: E402
+from sslviz import charts, setup_form as form, text, ui  # noqa: E402
 from sslviz.config import FIELDS, PRESET_DESCRIPTIONS, PRESETS  # noqa: E402
 
 
@@ -49,9 +49,15 @@ st.subheader("Dataset")
 dc1, dc2 = st.columns([1, 2])
 choice = dc1.selectbox("Dataset", [*ui.BUILTIN_DATASETS, *([] if ui.read_only() else [form.FOLDER])], key="ds_choice",
                        help="digits: sklearn 8×8 digits (10 classes). toy2d: six overlapping 2-D blobs. "
-                            "Or a CIFAR-10 pickle folder / ImageFolder tree (train/<class>/, test/<class>/).")
+                            "wordnet: text, WordNet noun glosses by topic (10 classes, from the wordnet-base package). "
+                            "Or a CIFAR-10 pickle folder / ImageFolder tree (train/<class>/, test/<class>/), or your "
+                            "own text: a CSV / TSV / JSONL file with 'text' and 'label' columns, or a folder of "
+                            "<class>/*.txt.")
+if choice == "wordnet" and not text.wordnet_available():
+    dc2.warning(text.wordnet_missing_message())
 if choice == form.FOLDER:
-    dc2.text_input("Dataset folder", key="ds_path", placeholder="/data/cifar-10-batches-py or /data/my_images")
+    dc2.text_input("Dataset folder or file", key="ds_path",
+                   placeholder="/data/cifar-10-batches-py, /data/my_images, /data/reviews.csv or /data/my_texts")
     if dc2.button("Check it loads", key="check_dataset"):
         try:
             ds = ui.load_dataset((st.session_state.get("ds_path") or "").strip())

@@ -1,4 +1,4 @@
-"""Batched tensor augmentations for FixMatch: weak, strong (RandAugment + Cutout) and point jitter.
+"""Batched tensor augmentations for FixMatch: weak, strong (RandAugment + Cutout), point jitter and text (EDA).
 
 Every op works on a whole batch on the tensor's own device: no PIL, no Python
 loop over samples. All randomness comes from the ``torch.Generator`` passed in
@@ -22,6 +22,8 @@ from .lazy import F, torch  # torch on first use: see sslviz/lazy.py
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+from .text import PAD
 
 WEAK_POINT_SIGMA = 0.1  # toy2d points lie roughly in [-3, 3]
 STRONG_POINT_SIGMA = 0.5
@@ -138,6 +140,139 @@ def jitter_points(x: Tensor, sigma: Tensor | float, *, generator: torch.Generato
     """Add Gaussian noise ``N(0, sigma^2)`` to 2-D points ``(B, 2)``; ``sigma`` is a float or ``(B,)``."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + (sigma[:, None] if torch.is_tensor(sigma) else sigma) * noise
+
+
+WEAK_TOKEN_DROP = 0.1  # weak text view: each word dropped with this probability
+EDA_RATE = 0.1  # EDA's alpha: each operation touches this fraction of the words at strength 1
+EDA_MAX_RATE = 0.5  # rate cap, so the rarest classes keep half their words in place
+SWAP_ROUNDS = 8  # at most this many swaps per sentence (rate * length expected, as EDA's n = alpha * l)
+
+
+def weak_text(ids: Tensor, *, generator: torch.Generator) -> Tensor:
+    """Weak text view: light token dropout (each word deleted with probability ``WEAK_TOKEN_DROP``; one always stays).
+
+    Parameters
+    ----------
+    ids : Tensor
+        int64 ``(B, L)`` token ids, words first and ``PAD`` after.
+    generator : torch.Generator
+        Source of randomness, on ``ids.device``.
+
+    Returns
+    -------
+    Tensor
+        Same shape and dtype, the kept words left-aligned.
+    """
+    return _delete_tokens(ids, torch.full((ids.shape[0],), WEAK_TOKEN_DROP, device=ids.device), generator)
+
+
+def strong_text(ids: Tensor, strength: Tensor, synonyms: Tensor, *, generator: torch.Generator) -> Tensor:
+    """EDA strong view: weak view, then synonym replacement, random insertion, random swap and random deletion.
+
+    Parameters
+    ----------
+    ids : Tensor
+        int64 ``(B, L)`` token ids, words first and ``PAD`` after.
+    strength : Tensor
+        ``(B,)`` floats >= 0 (a Python float is broadcast). Every operation's rate is
+        :func:`eda_rate`, ``min(EDA_RATE * strength, EDA_MAX_RATE)``: replacement and deletion hit each word with that probability,
+        insertion adds a synonym of a random word of the sentence after each word with that probability (words
+        pushed past ``L`` are cut), and ``rate * length`` swaps are made on average (at most ``SWAP_ROUNDS``).
+    synonyms : Tensor
+        int64 ``(V, S)``: synonym ids of each token id, -1 after (``Dataset.synonyms``); words without one are
+        neither replaced nor inserted.
+    generator : torch.Generator
+        Source of randomness, on ``ids.device``.
+
+    Returns
+    -------
+    Tensor
+        Same shape and dtype. A sample with strength 0 equals ``weak_text(ids, generator=g)`` for a generator ``g``
+        in the same state: the weak view takes the first draws.
+    """
+    weak = weak_text(ids, generator=generator)
+    strength = torch.as_tensor(strength, dtype=torch.float32, device=ids.device).expand(ids.shape[0])
+    rate = eda_rate(strength)
+    out = _replace_synonyms(weak, rate, synonyms, generator)
+    out = _insert_synonyms(out, rate, synonyms, generator)
+    out = _swap_tokens(out, rate, generator)
+    out = _delete_tokens(out, rate, generator)
+    return torch.where((strength > 0)[:, None], out, weak)
+
+
+def eda_rate(strength: Tensor) -> Tensor:
+    """Per-sample rate of each EDA operation: ``min(EDA_RATE * strength, EDA_MAX_RATE)``.
+
+    >>> eda_rate(torch.tensor([0.0, 1.0, 3.0, 10.0]))
+    tensor([0.0000, 0.1000, 0.3000, 0.5000])
+    """
+    return (EDA_RATE * strength).clamp(max=EDA_MAX_RATE)
+
+
+def _random_synonym(words: Tensor, synonyms: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A uniformly drawn synonym of each token id in ``words`` and whether it has one (else the word itself)."""
+    table = synonyms[words]  # (..., S)
+    count = (table >= 0).sum(-1)
+    pick = (torch.rand(words.shape, generator=generator, device=words.device) * count).long()
+    pick = pick.clamp(max=table.shape[-1] - 1).unsqueeze(-1)
+    return torch.where(count > 0, table.gather(-1, pick).squeeze(-1), words), count > 0
+
+
+def _replace_synonyms(ids: Tensor, rate: Tensor, synonyms: Tensor, generator: torch.Generator) -> Tensor:
+    """Each word with a synonym is replaced by a random one with probability ``rate``."""
+    candidate, has = _random_synonym(ids, synonyms, generator)
+    hit = torch.rand(ids.shape, generator=generator, device=ids.device) < rate[:, None]
+    return torch.where(hit & has & (ids != PAD), candidate, ids)
+
+
+def _insert_synonyms(ids: Tensor, rate: Tensor, synonyms: Tensor, generator: torch.Generator) -> Tensor:
+    """After each word, with probability ``rate``, a synonym of a random word of the same sentence."""
+    B, L = ids.shape
+    length = (ids != PAD).sum(1, keepdim=True)
+    source = (torch.rand((B, L), generator=generator, device=ids.device) * length).long().clamp(max=L - 1)
+    candidate, has = _random_synonym(ids.gather(1, source), synonyms, generator)
+    insert = (torch.rand((B, L), generator=generator, device=ids.device) < rate[:, None]) & has & (ids != PAD)
+    # Interleave word, optional insertion, word, ...: then keep what is kept, left-aligned, cut at L.
+    both = torch.stack([ids, candidate], 2).reshape(B, 2 * L)
+    keep = torch.stack([ids != PAD, insert], 2).reshape(B, 2 * L)
+    return _compact(both, keep)[:, :L]
+
+
+def _swap_tokens(ids: Tensor, rate: Tensor, generator: torch.Generator) -> Tensor:
+    """``SWAP_ROUNDS`` rounds; in each, a sentence swaps two random words with probability ``rate * length /
+    SWAP_ROUNDS`` (so ``rate * length`` swaps on average, as EDA)."""
+    B, L = ids.shape
+    length = (ids != PAD).sum(1, keepdim=True)
+    draws = torch.rand((SWAP_ROUNDS, 3, B, 1), generator=generator, device=ids.device)
+    p_swap = rate[:, None] * length / SWAP_ROUNDS
+    out = ids.clone()
+    for u in draws:  # rounds, not samples: each round is batched
+        i = (u[0] * length).long().clamp(max=L - 1)
+        j = (u[1] * length).long().clamp(max=L - 1)
+        a, b = out.gather(1, i), out.gather(1, j)
+        swap = u[2] < p_swap
+        out.scatter_(1, i, torch.where(swap, b, a))
+        out.scatter_(1, j, torch.where(swap, a, b))
+    return out
+
+
+def _delete_tokens(ids: Tensor, rate: Tensor, generator: torch.Generator) -> Tensor:
+    """Each word deleted with probability ``rate``; a sentence that would lose every word keeps its first."""
+    words = ids != PAD
+    keep = words & (torch.rand(ids.shape, generator=generator, device=ids.device) >= rate[:, None])
+    keep[:, 0] |= ~keep.any(1) & words[:, 0]
+    return _compact(ids, keep)
+
+
+def _compact(ids: Tensor, keep: Tensor) -> Tensor:
+    """The kept ids of each row, in order and left-aligned, ``PAD`` after.
+
+    >>> _compact(torch.tensor([[5, 6, 7, 8]]), torch.tensor([[True, False, True, False]])).tolist()
+    [[5, 7, 0, 0]]
+    """
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+    kept = ids.gather(1, order)
+    return torch.where(torch.arange(ids.shape[1], device=ids.device) < keep.sum(1, keepdim=True), kept, PAD)
 
 
 def class_strength_multiplier(

@@ -14,7 +14,7 @@ from .splits import SHAPES
 
 UNLABELED_SHAPES = SHAPES
 DEVICES = ("auto", "cpu", "cuda")
-MODEL_NAMES = ("auto", "mlp", "cnn_digits", "cnn32", "wrn28_2")  # "auto" + models.MODELS (a test checks)
+MODEL_NAMES = ("auto", "mlp", "cnn_digits", "cnn32", "wrn28_2", "text_bow", "text_cnn")  # "auto" + models.MODELS (a test checks)
 
 
 _DATA, _IMB, _MODEL, _BUDGET, _RUN = ("Dataset", "Imbalance", "Model and optimiser", "Budget, batches, seed and device",
@@ -22,7 +22,8 @@ _DATA, _IMB, _MODEL, _BUDGET, _RUN = ("Dataset", "Imbalance", "Model and optimis
 # The knobs that are not a technique's, in the order a config lists them. Technique knobs are declared with
 # their technique in registry.py; TrainConfig is built from both below.
 DATA_FIELDS = (
-    Field("dataset", "digits", (Str(),), "digits (default), toy2d, or a CIFAR-10 pickle / ImageFolder path", _DATA),
+    Field("dataset", "digits", (Str(),), "digits (default), toy2d, wordnet (text; apt-get install wordnet-base), or a CIFAR-10 pickle / "
+          "ImageFolder path, or a text CSV / TSV / JSONL file or folder", _DATA),
     Field("n1", None, (integer(1), NoneOK()), "labeled images of the head class N_1 (empty: the dataset's default)", _IMB,
           label="N₁ (labeled, head class)", placeholder="dataset default"),
     Field("gamma", 50.0, (real(1, None),), "labeled imbalance ratio N_1 / N_K (1 = balanced)", _IMB,

@@ -1,10 +1,13 @@
-"""Datasets: two built-ins and user folders, all as in-memory numpy arrays.
+"""Datasets: three built-ins and user files, all as in-memory numpy arrays.
 
 ``load_dataset`` accepts ``"digits"`` (sklearn's 8x8 digits), ``"toy2d"``
-(generated 2-D points), a CIFAR-10 python-pickle folder, or an ImageFolder
-tree ``root/{train,test}/<class>/<image>``. ImageFolder trees are decoded once
-and cached as ``.npz`` in ``cache_dir``, keyed by the file list, so later loads
-skip decoding.
+(generated 2-D points), ``"wordnet"`` (WordNet noun glosses by topic, from the
+``wordnet-base`` package: see ``text.py``), a CIFAR-10 python-pickle folder, an
+ImageFolder tree ``root/{train,test}/<class>/<image>``, or user text (a CSV /
+TSV / JSONL file or a folder of ``.txt`` files per class). ImageFolder trees
+are decoded once and cached as ``.npz`` in ``cache_dir``, keyed by the file
+list, so later loads skip decoding. Text is tokenized after the validation
+split is held out, with a vocabulary built from the training pool only.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import importlib.util
 import os
 import pickle
 import zipfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 import dataclasses
 from dataclasses import dataclass
@@ -21,17 +25,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-BUILTIN = ("digits", "toy2d")
+from . import text
+
+BUILTIN = ("digits", "toy2d", "wordnet")
 
 # (N_1, M_1) used by config when the user gives none; folders use _FOLDER_COUNTS. Digits has ~98 training images
 # of the head class once 50 test and 30 validation images per class are set aside, hence 50 + 40 (was 60 + 60
 # before the validation split).
-DEFAULT_COUNTS = {"digits": (50, 40), "toy2d": (100, 300)}
+# WordNet's head class (noun.artifact) keeps ~9,200 glosses after test and validation; 400 labeled leave the
+# tail 8 at gamma 50, 20 at gamma 20.
+DEFAULT_COUNTS = {"digits": (50, 40), "toy2d": (100, 300), "wordnet": (400, 4000)}
 _FOLDER_COUNTS = (1500, 3000)  # CIFAR-10-LT protocol
 # Balanced validation images per class, held out of the training pool before any split: training never sees
 # them. Folders hold out min(500, smallest class // 10), at least 1: 500 on CIFAR-10, as DASO's NUM_VALID 5000.
-VAL_PER_CLASS = {"digits": 30, "toy2d": 100}
+VAL_PER_CLASS = {"digits": 30, "toy2d": 100, "wordnet": 100}
 _FOLDER_VAL_MAX = 500
+# Text without a test set of its own (WordNet, a single file, one folder of classes) gets this fraction of each
+# class drawn as test (seed 0), so the test set keeps the corpus's natural imbalance (balanced accuracy is read).
+TEST_FRACTION = 0.2
 
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_FILES = _CIFAR_TRAIN + ("test_batch",)
@@ -52,10 +63,11 @@ class Dataset:
     Attributes
     ----------
     name : str
-        ``"digits"``, ``"toy2d"`` or the folder's absolute path.
-    kind : {"image", "points"}
+        ``"digits"``, ``"toy2d"``, ``"wordnet"`` or the folder's (file's) absolute path.
+    kind : {"image", "points", "text"}
     x_train, x_val, x_test : ndarray
-        Images as uint8 ``(N, C, H, W)``; points as float32 ``(N, 2)``.
+        Images as uint8 ``(N, C, H, W)``; points as float32 ``(N, 2)``; text
+        as int64 token ids ``(N, text.MAX_TOKENS)``, ``text.PAD`` after the words.
         ``x_val`` is a balanced validation set held out of the training pool
         (see :func:`hold_out_validation`); tune on it, report test beside it.
     y_train, y_val, y_test : ndarray of int64, shape (N,)
@@ -63,6 +75,10 @@ class Dataset:
     class_names : tuple of str
     hflip : bool
         Whether a horizontal flip preserves the label (False for digits).
+    vocab : tuple of str
+        Text only: the word of each token id (built from ``x_train``).
+    synonyms : ndarray of int64, shape (len(vocab), text.MAX_SYNONYMS), optional
+        Text only: in-vocabulary WordNet synonyms of each token id, -1 after (see ``text.synonym_table``).
     """
 
     name: str
@@ -76,6 +92,8 @@ class Dataset:
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
     skipped: tuple[str, ...] = ()  # files of a folder dataset left out (no image extension), relative to its root
+    vocab: tuple[str, ...] = ()
+    synonyms: np.ndarray | None = None
 
     def skipped_note(self) -> str:
         """'' or a sentence saying how many files were skipped, with a few of their names."""
@@ -92,7 +110,11 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple:
-        """Shape of one example: ``(C, H, W)`` or ``(2,)``."""
+        """Shape of one example: ``(C, H, W)``, ``(2,)``, or ``(L, V)`` for text: ``L`` token ids from a
+        vocabulary of ``V`` (a sentence's one-hot shape, stored as ids), so a text model learns its vocabulary
+        size from the shape as an image model learns its channels."""
+        if self.kind == "text":
+            return (self.x_train.shape[1], len(self.vocab))
         return tuple(self.x_train.shape[1:])
 
 
@@ -122,10 +144,10 @@ def load_dataset(source: str | os.PathLike, cache_dir: str | os.PathLike | None 
     Parameters
     ----------
     source : str or path-like
-        ``"digits"``, ``"toy2d"``, a CIFAR-10 python-pickle folder (holding
+        ``"digits"``, ``"toy2d"``, ``"wordnet"``, a CIFAR-10 python-pickle folder (holding
         ``data_batch_1..5`` and ``test_batch``, directly or in
-        ``cifar-10-batches-py/``), or an ImageFolder root with ``train/`` and
-        ``test/`` each holding one sub-folder per class.
+        ``cifar-10-batches-py/``), an ImageFolder root with ``train/`` and
+        ``test/`` each holding one sub-folder per class, or user text (see ``text.py``).
     cache_dir : str or path-like, optional
         Where decoded ImageFolder arrays are cached; None disables caching.
 
@@ -136,9 +158,10 @@ def load_dataset(source: str | os.PathLike, cache_dir: str | os.PathLike | None 
     Raises
     ------
     DatasetError
-        If ``source`` is neither a built-in nor a readable dataset folder.
+        If ``source`` is neither a built-in nor a readable dataset folder or file.
     """
-    return hold_out_validation(_load(os.fspath(source), cache_dir))
+    ds = hold_out_validation(_load(os.fspath(source), cache_dir))
+    return _tokenized(ds) if ds.kind == "text" else ds
 
 
 def validation_size(name: str, y_train: np.ndarray) -> int:
@@ -161,7 +184,7 @@ def hold_out_validation(ds: Dataset) -> Dataset:
     counts = np.bincount(ds.y_train, minlength=ds.num_classes)
     if counts.min() <= per_class:
         k = int(counts.argmin())
-        raise DatasetError(f"{ds.name}: class {ds.class_names[k]!r} has {counts[k]} training image(s); sslviz holds "
+        raise DatasetError(f"{ds.name}: class {ds.class_names[k]!r} has {counts[k]} training example(s); sslviz holds "
                            f"out {per_class} per class for validation and needs at least one more to train on")
     rng = np.random.default_rng(1)
     val = np.sort(np.concatenate([rng.choice(np.flatnonzero(ds.y_train == k), per_class, replace=False)
@@ -176,19 +199,26 @@ def _load(source: str, cache_dir) -> Dataset:
         return _load_digits()
     if source == "toy2d":
         return _load_toy2d()
+    if source == "wordnet":
+        return _load_wordnet()
     root = Path(source).expanduser()
     if not root.exists():
         if os.sep not in source and "/" not in source and not source.startswith((".", "~")):
             raise DatasetError(
                 f"Unknown dataset {source!r}: expected one of {', '.join(map(repr, BUILTIN))} "
-                "or the path of a CIFAR-10 or ImageFolder directory"
+                "or the path of a CIFAR-10 or ImageFolder directory or of a text file or folder"
             )
         raise DatasetError(f"Dataset path {source!r} does not exist")
+    if root.is_file() and root.suffix.lower() in text.TABLE_SUFFIXES:
+        return _load_text(root)
     if not root.is_dir():
-        raise DatasetError(f"Dataset path {source!r} is not a directory")
+        raise DatasetError(f"Dataset path {source!r} is neither a directory nor a "
+                           f"{'/'.join(text.TABLE_SUFFIXES)} text file")
     cifar = _find_cifar(root)
     if cifar is not None:
         return _load_cifar(cifar, name=str(root.resolve()))
+    if _is_text_folder(root):
+        return _load_text(root)
     if not (root / "train").is_dir():
         raise DatasetError(
             f"Dataset folder {source!r} has no train/ sub-folder and is not a CIFAR-10 "
@@ -261,6 +291,88 @@ def _load_toy2d() -> Dataset:
         class_names=tuple("ABCDEF"),
         hflip=False,
     )
+
+
+def _is_text_folder(root: Path) -> bool:
+    """A folder holding ``train.<csv|tsv|jsonl>``, or whose class folders (under ``train/`` if there is one) hold
+    ``.txt`` files and no images (an ImageFolder's stray README.txt stays a skipped file)."""
+    if text.split_tables(root) is not None:
+        return True
+    base = root / "train" if (root / "train").is_dir() else root
+    found_text = False
+    for folder in (d for d in base.iterdir() if d.is_dir()):
+        for path in folder.rglob("*"):
+            suffix = path.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS:  # the first image settles it: no walk over a whole image tree
+                return False
+            found_text |= suffix == text.TEXT_SUFFIX
+    return found_text
+
+
+def _load_wordnet() -> Dataset:
+    """WordNet noun glosses labelled by lexicographer file (``text.wordnet_corpus``), a stratified test draw."""
+    try:
+        texts, labels, names = text.wordnet_corpus()
+    except text.TextError as exc:
+        raise DatasetError(str(exc)) from None
+    return _text_dataset("wordnet", np.array(texts, dtype=object), labels, names)
+
+
+def _load_text(root: Path) -> Dataset:
+    """User text (``text.read_text_source``): classes ordered by training frequency, the test set given or drawn."""
+    try:
+        (texts, labels), test = text.read_text_source(root)
+    except text.TextError as exc:
+        raise DatasetError(str(exc)) from None
+    except OSError as exc:
+        raise DatasetError(f"Text dataset {str(root)!r} could not be read: {exc}") from None
+    if not texts:
+        raise DatasetError(f"Text dataset {str(root)!r} has no .txt files in <class>/ sub-folders")
+    counts = Counter(labels)
+    if len(counts) < 2:
+        raise DatasetError(f"Text dataset {str(root)!r}: the {text.LABEL_FIELD!r} field has only one class "
+                           f"({next(iter(counts))!r}); need at least 2")
+    names = tuple(sorted(counts, key=lambda c: (-counts[c], c)))  # class 0 = the most frequent
+    index = {c: k for k, c in enumerate(names)}
+    y = np.array([index[c] for c in labels], dtype=np.int64)
+    x = np.array(texts, dtype=object)
+    if test is None:
+        return _text_dataset(str(root.resolve()), x, y, names)
+    unknown = sorted(set(test[1]) - set(names))
+    if unknown:
+        raise DatasetError(f"Text dataset {str(root)!r}: the test set's {text.LABEL_FIELD!r} field has classes "
+                           f"the training set lacks: {unknown[:5]}")
+    return Dataset(name=str(root.resolve()), kind="text", x_train=x, y_train=y,
+                   x_test=np.array(test[0], dtype=object),
+                   y_test=np.array([index[c] for c in test[1]], dtype=np.int64), class_names=names, hflip=False)
+
+
+def _text_dataset(name: str, x: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> Dataset:
+    """Raw texts with ``TEST_FRACTION`` of each class drawn as the test set (seed 0)."""
+    test = stratified_sample(y, TEST_FRACTION, np.random.default_rng(0))
+    train = np.setdiff1d(np.arange(len(y)), test)
+    return Dataset(name=name, kind="text", x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test],
+                   class_names=names, hflip=False)
+
+
+def stratified_sample(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``round(fraction * n_k)`` examples of every class ``k`` (at least 1), drawn by ``rng``.
+
+    >>> stratified_sample(np.array([0] * 10 + [1] * 3), 0.2, np.random.default_rng(0)).size
+    3
+    """
+    return np.sort(np.concatenate([
+        rng.choice(idx, max(1, round(fraction * idx.size)), replace=False)
+        for idx in (np.flatnonzero(y == k) for k in range(int(y.max()) + 1))]))
+
+
+def _tokenized(ds: Dataset) -> Dataset:
+    """Raw texts as token ids, with a vocabulary from the training pool (after validation was held out) and the
+    WordNet synonym table of that vocabulary (empty rows when WordNet is not installed)."""
+    vocab = text.build_vocabulary(ds.x_train)
+    return dataclasses.replace(
+        ds, x_train=text.encode(ds.x_train, vocab), x_val=text.encode(ds.x_val, vocab),
+        x_test=text.encode(ds.x_test, vocab), vocab=vocab, synonyms=text.synonym_table(vocab, text.wordnet_synonyms()))
 
 
 def _find_cifar(root: Path) -> Path | None:

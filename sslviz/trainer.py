@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
 
-from . import augment, registry, techniques
+from . import augment, registry, techniques, text
 from .technique import PSEUDO_MEAN
 from .config import RetiredKeyWarning, TrainConfig
 from .meter import IntervalMeter
@@ -46,10 +46,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | None, gen: torch.Generator):
-    """Weak view (strength None) or strong view with per-sample strength, for images or points."""
+def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | None, gen: torch.Generator,
+           synonyms: torch.Tensor | None = None):
+    """Weak view (strength None) or strong view with per-sample strength, for images, points or text (``synonyms``:
+    the dataset's synonym table on the device)."""
     if kind == "points":
         return augment.jitter_points(x, augment.point_sigma(strength), generator=gen)
+    if kind == "text":
+        if strength is None:
+            return augment.weak_text(x, generator=gen)
+        return augment.strong_text(x, strength, synonyms, generator=gen)
     x = augment.to_float(x)
     if strength is None:
         return augment.weak_images(x, hflip=hflip, generator=gen)
@@ -57,7 +63,7 @@ def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | Non
 
 
 def _plain(x: torch.Tensor, kind: str) -> torch.Tensor:
-    return x if kind == "points" else augment.to_float(x)
+    return augment.to_float(x) if kind == "image" else x
 
 
 @torch.no_grad()
@@ -204,6 +210,7 @@ def train(
     x_l, y_l = on_device(ds.x_train[split.labeled_idx]), on_device(ds.y_train[split.labeled_idx])
     x_u, y_u = on_device(ds.x_train[split.unlabeled_idx]), on_device(ds.y_train[split.unlabeled_idx])
     eval_sets = {"val": (on_device(ds.x_val), ds.y_val), "test": (on_device(ds.x_test), ds.y_test)}
+    synonyms = on_device(ds.synonyms) if kind == "text" else None
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     start, wall0 = 0, 0.0
@@ -255,7 +262,7 @@ def train(
         # -- sample a labeled batch and an unlabeled batch (with replacement) --
         il = torch.randint(n_l, (B,), generator=gen, device=device)
         xl, yl = x_l[il], y_l[il]
-        xl = _views(xl, kind, ds.hflip, tech("labeled_strength", None, yl), gen)
+        xl = _views(xl, kind, ds.hflip, tech("labeled_strength", None, yl), gen, synonyms)
 
         if uB:
             # -- once a pass: the model's predictions on the whole unlabeled set (SAW, Adsh, DARP) --------
@@ -264,7 +271,7 @@ def train(
             iu = torch.randint(n_u, (uB,), generator=gen, device=device)
             xu, yu = x_u[iu], y_u[iu]
             # -- pseudo-labels from the weak view --------------------------------
-            xu_w = _views(xu, kind, ds.hflip, None, gen)
+            xu_w = _views(xu, kind, ds.hflip, None, gen, synonyms)
             with torch.no_grad(), amp:
                 feats_w = backbone(xu_w.contiguous(memory_format=torch.channels_last) if channels_last else xu_w)
                 logits_w = model.fc(feats_w).float()
@@ -275,7 +282,7 @@ def train(
             tech("observe", None, u)
             # -- strong view -----------------------------------------------------
             strength = tech("strong_strength", torch.full((uB,), cfg.aug_strength, device=device), u.pseudo)
-            xu_s = _views(xu, kind, ds.hflip, strength, gen)
+            xu_s = _views(xu, kind, ds.hflip, strength, gen, synonyms)
             inputs = torch.cat([xl, xu_s])
         else:
             inputs = xl
@@ -399,3 +406,35 @@ def check_checkpoint(ckpt: dict, cfg: TrainConfig) -> None:
                 if saved.to_dict()[k] != v]
         raise CheckpointMismatch(f"The checkpoint belongs to another config ({', '.join(diff[:3])}); it cannot "
                                  "resume this run.")
+
+
+def preview_text_views(cfg: TrainConfig, p: Prepared, per_class: int = 3, seed: int = 0) -> list[dict]:
+    """A few labeled sentences of the head class and of the rarest class with a weak and a strong view each, the
+    strong view at the strength the run's techniques give that class (``strong_strength``, e.g. rare classes
+    augmented harder); for the Data page.
+
+    Returns
+    -------
+    list of dict
+        Rows with ``class``, ``class_name``, ``strength``, ``sentence`` (the token ids decoded: what the model
+        sees), ``weak`` and ``strong``; ``per_class`` rows per class.
+    """
+    ds, split = p.dataset, p.split
+    K = ds.num_classes
+    cpu = torch.device("cpu")
+    tech = registry.Pipeline(cfg, registry.Run(K, cpu, torch.as_tensor(split.labeled_counts, dtype=torch.float32),
+                                               len(split.unlabeled_idx), cfg.steps))
+    classes = torch.tensor([0, K - 1])
+    strengths = tech("strong_strength", torch.full((2,), cfg.aug_strength), classes)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rows, words = [], lambda ids: text.decode(ids, ds.vocab)
+    for k, strength in zip(classes.tolist(), strengths.tolist()):
+        idx = split.labeled_idx[ds.y_train[split.labeled_idx] == k]
+        ids = torch.as_tensor(ds.x_train[rng.choice(idx, min(per_class, len(idx)), replace=False)])
+        weak = augment.weak_text(ids, generator=gen)
+        strong = augment.strong_text(ids, torch.full((len(ids),), strength), torch.as_tensor(ds.synonyms),
+                                     generator=gen)
+        rows += [{"class": k, "class_name": ds.class_names[k], "strength": strength, "sentence": words(i),
+                  "weak": words(w), "strong": words(s_)} for i, w, s_ in zip(ids, weak, strong)]
+    return rows

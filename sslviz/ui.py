@@ -23,7 +23,7 @@ from .store import ACTIVE, RunStore, StoreError, default_store_path
 
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "finished": ":material/check_circle:",
                 "failed": ":material/error:", "stopped": ":material/stop_circle:"}
-BUILTIN_DATASETS = ("digits", "toy2d")
+BUILTIN_DATASETS = data.BUILTIN
 
 
 # -- store -------------------------------------------------------------------
@@ -189,6 +189,13 @@ def preview_split(cfg) -> pd.DataFrame:
     """
     return _preview(cfg.dataset, str(dataset_cache_dir()), cfg.n1, float(cfg.gamma), cfg.m1,
                     None if cfg.gamma_u is None else float(cfg.gamma_u), cfg.unlabeled_shape, int(cfg.seed))
+
+
+def text_views(cfg, per_class: int, seed: int) -> pd.DataFrame:
+    """``trainer.preview_text_views`` of ``cfg``'s split (a text dataset): head and rarest class, weak and strong."""
+    from .trainer import prepare, preview_text_views  # torch: only for a text dataset's Data page
+
+    return pd.DataFrame(preview_text_views(cfg, prepare(cfg, dataset=load_dataset(cfg.dataset)), per_class, seed))
 
 
 # -- runs ------------------------------------------------------------------

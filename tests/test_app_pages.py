@@ -362,6 +362,28 @@ def test_data_page_toy2d_run(store):
     assert "data_points" in plotly_specs(at)
 
 
+@pytest.mark.skipif(not __import__("sslviz.text").text.wordnet_available(), reason="WordNet is not installed here "
+                    "(sudo apt-get install wordnet-base)")
+def test_data_page_wordnet_shows_head_and_rare_sentences_with_views(store):
+    at = _at().run()
+    at.selectbox(key="ds_choice").set_value("wordnet").run()
+    at.selectbox(key="cfg_preset").set_value("balanced").run()
+    assert not at.exception and not at.warning  # installed: no install hint
+    at.switch_page("pages/data.py").run()
+    assert not at.exception
+    views = at.dataframe[-1].value
+    assert list(views.columns) == ["class", "class_name", "strength", "sentence", "weak", "strong"]
+    assert views.groupby("class_name")["strength"].first().to_dict() == {"noun.artifact": 1.0, "noun.substance": 3.0}
+
+
+def test_setup_says_how_to_install_wordnet_when_it_is_absent(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_WORDNET", str(tmp_path / "no-wordnet"))
+    at = _at().run()
+    at.selectbox(key="ds_choice").set_value("wordnet").run()
+    assert not at.exception
+    assert any("apt-get install wordnet-base" in w.value for w in at.warning)
+
+
 # -- Teaching -------------------------------------------------------------------
 def test_teaching_empty_state(store):
     at = _at().run()

@@ -57,7 +57,7 @@ CASES = [
     ("unknown-preset", {"preset": "nope"}, ["--preset", "nope"], InvalidParameterError,
      r"The 'preset' parameter of TrainConfig must be a str " + PRESET_LIST + r"\. Got 'nope' instead\."),
     ("unknown-dataset", {"dataset": "mnist"}, ["--dataset", "mnist"], DatasetError,
-     r"Unknown dataset 'mnist': expected one of 'digits', 'toy2d' or the path of a CIFAR-10 or ImageFolder"),
+     r"Unknown dataset 'mnist': expected one of 'digits', 'toy2d', 'wordnet' or the path of a CIFAR-10 or ImageFolder"),
 ]
 
 

@@ -73,7 +73,7 @@ def test_toy2d_is_deterministic_points():
 
 
 def test_builtin_names():
-    assert BUILTIN == ("digits", "toy2d")
+    assert BUILTIN == ("digits", "toy2d", "wordnet")
 
 
 def test_validation_split_indices_are_disjoint():
@@ -223,13 +223,13 @@ def test_missing_path(tmp_path):
 
 def test_unknown_builtin_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DatasetError, match="Unknown dataset 'cifar10': expected one of 'digits', 'toy2d'"):
+    with pytest.raises(DatasetError, match="Unknown dataset 'cifar10': expected one of 'digits', 'toy2d', 'wordnet'"):
         load_dataset("cifar10")
 
 
 def test_not_a_directory(tmp_path):
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(DatasetError, match="file.txt' is not a directory"):
+    with pytest.raises(DatasetError, match="file.txt' is neither a directory nor a .csv/.tsv/.jsonl text file"):
         load_dataset(str(tmp_path / "file.txt"))
 
 

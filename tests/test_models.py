@@ -10,7 +10,7 @@ INPUTS = {"mlp": (2,), "cnn_digits": (1, 8, 8), "cnn32": (3, 32, 32), "wrn28_2":
 
 
 def test_registry_keys():
-    assert set(MODELS) == set(INPUTS)
+    assert set(MODELS) == set(INPUTS) | {"text_bow", "text_cnn"}  # text models: tests/test_text.py
 
 
 @pytest.mark.parametrize("name", sorted(INPUTS))
@@ -53,7 +53,7 @@ def test_parameter_counts(name, low, high):
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="Unknown model 'resnet'. Valid names: cnn32, cnn_digits, mlp, wrn28_2"):
+    with pytest.raises(ValueError, match="Unknown model 'resnet'. Valid names: cnn32, cnn_digits, mlp, text_bow, text_cnn, wrn28_2"):
         build_model("resnet", input_shape=(3, 32, 32), num_classes=10)
 
 
