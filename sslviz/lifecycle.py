@@ -178,8 +178,9 @@ DEFAULT_EXECUTOR = "local"
 def ray_lost(row: Mapping, now: float) -> str | None:
     """Why a Ray run (a cell of a sweep on Ray, ``sslviz.ray_executor``) is lost, or None while it lives.
 
-    The trial is a Ray actor, possibly on another node; the driver process that owns the store (``pid``, on this
-    machine) asks Ray for the actor's state and records its death itself ("the Ray actor died"), and heartbeats
+    The trial is a Ray task (or Tune trial), possibly on another node; the driver process that owns the store
+    (``pid``, on this machine) asks Ray for the task's state and records a crash itself ("the Ray worker died"),
+    and heartbeats
     every running run it drives. So a reader without Ray judges the driver: its pid gone, or silent for LOST_AFTER.
     """
     return _gone_or_silent(row, now, "the Ray driver (process {pid}) is gone",

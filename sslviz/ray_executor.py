@@ -1,19 +1,24 @@
-"""Sweeps on Ray: each cell a Ray actor with its CPU/GPU request; records stream back to the store's process.
+"""Sweeps on Ray: each cell a Ray task with its CPU/GPU request; records stream back to the store's process.
 (A tuning sweep's cells are Ray Tune trials instead: ``sslviz.ray_asha``.)
 
 ``ray`` is imported lazily (the ``sslviz[ray]`` extra; the dashboard's install has none). ``drive(store, sweep)``
-is the driver: it connects to Ray (``address``, else ``$RAY_ADDRESS``, else a local Ray started here), starts one
-actor per queued Ray run of the sweep (Ray schedules them as CPUs/GPUs free up) and, every ``POLL`` seconds,
-drains each actor's buffered trainer records and writes them into the SQLite store, which only this process opens:
-a trial process is given the config and a checkpoint path, never the store (its ``SSLVIZ_STORE`` points nowhere,
-so an accidental ``RunStore()`` in a trial fails). Each record is taken from the actor's buffer once and written
-once.
+is the driver: it connects to Ray (``address``, else ``$RAY_ADDRESS``, else a local Ray started here), submits one
+task per queued Ray run of the sweep (Ray schedules them as CPUs/GPUs free up) and, every ``POLL`` seconds, takes
+the trainer records the tasks put in its :class:`Mailbox` (an actor) and writes them into the SQLite store, which
+only this process opens: a trial is given the config and a checkpoint path, never the store (its
+``SSLVIZ_STORE`` points nowhere, so an accidental ``RunStore()`` in a trial fails). Each record is put once, taken
+once and written once; a task's puts arrive in order (Ray runs one caller's calls on an actor in order), and its
+last call waits for them, so once the task is done the driver's next take holds all of its records.
 
-Lifecycle: a run is ``queued`` until its actor starts training (``claim``, pid = this driver), then ``running``;
-the driver heartbeats it while Ray answers for the actor, so readers elsewhere judge it by the driver
-(``lifecycle.ray_lost``). A dead actor (``RayActorError``) is recorded as lost by the driver. Stop goes through
-Ray: the store's stop flag makes the driver call the actor's ``request_stop`` (the trainer stops at its next log
-step and checkpoints); a stop of a queued cell kills its actor before it starts.
+Why tasks and not an actor per cell: Ray keeps a task's worker process for the next task, so the 3-4 s of
+importing torch and the trainer are paid once per worker, not once per cell (``bench/sweep.py``: 12 digits cells,
+an actor each: 1.33 x the local executor, whose warm worker forks every cell).
+
+Lifecycle: a run is ``queued`` until its task starts training (``claim``, pid = this driver), then ``running``;
+the driver heartbeats it while Ray answers for the task, so readers elsewhere judge it by the driver
+(``lifecycle.ray_lost``). A crashed worker is recorded as lost by the driver. Stop goes through Ray: the store's
+stop flag makes the driver set the run's flag in the mailbox, which the trainer reads at its next log step (then it
+checkpoints and ends); a stop of a queued cell cancels its task before it starts.
 
 A folder dataset is loaded where a trial runs: ``unreadable_on_nodes`` lists it from a zero-CPU task pinned to
 each alive node, and ``sweep.submit_ray`` refuses the sweep before recording anything when a node cannot.
@@ -26,13 +31,11 @@ write no checkpoint, and resuming such a run restarts it from step 0, recorded a
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 from . import lifecycle
 
-POLL = 0.5  # seconds between drains of the actors' record buffers
+POLL = 0.5  # seconds between takes of the records in the mailbox
 NO_STORE = "/dev/null/sslviz-trials-have-no-store.db"  # /dev/null is no folder, even for root  # a trial's SSLVIZ_STORE
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +70,7 @@ def storage_checkpoint(store, run_id: int, storage_path) -> Path:
 
 
 def trial_setup(config: dict, threads: int):
-    """In a trial process (an actor here, a Tune trial in ``ray_asha``): no store, ``threads`` torch threads.
+    """In a trial process (a task here, a Tune trial in ``ray_asha``): no store, ``threads`` torch threads.
     Returns the run's TrainConfig and the device it trains on."""
     import torch
 
@@ -130,55 +133,66 @@ def unreadable_on_nodes(paths, timeout: float = 60.0) -> list[str]:
     return problems
 
 
-class Trial:
-    """One cell on a Ray worker: trains a config, buffers its records for the driver, stops when asked.
-
-    A threaded actor (``max_concurrency=2``): ``train`` runs in one thread while the driver calls ``drain`` and
-    ``request_stop`` in the other. It knows no store."""
+class Mailbox:
+    """The driver's inbox on Ray, one per ``drive``: trials put their records and the device they train on; the
+    driver takes them; Stop flags go the other way. It knows no store."""
 
     def __init__(self):
-        os.environ["SSLVIZ_STORE"] = NO_STORE  # no path to the driver's store reaches a trial
-        self._records, self._lock = [], threading.Lock()
-        self._stop = threading.Event()
-        self._device = None
+        self._records: dict[int, list] = {}
+        self._devices: dict[int, str] = {}
+        self._stop: set[int] = set()
 
-    def train(self, config: dict, checkpoint: str | None, resume: bool, threads: int = 1) -> dict:
-        from .trainer import train
+    def started(self, run_id: int, device: str) -> None:
+        self._devices[run_id] = device
 
-        cfg, self._device = trial_setup(config, threads)
+    def put(self, run_id: int, record: dict) -> None:
+        self._records.setdefault(run_id, []).append(record)
 
-        def push(record):
-            with self._lock:
-                self._records.append(record)
+    def take(self) -> tuple[dict[int, str], dict[int, list]]:
+        """(device of every run that started, the records put since the last take, by run)."""
+        out, self._records = self._records, {}
+        return dict(self._devices), out
 
-        summary = train(cfg, on_log=push, should_stop=self._stop.is_set, checkpoint_path=checkpoint, resume=resume)
-        return {"status": summary["status"]}
+    def stop(self, run_id: int) -> None:
+        self._stop.add(run_id)
 
-    def drain(self) -> dict:
-        with self._lock:
-            out, self._records = self._records, []
-        return {"device": self._device, "records": out}
+    def stopping(self, run_id: int) -> bool:
+        return run_id in self._stop
 
-    def request_stop(self) -> None:
-        self._stop.set()
 
-    def probe(self) -> str:
-        """What opening the default store in this trial process gives (tests: it must fail)."""
-        from .store import RunStore, StoreError
+def train_cell(mailbox, run_id: int, config: dict, checkpoint: str | None, resume: bool, threads: int = 1) -> dict:
+    """A cell on a Ray worker: train ``config``, putting every record in ``mailbox``; stop when it says so."""
+    ray = _ray()
+    from .trainer import train
 
-        try:
-            RunStore()
-        except StoreError as exc:
-            return f"no store: {exc}"
-        return "opened a store"
+    cfg, device = trial_setup(config, threads)
+    mailbox.started.remote(run_id, device)
+    try:
+        summary = train(cfg, on_log=lambda record: mailbox.put.remote(run_id, record),
+                        should_stop=lambda: ray.get(mailbox.stopping.remote(run_id)),
+                        checkpoint_path=checkpoint, resume=resume)
+    finally:
+        ray.get(mailbox.stopping.remote(run_id))  # returns after every put before it was handled, even on failure
+    return {"status": summary["status"]}
+
+
+def probe_store(config: dict) -> str:
+    """What opening the default store in a trial process gives (tests: it must fail)."""
+    from .store import RunStore, StoreError
+
+    trial_setup(config, 1)
+    try:
+        RunStore()
+    except StoreError as exc:
+        return f"no store: {exc}"
+    return "opened a store"
 
 
 class _Cell:
-    def __init__(self, run_id, actor, ref):
-        self.run_id, self.actor, self.ref = run_id, actor, ref
+    def __init__(self, run_id, ref):
+        self.run_id, self.ref = run_id, ref
         self.running = False
         self.stop_sent = False
-        self.drain_ref = None  # one drain call in flight at a time: records come back in order, never twice
 
 
 def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None, num_cpus: int | None = None,
@@ -196,7 +210,8 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
     from .config import TrainConfig
     from .trainer import CheckpointMismatch, check_checkpoint, load_checkpoint
 
-    Actor = ray.remote(Trial)
+    Task = ray.remote(train_cell)
+    mailbox = ray.remote(Mailbox).options(num_cpus=0).remote()
     runs = store.runs(include_archived=True)
     queued = runs[(runs["sweep"] == sweep_id) & (runs.status == lifecycle.QUEUED) & (runs.executor == "ray")]
     cells: dict[int, _Cell] = {}
@@ -226,17 +241,22 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
             store.truncate_after(run_id, 0)
             store.add_event(run_id, "restarted", "no checkpoint reachable (give the sweep a storage_path every Ray "
                                                  "node sees): restarted from step 0")
-        actor = Actor.options(num_cpus=1, num_gpus=gpus_for(cfg, gpus_per_run), max_concurrency=2).remote()
-        cells[run_id] = _Cell(run_id, actor, actor.train.remote(cfg.to_dict(), str(ckpt) if ckpt else None,
-                                                                resume, threads))
+        ref = Task.options(num_cpus=1, num_gpus=gpus_for(cfg, gpus_per_run), max_retries=0).remote(
+            mailbox, run_id, cfg.to_dict(), str(ckpt) if ckpt else None, resume, threads)
+        cells[run_id] = _Cell(run_id, ref)
 
-    def write(cell, drained):
-        if not cell.running and (drained["device"] or drained["records"]):
-            store.claim_run(cell.run_id, os.getpid(), f"ray:{drained['device'] or 'cpu'}")
-            store.add_event(cell.run_id, "started", f"started on Ray ({drained['device']})")
-            cell.running = True
-        for record in drained["records"]:
-            store.log(cell.run_id, record)
+    def deliver() -> None:
+        """Take what the trials put in the mailbox and write it: a cell that started is claimed first."""
+        devices, records = ray.get(mailbox.take.remote())
+        for run_id, device in devices.items():
+            cell = cells.get(run_id)
+            if cell is not None and not cell.running:
+                store.claim_run(run_id, os.getpid(), f"ray:{device}")
+                store.add_event(run_id, "started", f"started on Ray ({device})")
+                cell.running = True
+        for run_id, batch in records.items():
+            for record in batch:
+                store.log(run_id, record)
 
     def end(cell, status, error=None):
         if not cell.running:
@@ -253,50 +273,32 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
         try:
             done, _ = ray.wait([c.ref for c in cells.values()], num_returns=len(cells), timeout=POLL)
             done = set(done)
+            deliver()  # before any cell ends: a finished task's records are all in the mailbox by now
             for cell in list(cells.values()):
-                try:
-                    row = store.run(cell.run_id)
-                    if row is None or row["status"] not in lifecycle.ACTIVE:  # stopped while queued, or lost
-                        ray.kill(cell.actor)
-                        results[cell.run_id] = row["status"] if row else "deleted"
-                        del cells[cell.run_id]
-                        continue
-                    if (interrupted or row["stop_requested"]) and not cell.stop_sent:
-                        cell.actor.request_stop.remote()
-                        cell.stop_sent = True
-                    if cell.ref in done:
-                        if cell.drain_ref is not None:
-                            write(cell, ray.get(cell.drain_ref))
-                            cell.drain_ref = None
-                        try:
-                            outcome = ray.get(cell.ref)
-                            write(cell, ray.get(cell.actor.drain.remote()))
-                            end(cell, outcome["status"])
-                        except ray.exceptions.RayActorError:
-                            raise
-                        except ray.exceptions.RayTaskError as exc:  # the trainer raised on the worker
-                            write(cell, ray.get(cell.actor.drain.remote()))
-                            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                            end(cell, "failed", f"{type(cause).__name__}: {cause}")
-                        ray.kill(cell.actor)
-                        del cells[cell.run_id]
-                        continue
-                    # Never block on an actor Ray has not placed yet (it waits for a free CPU/GPU).
-                    if cell.drain_ref is None:
-                        cell.drain_ref = cell.actor.drain.remote()
-                    ready, _ = ray.wait([cell.drain_ref], timeout=0)
-                    if ready:
-                        write(cell, ray.get(cell.drain_ref))
-                        cell.drain_ref = None
-                    if cell.running:
-                        store.heartbeat(cell.run_id)
-                except ray.exceptions.RayActorError as exc:
-                    if cell.running:
-                        store.lose(cell.run_id, f"the Ray actor died ({type(exc).__name__})")
-                        results[cell.run_id] = "failed"
-                    else:
-                        end(cell, "failed", f"the Ray actor died before starting ({type(exc).__name__})")
+                row = store.run(cell.run_id)
+                if row is None or row["status"] not in lifecycle.ACTIVE:  # stopped while queued, or lost
+                    ray.cancel(cell.ref, force=True)
+                    results[cell.run_id] = row["status"] if row else "deleted"
                     del cells[cell.run_id]
+                    continue
+                if (interrupted or row["stop_requested"]) and not cell.stop_sent:
+                    mailbox.stop.remote(cell.run_id)
+                    cell.stop_sent = True
+                if cell.ref in done:
+                    try:
+                        end(cell, ray.get(cell.ref)["status"])
+                    except ray.exceptions.RayTaskError as exc:  # the trainer raised on the worker
+                        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                        end(cell, "failed", f"{type(cause).__name__}: {cause}")
+                    except ray.exceptions.RayError as exc:  # the worker process died (crash, node lost, OOM kill)
+                        if cell.running:
+                            store.lose(cell.run_id, f"the Ray worker died ({type(exc).__name__})")
+                            results[cell.run_id] = "failed"
+                        else:
+                            end(cell, "failed", f"the Ray worker died before starting ({type(exc).__name__})")
+                    del cells[cell.run_id]
+                elif cell.running:
+                    store.heartbeat(cell.run_id)
             if on_update is not None:
                 on_update(results)
         except KeyboardInterrupt:

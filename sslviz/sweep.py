@@ -8,7 +8,7 @@ cell fails the whole sweep at once, naming the cell and the field.
 
 Executors: ``local`` (default) records every cell as a queued run of the existing worker queue (its
 ``SSLVIZ_CPU_SLOTS`` / ``SSLVIZ_GPU_SLOTS`` slots); ``ray`` (``sslviz.ray_executor``) runs each cell as a Ray
-actor and streams its records back to this process, which owns the store. Every cell runs to the same budget,
+task and streams its records back to this process, which owns the store. Every cell runs to the same budget,
 except in a tuning sweep (:class:`EarlyStop`, Ray only): its cells are Ray Tune trials under ASHA
 (``sslviz.ray_asha``), which stops those behind on the validation metric. A folder dataset must be readable at
 the same path on every Ray node; that is checked on each node before anything is recorded. Stop, resume and

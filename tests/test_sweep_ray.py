@@ -21,12 +21,9 @@ def local_ray():
     ray.shutdown()
 
 
-def test_trial_processes_have_no_store(local_ray):
-    actor = ray.remote(ray_executor.Trial).options(num_cpus=1).remote()
-    try:
-        assert ray.get(actor.probe.remote()).startswith("no store: Run store /dev/null/")
-    finally:
-        ray.kill(actor)
+def test_trial_processes_have_no_store(local_ray, tiny):
+    probe = ray.remote(ray_executor.probe_store).options(num_cpus=1)
+    assert ray.get(probe.remote(tiny)).startswith("no store: Run store /dev/null/")
 
 
 def test_ray_sweep_streams_every_record_exactly_once(local_ray, store, tiny):
