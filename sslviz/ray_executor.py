@@ -31,6 +31,7 @@ write no checkpoint, and resuming such a run restarts it from step 0, recorded a
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from . import lifecycle
@@ -167,9 +168,15 @@ def train_cell(mailbox, run_id: int, config: dict, checkpoint: str | None, resum
 
     cfg, device = trial_setup(config, threads)
     mailbox.started.remote(run_id, device)
+    asked = [0.0, False]  # when the mailbox was last asked, and its answer
+
+    def stopping() -> bool:  # a round trip at most every POLL seconds, not at every log step
+        if time.monotonic() - asked[0] >= POLL:
+            asked[:] = [time.monotonic(), ray.get(mailbox.stopping.remote(run_id))]
+        return asked[1]
+
     try:
-        summary = train(cfg, on_log=lambda record: mailbox.put.remote(run_id, record),
-                        should_stop=lambda: ray.get(mailbox.stopping.remote(run_id)),
+        summary = train(cfg, on_log=lambda record: mailbox.put.remote(run_id, record), should_stop=stopping,
                         checkpoint_path=checkpoint, resume=resume)
     finally:
         ray.get(mailbox.stopping.remote(run_id))  # returns after every put before it was handled, even on failure
@@ -274,13 +281,15 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
             done, _ = ray.wait([c.ref for c in cells.values()], num_returns=len(cells), timeout=POLL)
             done = set(done)
             deliver()  # before any cell ends: a finished task's records are all in the mailbox by now
+            active = store.queue("ray").set_index("id")  # one query a poll, whatever the number of cells
             for cell in list(cells.values()):
-                row = store.run(cell.run_id)
-                if row is None or row["status"] not in lifecycle.ACTIVE:  # stopped while queued, or lost
+                if cell.run_id not in active.index:  # stopped while queued, deleted, or lost
                     ray.cancel(cell.ref, force=True)
+                    row = store.run(cell.run_id)
                     results[cell.run_id] = row["status"] if row else "deleted"
                     del cells[cell.run_id]
                     continue
+                row = active.loc[cell.run_id]
                 if (interrupted or row["stop_requested"]) and not cell.stop_sent:
                     mailbox.stop.remote(cell.run_id)
                     cell.stop_sent = True

@@ -451,10 +451,11 @@ class RunStore:
         return df
 
     def queue(self, executor: str = lifecycle.DEFAULT_EXECUTOR) -> pd.DataFrame:
-        """The queued and running runs of ``executor`` (id, status, device, config as JSON), oldest first: what
-        the queue pump reads on every dashboard refresh, so its cost does not grow with the finished runs."""
-        return self._read("SELECT id, status, device, config FROM runs WHERE status IN ('queued', 'running') "
-                          "AND executor = ? ORDER BY id", (executor,))
+        """The queued and running runs of ``executor`` (id, status, device, stop_requested, config as JSON), oldest
+        first: what the queue pump reads on every dashboard refresh (and the Ray driver every poll), in one query
+        whose cost does not grow with the finished runs."""
+        return self._read("SELECT id, status, device, stop_requested, config FROM runs WHERE status IN "
+                          "('queued', 'running') AND executor = ? ORDER BY id", (executor,))
 
     def runs(self, include_archived: bool = False) -> pd.DataFrame:
         """All runs, newest first (archived ones only with ``include_archived``), with how each executes
