@@ -27,6 +27,9 @@ BUILTIN_DATASETS = data.BUILTIN
 
 
 # -- store -------------------------------------------------------------------
+FIRST_PAINT_S = 1.5  # how long the first page takes to draw in a browser (bench/live.py --browser: ~2 s)
+
+
 def store_path() -> Path:
     """``$SSLVIZ_STORE`` or the default store under ``$SSLVIZ_HOME``."""
     return Path(os.environ.get("SSLVIZ_STORE") or default_store_path())
@@ -36,7 +39,10 @@ def store_path() -> Path:
 def _open_store(path: str) -> RunStore:
     store = RunStore(path)  # one connection per thread inside; safe to share across sessions
     if not read_only():
-        worker.ensure_spare(store)  # a warm worker waits for the first Start (SSLVIZ_WARM_WORKER=0: none)
+        # A warm worker for the first Start (SSLVIZ_WARM_WORKER=0: none). It waits FIRST_PAINT_S before importing:
+        # on 2 cores its 3-4 s of imports took 0.2-0.5 s from the first paint (bench/live.py --browser: 2.04-2.44 s
+        # with, 1.84-1.90 s without); a Start in that time is handed to it and waits for it.
+        worker.ensure_spare(store, delay_s=FIRST_PAINT_S)
     return store
 
 
