@@ -144,15 +144,16 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def _present(value) -> bool:
+def present(value) -> bool:
+    """False for None and for the NaN pandas gives a NULL column."""
     return value is not None and not (isinstance(value, float) and value != value)  # NULL may arrive as NaN
 
 
 def _gone_or_silent(row: Mapping, now: float, gone: str, silent: str) -> str | None:
     """``gone`` (formatted with the pid) if the row's process is not alive, ``silent`` (with the seconds) if it
     has not heartbeaten for LOST_AFTER, else None."""
-    pid = int(row["pid"]) if _present(row.get("pid")) else None
-    heartbeat = float(row["heartbeat"]) if _present(row.get("heartbeat")) else 0.0
+    pid = int(row["pid"]) if present(row.get("pid")) else None
+    heartbeat = float(row["heartbeat"]) if present(row.get("heartbeat")) else 0.0
     if pid is not None and not pid_alive(pid):
         return gone.format(pid=pid)
     if now - heartbeat > LOST_AFTER:

@@ -19,6 +19,7 @@ from . import data, prepare, worker
 from . import runfilter
 from .charts import format_seconds
 from .router import PAGES, read_only  # noqa: F401  (PAGES and read_only are part of this module's API)
+from .lifecycle import present  # noqa: F401  (the pages' ui.present)
 from .store import ACTIVE, RunStore, StoreError, default_store_path
 
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "finished": ":material/check_circle:",
@@ -239,11 +240,6 @@ def class_names_of(run: dict, num_classes: int | None = None) -> list[str]:
 
 def is_active(status: str) -> bool:
     return status in ACTIVE
-
-
-def present(value) -> bool:
-    """False for None and for the NaN pandas gives a NULL column."""
-    return value is not None and not (isinstance(value, float) and value != value)
 
 
 def status_line(run: dict, wall: float | None = None) -> str:

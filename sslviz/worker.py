@@ -304,7 +304,7 @@ def _cold_start_handed(store: RunStore) -> list[int]:
         if path.name.isdigit():
             path.unlink(missing_ok=True)
             row = store.run(int(path.name))  # still waiting for its process (not stopped or lost meanwhile)
-            if row is not None and row["status"] == "running" and not lifecycle._present(row["pid"]):
+            if row is not None and row["status"] == "running" and not lifecycle.present(row["pid"]):
                 _spawn(store, int(path.name), row["device"])
                 started.append(int(path.name))
     return started
