@@ -9,8 +9,9 @@ router.require_router()  # first, before the engine is imported: see sslviz/rout
 
 from sslviz import bias, charts, sweep, ui  # noqa: E402
 from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
+from sslviz.store import VIEW_POINTS  # noqa: E402
 
-COMPARE_POINTS = 300  # step bins per run's series: Compare stays light however long the runs (bench/live.py)
+COMPARE_POINTS = VIEW_POINTS  # step bins per series (store.VIEW_POINTS: the worker bins a finished run so)
 
 
 def latest_recalls(store, short: dict, split: str) -> tuple[dict, list | None, list]:

@@ -10,11 +10,12 @@ router.require_router()  # first, before the engine is imported: see sslviz/rout
 from sslviz import charts, ui  # noqa: E402
 from sslviz.records import NO_VAL_MESSAGE  # noqa: E402
 from sslviz.registry import UNLABELED_ESTIMATES  # noqa: E402
+from sslviz.store import VIEW_POINTS  # noqa: E402
 
 
 REFRESH_S = 1.5
 FIRST_POLL_S = 0.3  # while an active run has logged nothing yet, so its first chart shows at once
-LIVE_POINTS = 300  # step bins per series: keeps one refresh light at any run length (bench/live.py)
+LIVE_POINTS = VIEW_POINTS  # step bins per series (store.VIEW_POINTS: the worker bins a finished run so)
 TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"]
 CONFUSION_TITLES = {"val": "Validation-set confusion matrix", "test": "Test-set confusion matrix",
                     "pseudo": "Pseudo-label confusion vs hidden truth"}  # store.confusion kind -> chart title

@@ -500,4 +500,5 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
         return store.run(run_id)["status"]
     store.add_event(run_id, status, error or status)
     start_queued(store)
+    store.roll_up(run_id)  # after the queue moved on: a long run's pages then open from its rollup files
     return status

@@ -473,3 +473,19 @@ def test_queue_lists_only_the_active_runs_of_an_executor(store):
     q = store.queue("local")
     assert q.id.tolist() == [ids[1], ids[2]] and q.status.tolist() == ["running", "queued"]
     assert store.queue("ray").id.tolist() == [ids[3]]
+
+
+def test_roll_up_bins_every_series_the_pages_read(store, monkeypatch):
+    """The worker rolls a finished run up: the pages' first view (whole run, VIEW_POINTS) then reads the files."""
+    from sslviz.store import VIEW_POINTS
+
+    rid = _long_run(store, n=VIEW_POINTS + 200)
+    store.roll_up(rid)
+    assert len(list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*.pkl"))) == 2
+    fresh = RunStore(store.path)
+    reads = []
+    real_read = fresh._read
+    monkeypatch.setattr(fresh, "_read", lambda sql, params=(): reads.append(params) or real_read(sql, params))
+    fresh.class_train(rid, VIEW_POINTS), fresh.scalars(rid, VIEW_POINTS)
+    assert reads and not [p for p in reads if -1 in p]  # no read from the first step
+    fresh.close()
