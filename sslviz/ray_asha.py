@@ -147,14 +147,22 @@ class _Writer:
         self.results[run_id] = status
 
 
-def _verdict(bracket, trial_id: str, result: dict) -> str:
-    """Why ASHA stopped a trial: the rung it was just recorded in (the highest at or below its step; rungs are
-    kept highest first) and that rung's cutoff over the other trials, the one the trial fell below."""
+def _verdict(bracket, trial_id: str, result: dict, before: dict) -> str:
+    """Why ASHA stopped a trial: the rung this result recorded it in (``before``: each rung's trial ids before the
+    result) and that rung's cutoff over the other trials, the one the trial fell below. When no rung took it just
+    now (ASHA may decide on a rung it filled earlier), the highest rung holding it, and no cutoff when that rung
+    has no other trial; never an error that would abort the tune."""
     step, value = int(result[STEP]), float(result[TUNE_METRIC])
-    milestone, recorded = next((m, r) for m, r in bracket._rungs if m <= step and trial_id in r)
-    cutoff = bracket.cutoff({k: v for k, v in recorded.items() if k != trial_id})
-    return (f"{ASHA_EVENT} at step {step} (validation balanced accuracy {value:.3f}, below the cutoff "
-            f"{float(cutoff):.3f} of the rung at step {int(milestone)})")
+    holding = [(m, r) for m, r in bracket._rungs if trial_id in r]  # rungs are kept highest first
+    new = [(m, r) for m, r in holding if trial_id not in before.get(m, ())]
+    if not (new or holding):
+        return f"{ASHA_EVENT} at step {step} (validation balanced accuracy {value:.3f})"
+    milestone, recorded = (new or holding)[0]
+    others = {k: v for k, v in recorded.items() if k != trial_id}
+    cutoff = bracket.cutoff(others) if others else None
+    where = (f"below the cutoff {float(cutoff):.3f} of the rung at step {int(milestone)}" if cutoff is not None
+             else f"at the rung at step {int(milestone)}")
+    return f"{ASHA_EVENT} at step {step} (validation balanced accuracy {value:.3f}, {where})"
 
 
 def _scheduler(ASHAScheduler, verdicts: dict, **kwargs):
@@ -163,9 +171,11 @@ def _scheduler(ASHAScheduler, verdicts: dict, **kwargs):
 
     class Asha(ASHAScheduler):
         def on_trial_result(self, controller, trial, result):
+            bracket = self._trial_info.get(trial.trial_id)
+            before = {m: set(r) for m, r in bracket._rungs} if bracket is not None else {}
             action = super().on_trial_result(controller, trial, result)
             if action == self.STOP and result.get(STEP, 0) < self._max_t:
-                verdicts[trial.trial_id] = _verdict(self._trial_info[trial.trial_id], trial.trial_id, result)
+                verdicts[trial.trial_id] = _verdict(self._trial_info[trial.trial_id], trial.trial_id, result, before)
             return action
 
     return Asha(**kwargs)

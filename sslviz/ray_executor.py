@@ -258,12 +258,20 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
         for run_id, device in devices.items():
             cell = cells.get(run_id)
             if cell is not None and not cell.running:
-                store.claim_run(run_id, os.getpid(), f"ray:{device}")
+                try:
+                    store.claim_run(run_id, os.getpid(), f"ray:{device}")
+                except (lifecycle.TransitionRefused, lifecycle.NoSuchRun):  # stopped or deleted while queued
+                    ray.cancel(cell.ref, force=True)
+                    row = store.run(run_id)
+                    results[run_id] = row["status"] if row else "deleted"
+                    del cells[run_id]
+                    continue
                 store.add_event(run_id, "started", f"started on Ray ({device})")
                 cell.running = True
         for run_id, batch in records.items():
-            for record in batch:
-                store.log(run_id, record)
+            if run_id in cells and cells[run_id].running:  # a cancelled cell's records belong to no run
+                for record in batch:
+                    store.log(run_id, record)
 
     def end(cell, status, error=None):
         if not cell.running:

@@ -44,7 +44,7 @@ SPECIALS = ("<pad>", "<unk>")
 MAX_TOKENS = 32  # sequence length: 98% of the WordNet glosses fit (median 11 words); longer texts are cut
 MAX_VOCAB = 20_000  # most frequent training words, then <unk>
 MAX_SYNONYMS = 8  # per word: the most frequent in-vocabulary synonyms
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?")  # letters and digits of any script (Unicode \w without "_")
 # Function words get no synonyms and are no synonym, as in EDA (Wei & Zou 2019): WordNet would turn "in" into
 # "indiana" and "a" into "adenine". The usual English list (NLTK's, as EDA uses).
 STOP_WORDS = frozenset("""
@@ -67,6 +67,8 @@ def tokenize(text: str) -> list[str]:
 
     >>> tokenize("A man's hat (e.g. a FEDORA), 2 sizes")
     ['a', "man's", 'hat', 'e', 'g', 'a', 'fedora', '2', 'sizes']
+    >>> tokenize("Café naïve Straße, Ελληνικά")
+    ['café', 'naïve', 'straße', 'ελληνικά']
     """
     return _TOKEN.findall(text.lower())
 
@@ -242,7 +244,8 @@ def _delimited_rows(path: Path, content: str):
 
 def _json_rows(path: Path, content: str):
     """``(line, object)`` of a JSON-lines file; blank lines are skipped."""
-    for line, text in enumerate(content.splitlines(), start=1):
+    # split("\n"), not splitlines(): JSON may hold U+2028 and friends raw, which splitlines() would cut at.
+    for line, text in enumerate(content.split("\n"), start=1):
         if not text.strip():
             continue
         try:

@@ -352,6 +352,10 @@ def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S, delay_s: float = 0.
     starting, marker = folder / f"{os.getpid()}.starting", folder / str(os.getpid())
     store_path = Path(store.path)
     store.close()  # no SQLite connection may cross a fork
+    # torch.cuda.is_available() initialises CUDA, and a forked child can then never use it ("Cannot re-initialize
+    # CUDA in forked subprocess"); asked through NVML instead, the device count leaves CUDA untouched (PyTorch's
+    # documented switch), so the runs forked below can use the GPU.
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     time.sleep(delay_s)
     devices.write(store_path.parent)  # first (imports torch): the server reads it to place its next run
     warm_up()
@@ -364,21 +368,31 @@ def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S, delay_s: float = 0.
         while marker.exists() and time.monotonic() < deadline:
             while _reap_children():
                 pass
-            for path in sorted(queue.iterdir(), key=lambda f: f.name):
-                if not path.name.isdigit():
-                    continue
-                try:  # claim it: one warm worker wins
-                    os.replace(path, queue / f".{path.name}.{os.getpid()}")
-                except FileNotFoundError:
-                    continue
-                (queue / f".{path.name}.{os.getpid()}").unlink()
-                _fork_run(store_path, int(path.name))
+            if _fork_handed(queue, store_path):
                 deadline = time.monotonic() + idle_s
             time.sleep(HAND_POLL_S)
     finally:
         marker.unlink(missing_ok=True)
+    _fork_handed(queue, store_path)  # runs handed over just before the marker went
     while _reap_children(block=True):  # wait for the runs still going, so none is left a zombie
         pass
+
+
+def _fork_handed(queue: Path, store_path: Path) -> int:
+    """Claim (rename: one warm worker wins) and fork every run handed over in ``queue``; how many."""
+    forked = 0
+    for path in sorted(queue.iterdir(), key=lambda f: f.name):
+        if not path.name.isdigit():
+            continue
+        claimed = queue / f".{path.name}.{os.getpid()}"
+        try:
+            os.replace(path, claimed)
+        except FileNotFoundError:
+            continue
+        claimed.unlink()
+        _fork_run(store_path, int(path.name))
+        forked += 1
+    return forked
 
 
 def _reap_children(block: bool = False) -> int | None:

@@ -78,3 +78,24 @@ def test_a_worker_fills_in_model_and_device(store, name):
     assert worker.run_worker(store, run_id) == "finished"
     info = store.run(run_id)["info"]
     assert info["model"] == "mlp" and info["device"] == "cpu"
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_run_forked_by_the_warm_worker_can_use_cuda(tmp_path):
+    """The warm worker probes the devices before it forks; a child must still be able to initialise CUDA."""
+    script = f"""
+import os, sys
+from pathlib import Path
+os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # as run_spare sets it
+from sslviz import devices, worker
+devices.write(Path({str(tmp_path)!r}))
+worker.warm_up()
+pid = os.fork()
+if pid == 0:
+    import torch
+    os._exit(0 if float(torch.ones(3, device="cuda").sum()) == 3.0 else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -284,3 +284,25 @@ def test_sweep_page_says_which_runs_asha_stopped(home, monkeypatch):
                for i in at.info), [i.value for i in at.info]
     assert "tuned with ASHA" in " ".join(c.value for c in at.caption)
     assert at.button(key="sweep_resume").disabled
+
+
+def test_asha_verdict_names_the_rung_that_took_the_result_and_never_fails():
+    """ASHA may stop a trial on a rung it filled earlier: the verdict then names the highest rung holding it, with
+    no cutoff when that rung has no other trial (a None cutoff once raised inside Tune's callback, aborting the tune)."""
+    from sslviz.ray_asha import _verdict
+    from sslviz.sweep import TUNE_METRIC
+
+    class Bracket:  # the two things _verdict reads of Ray's _Bracket
+        def __init__(self, rungs):
+            self._rungs = rungs
+
+        def cutoff(self, recorded):
+            return sorted(recorded.values())[len(recorded) // 2] if recorded else None
+
+    result = {"step": 200, TUNE_METRIC: 0.2}
+    rungs = [(90, {"x": 0.2}), (30, {"x": 0.2, "y": 0.5, "z": 0.6}), (10, {"x": 0.1, "y": 0.4})]
+    before = {m: set(r) for m, r in rungs}  # nothing new: the decision came from a rung filled earlier
+    assert _verdict(Bracket(rungs), "x", result, before).endswith("(validation balanced accuracy 0.200, at the rung "
+                                                                  "at step 90)")
+    before[30] = {"y", "z"}  # this result put x into rung 30: its cutoff over y and z
+    assert "below the cutoff 0.600 of the rung at step 30" in _verdict(Bracket(rungs), "x", result, before)

@@ -400,3 +400,12 @@ def test_readme_test_command_installs_the_corpus_and_the_dashboard_command_does_
     assert "wordnet-base" in test_command.split("apt-get install", 1)[1].split("&&")[0]
     dashboard = next(line for line in readme.splitlines() if "streamlit run" in line)
     assert "apt-get" not in dashboard
+
+
+def test_jsonl_with_a_raw_line_separator_in_a_text_loads(tmp_path):
+    """JSON allows U+2028 raw in a string (json.dumps(..., ensure_ascii=False) writes it so)."""
+    rows = [{"text": f"first part\u2028second part {i}", "label": "a" if i % 2 else "b"} for i in range(8)]
+    path = tmp_path / "texts.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    texts, labels = text.read_table(path)
+    assert len(texts) == 8 and "second part 0" in texts[0] and labels[:2] == ["b", "a"]
