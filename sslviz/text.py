@@ -231,7 +231,10 @@ def read_table(path: Path) -> tuple[list[str], list[str]]:
 
 def _delimited_rows(path: Path, content: str):
     """``(line, row dict)`` of a CSV (comma) or TSV (tab) file with a header row naming the fields."""
-    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    # TSV has no quoting: a text that starts with '"' is text (with CSV quoting it would swallow the next lines).
+    tsv = path.suffix.lower() == ".tsv"
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter="\t" if tsv else ",",
+                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     columns = reader.fieldnames or []
     missing = [f for f in (TEXT_FIELD, LABEL_FIELD) if f not in columns]
     if missing:
@@ -266,7 +269,7 @@ def read_text_folder(folder: Path) -> tuple[list[str], list[str]]:
     """``(texts, labels)`` of ``folder/<class>/*.txt`` (one text per file; other files are not read)."""
     texts, labels = [], []
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(class_dir.rglob(f"*{TEXT_SUFFIX}")):
+        for path in sorted(f for f in class_dir.rglob("*") if f.suffix.lower() == TEXT_SUFFIX and f.is_file()):
             raw = path.read_bytes()
             try:
                 text = raw.decode("utf-8-sig")
@@ -284,10 +287,10 @@ def read_text_folder(folder: Path) -> tuple[list[str], list[str]]:
 
 def split_tables(root: Path) -> tuple[Path, Path | None] | None:
     """``(train file, test file or None)`` of a folder holding ``train.<ext>`` (and ``test.<ext>``), else None."""
+    tests = [root / f"test{suffix}" for suffix in TABLE_SUFFIXES if (root / f"test{suffix}").is_file()]
     for suffix in TABLE_SUFFIXES:
         if (root / f"train{suffix}").is_file():
-            test = root / f"test{suffix}"
-            return root / f"train{suffix}", test if test.is_file() else None
+            return root / f"train{suffix}", tests[0] if tests else None  # train.csv with test.tsv: both read
     return None
 
 

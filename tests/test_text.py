@@ -409,3 +409,23 @@ def test_jsonl_with_a_raw_line_separator_in_a_text_loads(tmp_path):
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
     texts, labels = text.read_table(path)
     assert len(texts) == 8 and "second part 0" in texts[0] and labels[:2] == ["b", "a"]
+
+
+def test_loader_edge_cases_upper_case_txt_mixed_table_formats_and_tsv_quotes(tmp_path):
+    # .TXT files count as text files, as the folder check says they do.
+    for label in ("art", "food"):
+        (tmp_path / "folder" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "folder" / label / f"{i}.TXT").write_text(f"a {label} text number {i}")
+    texts, labels = text.read_text_folder(tmp_path / "folder")
+    assert len(texts) == 6 and sorted(set(labels)) == ["art", "food"]
+    # train.csv beside test.tsv: the given test set is read, not drawn from training.
+    (tmp_path / "mixed").mkdir()
+    pd.DataFrame({"text": ["one word", "two words"], "label": ["a", "b"]}).to_csv(tmp_path / "mixed" / "train.csv",
+                                                                                 index=False)
+    (tmp_path / "mixed" / "test.tsv").write_text("text\tlabel\n\"quoted start\tb\nplain text\ta\n")
+    train, test = text.split_tables(tmp_path / "mixed")
+    assert train.name == "train.csv" and test.name == "test.tsv"
+    # A TSV text starting with a quote is text: the next line stays its own row.
+    texts, labels = text.read_table(test)
+    assert texts == ['"quoted start', "plain text"] and labels == ["b", "a"]
