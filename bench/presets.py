@@ -20,6 +20,7 @@ import argparse
 import itertools
 import json
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+CACHE_DIR = Path(tempfile.gettempdir()) / "sslviz-bench-cache"  # decoded image folders, shared by runs
 SETTINGS = {
     "digits": dict(dataset="digits", gamma=50.0, unlabeled_shape="consistent"),
     "digits-reversed": dict(dataset="digits", gamma=50.0, unlabeled_shape="reversed"),
@@ -52,7 +54,7 @@ def one_run(preset: str, setting: str, seed: int, overrides: dict, variant: dict
     records: list[dict] = []
     t0 = time.time()
     cfg = from_preset(preset, seed=seed, device=device, **SETTINGS[setting], **overrides, **variant)
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, CACHE_DIR)  # a folder dataset (CIFAR-10) is decoded once, not once per run
     out = train(cfg, on_log=records.append, prepared=prepared)
     classes = [r["classes"] for r in records if "classes" in r]
     accepted = np.sum([[c["n_accepted"] for c in cs] for cs in classes], axis=0)
