@@ -69,7 +69,8 @@ def synthetic_cifar(seed: int = 0) -> Dataset:
     x = rng.integers(0, 256, (len(y), 3, 32, 32), dtype=np.uint8)
     xt = rng.integers(0, 256, (TEST_KEEP, 3, 32, 32), dtype=np.uint8)
     return Dataset("synthetic-cifar", "image", x, y, xt, np.arange(TEST_KEEP) % 10,
-                   tuple(f"c{k}" for k in range(10)), hflip=True)
+                   tuple(f"c{k}" for k in range(10)), hflip=True,
+                   x_val=xt.copy(), y_val=np.arange(TEST_KEEP) % 10)  # the trainer validates as it goes
 
 
 def prepared_for(model: str, data: str | None) -> Prepared:
@@ -80,7 +81,8 @@ def prepared_for(model: str, data: str | None) -> Prepared:
         ds, n1, m1, gamma = load_dataset(data, cache_dir=dataset_cache_dir()), 1500, 3000, 100.0
     else:
         ds, n1, m1, gamma = synthetic_cifar(), 300, 600, 10.0
-    ds = dataclasses.replace(ds, x_test=ds.x_test[:TEST_KEEP], y_test=ds.y_test[:TEST_KEEP])
+    ds = dataclasses.replace(ds, x_test=ds.x_test[:TEST_KEEP], y_test=ds.y_test[:TEST_KEEP],
+                             x_val=ds.x_val[:TEST_KEEP], y_val=ds.y_val[:TEST_KEEP])
     split = make_split(ds.y_train, ds.num_classes, n1=n1, gamma=gamma, m1=m1, gamma_u=gamma,
                        shape="consistent", seed=0, class_names=ds.class_names)
     return Prepared(ds, split, n1, m1, gamma)

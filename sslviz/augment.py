@@ -451,11 +451,12 @@ def _warp(x: Tensor, inverse_map: Tensor) -> Tensor:
     """Resample ``x`` through pixel-unit maps ``(B, 3, 3)``; outside pixels become grey."""
     _, _, H, W = x.shape
     # Pixel offsets u from the centre are normalised as 2u/W (align_corners=False).
-    # Built from Python scalars: torch.tensor([...], device=cuda) would be a blocking host-to-device copy.
+    # Rows of an identity scaled by Python scalars (kernel arguments): torch.tensor([...], device=cuda), or
+    # assigning a scalar into one element, is a blocking host-to-device copy (caught by the CUDA sync test).
     to_norm = torch.eye(3, dtype=x.dtype, device=x.device)
     to_pixel = torch.eye(3, dtype=x.dtype, device=x.device)
-    to_norm[0, 0], to_norm[1, 1] = 2.0 / W, 2.0 / H
-    to_pixel[0, 0], to_pixel[1, 1] = W / 2.0, H / 2.0
+    to_norm[0].mul_(2.0 / W), to_norm[1].mul_(2.0 / H)
+    to_pixel[0].mul_(W / 2.0), to_pixel[1].mul_(H / 2.0)
     theta = (to_norm @ inverse_map @ to_pixel)[:, :2]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Zero padding of (x - grey) fills with grey, as FixMatch's fill=(128, 128, 128).
