@@ -130,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("run", type=int)
     spare = sub.add_parser("spare", help=argparse.SUPPRESS)  # a warm worker: forks runs' workers (worker.run_spare)
     spare.add_argument("--idle", type=float, default=None, help="seconds without a run before it exits")
-    spare.add_argument("--delay", type=float, default=0.0, help="seconds to wait before importing the engine")
     return parser
 
 
@@ -410,7 +409,7 @@ def main(argv=None) -> int:
         elif args.command == "spare":
             from .worker import SPARE_IDLE_S, run_spare
 
-            run_spare(store, SPARE_IDLE_S if args.idle is None else args.idle, args.delay)
+            run_spare(store, SPARE_IDLE_S if args.idle is None else args.idle)
         return 0
     except USER_ERRORS as exc:
         print(f"sslviz: error: {exc}", file=sys.stderr)

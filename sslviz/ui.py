@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -40,10 +41,12 @@ def store_path() -> Path:
 def _open_store(path: str) -> RunStore:
     store = RunStore(path)  # one connection per thread inside; safe to share across sessions
     if not read_only():
-        # A warm worker for the first Start (SSLVIZ_WARM_WORKER=0: none). It waits FIRST_PAINT_S before importing:
-        # on 2 cores its 3-4 s of imports took 0.2-0.5 s from the first paint (bench/live.py --browser: 2.04-2.44 s
-        # with, 1.84-1.90 s without); a Start in that time is handed to it and waits for it.
-        worker.ensure_spare(store, delay_s=FIRST_PAINT_S)
+        # A warm worker for the first Start (SSLVIZ_WARM_WORKER=0: none), started FIRST_PAINT_S after the store
+        # opens: on 2 cores its 3-4 s of imports took 0.2-0.5 s from the first paint (bench/live.py --browser:
+        # 2.04-2.44 s with, 1.84-1.90 s without). A Start before then goes to a cold worker.
+        timer = threading.Timer(FIRST_PAINT_S, worker.ensure_spare, args=(store,))
+        timer.daemon = True
+        timer.start()
     return store
 
 

@@ -259,9 +259,8 @@ def _spare_files(store: RunStore) -> tuple[list[int], list[int]]:
     return ready, starting
 
 
-def ensure_spare(store: RunStore, idle_s: float = SPARE_IDLE_S, delay_s: float = 0.0) -> int | None:
-    """Start a warm worker for ``store`` unless one runs already (or warm workers are off); its pid, or None.
-    ``delay_s``: it waits that long before importing (runs handed to it meanwhile wait for it)."""
+def ensure_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> int | None:
+    """Start a warm worker for ``store`` unless one runs already (or warm workers are off); its pid, or None."""
     if not warm_enabled():
         return None
     ready, starting = _spare_files(store)
@@ -271,8 +270,7 @@ def ensure_spare(store: RunStore, idle_s: float = SPARE_IDLE_S, delay_s: float =
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "spares.log", "ab") as out:
         pid = subprocess.Popen(
-            [sys.executable, "-m", "sslviz", "--store", str(store.path), "spare", "--idle", str(idle_s),
-             "--delay", str(delay_s)],
+            [sys.executable, "-m", "sslviz", "--store", str(store.path), "spare", "--idle", str(idle_s)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_child_env(),
         ).pid
     (folder / f"{pid}.starting").touch()  # renamed to <pid> by the process once it is ready; removed if it dies
@@ -343,10 +341,10 @@ def _fork_run(store_path: Path, run_id: int) -> int:
         os._exit(code)
 
 
-def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S, delay_s: float = 0.0) -> None:
+def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> None:
     """Be the warm worker: fork a worker process for every run handed over (``spares/queue``), until no run came
-    for ``idle_s`` seconds or this process's marker was removed. Runs handed over while it still imports (or
-    waits ``delay_s`` before importing) are picked up once it is ready."""
+    for ``idle_s`` seconds or this process's marker was removed. Runs handed over while it still imports are
+    picked up once it is ready."""
     folder, queue = spare_dir(store), handed_dir(store)
     queue.mkdir(parents=True, exist_ok=True)
     starting, marker = folder / f"{os.getpid()}.starting", folder / str(os.getpid())
@@ -356,7 +354,6 @@ def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S, delay_s: float = 0.
     # CUDA in forked subprocess"); asked through NVML instead, the device count leaves CUDA untouched (PyTorch's
     # documented switch), so the runs forked below can use the GPU.
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-    time.sleep(delay_s)
     devices.write(store_path.parent)  # first (imports torch): the server reads it to place its next run
     warm_up()
     if starting.exists():
