@@ -40,7 +40,7 @@ def store_path() -> Path:
 @st.cache_resource(show_spinner=False)
 def _open_store(path: str) -> RunStore:
     store = RunStore(path)  # one connection per thread inside; safe to share across sessions
-    if not read_only():
+    if not read_only() and worker.warm_enabled():  # decided now, not when the timer fires
         # A warm worker for the first Start (SSLVIZ_WARM_WORKER=0: none), started FIRST_PAINT_S after the store
         # opens: on 2 cores its 3-4 s of imports took 0.2-0.5 s from the first paint (bench/live.py --browser:
         # 2.04-2.44 s with, 1.84-1.90 s without). A Start before then goes to a cold worker.
