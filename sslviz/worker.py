@@ -295,16 +295,16 @@ def _hand_to_spare(store: RunStore, run_id: int) -> int | None:
 def _cold_start_handed(store: RunStore) -> list[int]:
     """Runs handed to warm workers that are gone (none ready or starting): start them in cold workers."""
     folder = handed_dir(store)
-    if not folder.is_dir() or any(_spare_files(store)):
+    handed = [path for path in folder.iterdir() if path.name.isdigit()] if folder.is_dir() else []
+    if not handed or any(_spare_files(store)):  # every pump calls this: the pid checks only when something waits
         return []
     started = []
-    for path in folder.iterdir():
-        if path.name.isdigit():
-            path.unlink(missing_ok=True)
-            row = store.run(int(path.name))  # still waiting for its process (not stopped or lost meanwhile)
-            if row is not None and row["status"] == "running" and not lifecycle.present(row["pid"]):
-                _spawn(store, int(path.name), row["device"])
-                started.append(int(path.name))
+    for path in handed:
+        path.unlink(missing_ok=True)
+        row = store.run(int(path.name))  # still waiting for its process (not stopped or lost meanwhile)
+        if row is not None and row["status"] == "running" and not lifecycle.present(row["pid"]):
+            _spawn(store, int(path.name), row["device"])
+            started.append(int(path.name))
     return started
 
 
