@@ -24,4 +24,7 @@ from sslviz import ui  # noqa: E402  (seconds on a cold server: after the first 
 
 ui.get_store()  # fail early, with the store's own message, if it cannot be opened
 st.sidebar.caption(f"Run store: `{ui.store_path()}`")
-router.run(pg)
+try:
+    router.run(pg)
+finally:  # also when the page stops or switches (st.stop, st.switch_page raise)
+    ui.import_in_background()  # pandas and pyarrow, after the page is drawn

@@ -81,7 +81,7 @@ if error_field in form.IMBALANCE:
 split_error = None
 if cfg is not None:
     try:
-        split = ui.preview_split(cfg)
+        class_names, counts = ui.split_counts(cfg)
     except ui.ENGINE_ERRORS as exc:
         split_error = str(exc)
         st.error(split_error)
@@ -91,11 +91,12 @@ if cfg is not None:
                               help="Draw the split as a chart (per set, log scale possible) instead of a table.")
         if as_chart:
             log_y = tc2.toggle("log scale", key="split_log", value=False)
-            st.plotly_chart(charts.make_split_counts_figure(split, title="Split preview: examples per class",
-                                                            log_y=log_y), key="setup_split_chart")
+            figure = charts.make_split_counts_figure(ui.preview_split(cfg), title="Split preview: examples per class",
+                                                     log_y=log_y)
+            st.plotly_chart(figure, key="setup_split_chart")
         else:  # a table first: no plotly.js on the first paint (see charts.split_counts_html)
             st.caption("Split preview: examples per class (bars scaled per column)")
-            st.html(charts.split_counts_html(split))
+            st.html(charts.split_counts_html(class_names, counts))
 
 # -- every other knob, grouped ---------------------------------------------
 st.subheader("Training knobs")

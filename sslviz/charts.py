@@ -11,14 +11,15 @@ step and class) and from `preview_split` frames (``class, class_name, set, count
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from html import escape
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .bias import LABELS, PSEUDO_KEYS, RECALL_KEYS
+from .lazy import pd  # imported on first use: see sslviz/lazy.py
 from .records import NO_VAL_MESSAGE, SCALAR_CLS, SPLIT_LABELS
 
 PALETTE = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)  # class k -> PALETTE[k % len]
@@ -276,27 +277,34 @@ def make_split_counts_figure(split: pd.DataFrame, *, title: str = "Examples per 
                              margin=dict(l=60, r=20, t=80, b=50))
 
 
-def split_counts_table(split: pd.DataFrame) -> pd.DataFrame:
-    """``preview_split``'s long frame as a table: one row per class (its name), one column per set, counts.
+SPLIT_BAR = "#9ecae1"
 
-    >>> split = pd.DataFrame({"class": [0, 1, 0, 1], "class_name": ["a", "b", "a", "b"],
-    ...                       "set": ["labeled", "labeled", "test", "test"], "count": [50, 5, 20, 20]})
-    >>> split_counts_table(split).to_dict("index")
-    {'a': {'labeled': 50, 'test': 20}, 'b': {'labeled': 5, 'test': 20}}
+
+def split_counts_html(class_names: Sequence[str], counts: Mapping[str, Sequence[int]]) -> str:
+    """The split as an HTML table: one row per class, one column per set (``splits.split_counts``), a bar in every
+    cell scaled to its column's largest count, so each set's shape shows.
+
+    Plain HTML from numbers, no pandas and no plotly: the Setup page draws it on its first paint, which pandas'
+    import (0.25 s; its ``Styler.bar`` drew this before) and plotly.js (4.7 MB, 1-2 s to parse on 2 cores) would
+    delay (``bench/live.py --browser``).
+
+    >>> html = split_counts_html(["a", "<b>"], {"labeled": [50, 5], "test": [20, 20]})
+    >>> html.count("<tr>"), "&lt;b&gt;" in html, "#9ecae1 10.0%" in html, "#9ecae1 100.0%" in html
+    (3, True, True, True)
     """
-    order = [s for s in (*SETS[:2], "validation", SETS[2]) if s in set(split["set"])]
-    table = split.pivot_table(index=["class", "class_name"], columns="set", values="count", aggfunc="sum")
-    return table.droplevel("class").rename_axis("class")[order].astype(int)
+    sets = list(counts)
+    peak = {s: max(1, *map(int, counts[s])) for s in sets}
 
+    def cell(s: str, n: int) -> str:
+        filled = f"{100 * n / peak[s]:.1f}%"
+        return (f'<td style="background: linear-gradient(90deg, {SPLIT_BAR} {filled}, transparent {filled}) '
+                f'no-repeat center / 100% 70%">{n}</td>')
 
-def split_counts_html(split: pd.DataFrame) -> str:
-    """The split as an HTML table with a bar in every cell (pandas ``Styler.bar``; each column scaled to its own
-    largest count, so each set's shape shows). Plain HTML: the Setup page draws it on its first paint without
-    loading plotly.js, whose 4.7 MB take 1-2 s to parse on a 2-core machine (``bench/live.py --browser``)."""
-    table = split_counts_table(split)
-    styler = table.style.bar(color="#9ecae1", vmin=0, height=70).set_table_styles(
-        [{"selector": "td, th", "props": "padding: 1px 10px; text-align: right; font-size: 0.85rem"}])
-    return styler.to_html()
+    head = "".join(f"<th>{s}</th>" for s in sets)
+    rows = "".join(f"<tr><th>{escape(str(name))}</th>{''.join(cell(s, int(counts[s][k])) for s in sets)}</tr>"
+                   for k, name in enumerate(class_names))
+    style = "<style>.split-counts td, .split-counts th {padding: 1px 10px; text-align: right; font-size: 0.85rem}</style>"
+    return f'{style}<table class="split-counts"><thead><tr><th>class</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
 # -- live run: per-class training metrics -----------------------------------

@@ -1,4 +1,5 @@
-"""torch, imported on first use: the declarations (config, registry, techniques) load without it.
+"""torch and pandas, imported on first use: the declarations (config, registry, techniques) load without torch,
+the dashboard's first page draws without pandas.
 
 Why: importing torch takes 1.4 s on the 2-core reference machine, and the dashboard's first paint (the
 Setup page: every knob's widget, read from the technique declarations) must come in about two seconds
@@ -9,6 +10,11 @@ process that trains pays the import at its first tensor, a page that only draws 
 The stdlib's ``importlib.util.LazyLoader`` covers a top-level module only (finding ``torch.nn``'s spec
 imports ``torch``), hence this proxy. Each attribute it hands out is kept on the proxy, so after the
 first use a lookup is a plain instance-dict hit (no ``__getattr__`` call in the training step).
+
+pandas (0.25 s to import here, the last quarter of the first paint: ``bench/live.py --browser``) the same way: the
+store, the split and chart helpers and the pages' helpers hold ``pd`` from here, and the Setup page draws its
+split preview from numpy; the server imports pandas in the background once that page is drawn
+(``ui.import_in_background``), before a Start or the Live page needs it.
 """
 from __future__ import annotations
 
@@ -42,3 +48,4 @@ class LazyModule:
 torch = LazyModule("torch")
 nn = LazyModule("torch.nn")
 F = LazyModule("torch.nn.functional")
+pd = LazyModule("pandas")

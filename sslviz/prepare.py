@@ -9,11 +9,11 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from .config import TrainConfig
 from .data import Dataset, default_counts, load_dataset
-from .splits import Split, make_split, split_frame
+from .lazy import pd  # imported on first use: see sslviz/lazy.py
+from .splits import Split, counts_frame, make_split, split_counts
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,19 @@ def prepare(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, *, dat
     return Prepared(dataset, split, n1, m1, gamma_u)
 
 
+def preview_counts(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, *,
+                   dataset: Dataset | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Class names and the examples per class of ``cfg``'s split in each set (``splits.split_counts``: labeled,
+    unlabeled, validation, test), before any training; numpy only."""
+    p = prepare(cfg, cache_dir, dataset=dataset)
+    return list(p.dataset.class_names), split_counts(p.split, p.dataset.y_test, p.dataset.y_val)
+
+
 def preview_split(cfg: TrainConfig, cache_dir: str | os.PathLike | None = None, *,
                   dataset: Dataset | None = None) -> pd.DataFrame:
-    """Per-class labeled / unlabeled / test counts of ``cfg``'s split (long format), before any training."""
-    p = prepare(cfg, cache_dir, dataset=dataset)
-    return split_frame(p.split, p.dataset.y_test, p.dataset.class_names, y_val=p.dataset.y_val)
+    """``preview_counts`` in long format (``class, class_name, set, count``: ``splits.counts_frame``)."""
+    names, counts = preview_counts(cfg, cache_dir, dataset=dataset)
+    return counts_frame(counts, names)
 
 
 def run_info(p: Prepared, model_name: str | None = None, device: str | None = None) -> dict:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+from .lazy import pd  # imported on first use: see sslviz/lazy.py
 
 BUILTIN_DATASETS = ("digits", "toy2d", "wordnet")  # data.BUILTIN, spelled out: this module stays pandas only
 CHOICE_COLUMNS = ("preset", "dataset", "status", "sweep")  # filters that pick among a column's values

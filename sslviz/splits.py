@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
-import pandas as pd
+
+from .lazy import pd  # imported on first use: see sslviz/lazy.py
 
 SHAPES = ("consistent", "uniform", "reversed")
 
@@ -236,6 +237,42 @@ def make_split(
     return Split(labeled_idx, unlabeled_idx, labeled, unlabeled)
 
 
+def split_counts(split: Split, y_test: np.ndarray, y_val: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Examples per class in each set: ``labeled``, ``unlabeled``, ``validation`` (when ``y_val`` is given) and
+    ``test``, in that order (numpy only: the Setup page's first paint draws these without pandas).
+
+    >>> s = Split(np.arange(3), np.arange(2), np.array([2, 1]), np.array([1, 1]))
+    >>> {k: v.tolist() for k, v in split_counts(s, np.array([0, 1, 1])).items()}
+    {'labeled': [2, 1], 'unlabeled': [1, 1], 'test': [1, 2]}
+    """
+    num_classes = len(split.labeled_counts)
+
+    def count(y):
+        return np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes)[:num_classes]
+
+    sets = {"labeled": np.asarray(split.labeled_counts), "unlabeled": np.asarray(split.unlabeled_counts)}
+    if y_val is not None:
+        sets["validation"] = count(y_val)
+    sets["test"] = count(y_test)
+    return sets
+
+
+def counts_frame(counts: dict[str, np.ndarray], class_names=None) -> pd.DataFrame:
+    """``split_counts`` in long format: columns ``class`` (int), ``class_name``, ``set`` and ``count``; one row per
+    class and set. ``class_names`` defaults to the class indices as strings."""
+    num_classes = len(next(iter(counts.values())))
+    names = [str(k) for k in range(num_classes)] if class_names is None else list(class_names)
+    if len(names) != num_classes:
+        raise SplitError(f"class_names has {len(names)} entries but the split has {num_classes} classes")
+    return pd.DataFrame(
+        [
+            {"class": k, "class_name": names[k], "set": s, "count": int(c[k])}
+            for s, c in counts.items()
+            for k in range(num_classes)
+        ]
+    )
+
+
 def split_frame(split: Split, y_test: np.ndarray, class_names=None, y_val: np.ndarray | None = None) -> pd.DataFrame:
     """Per-class counts of a split, the validation set (when given) and the test set, in long format.
 
@@ -254,24 +291,7 @@ def split_frame(split: Split, y_test: np.ndarray, class_names=None, y_val: np.nd
         Columns ``class`` (int), ``class_name``, ``set`` (``"labeled"``,
         ``"unlabeled"``, ``"validation"`` or ``"test"``) and ``count``; one row per class and set.
     """
-    num_classes = len(split.labeled_counts)
-    names = [str(k) for k in range(num_classes)] if class_names is None else list(class_names)
-    if len(names) != num_classes:
-        raise SplitError(f"class_names has {len(names)} entries but the split has {num_classes} classes")
-    def count(y):
-        return np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes)[:num_classes]
-
-    sets = {"labeled": split.labeled_counts, "unlabeled": split.unlabeled_counts}
-    if y_val is not None:
-        sets["validation"] = count(y_val)
-    sets["test"] = count(y_test)
-    return pd.DataFrame(
-        [
-            {"class": k, "class_name": names[k], "set": s, "count": int(counts[k])}
-            for s, counts in sets.items()
-            for k in range(num_classes)
-        ]
-    )
+    return counts_frame(split_counts(split, y_test, y_val), class_names)
 
 
 def _check_int(name: str, value, low: int) -> None:

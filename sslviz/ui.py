@@ -5,6 +5,7 @@ state), the only modules besides ``app.py`` and ``pages/`` that import Streamlit
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -12,13 +13,13 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from . import config as cfgmod
-from . import data, prepare, worker
+from . import data, prepare, splits, worker
 from . import runfilter
 from .charts import format_seconds
+from .lazy import pd  # imported on first use: see sslviz/lazy.py
 from .router import PAGES, read_only  # noqa: F401  (PAGES and read_only are part of this module's API)
 from .lifecycle import present  # noqa: F401  (the pages' ui.present)
 from .store import ACTIVE, RunStore, StoreError, default_store_path
@@ -48,6 +49,22 @@ def _open_store(path: str) -> RunStore:
         timer.daemon = True
         timer.start()
     return store
+
+
+BACKGROUND_IMPORTS = ("pandas", "pyarrow")  # not on the first paint; a Start and the Live page use them
+
+
+@st.cache_resource(show_spinner=False)
+def import_in_background() -> threading.Thread:
+    """Import ``BACKGROUND_IMPORTS`` in a daemon thread, once per server process; ``app.py`` calls this after each
+    page, so the first page is drawn before it starts: the Setup page needs neither, and their 0.3 s of imports
+    were the last quarter of the first paint (``bench/live.py --browser``). The browser spends that time loading
+    the widgets' code; the first Start or Live page then finds them loaded (an import still under way is waited
+    for by Python's per-module import lock, never repeated)."""
+    thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in BACKGROUND_IMPORTS],
+                              name="sslviz-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def get_store() -> RunStore:
@@ -185,20 +202,27 @@ def load_dataset(source: str) -> data.Dataset:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _preview(source: str, cache_dir: str, n1, gamma: float, m1, gamma_u, shape: str, seed: int) -> pd.DataFrame:
+def _preview(source: str, cache_dir: str, n1, gamma: float, m1, gamma_u, shape: str, seed: int):
     cfg = cfgmod.TrainConfig(dataset=source, n1=n1, gamma=gamma, m1=m1, gamma_u=gamma_u, unlabeled_shape=shape,
                              seed=seed)
-    return prepare.preview_split(cfg, cache_dir, dataset=_load_dataset(source, cache_dir))
+    return prepare.preview_counts(cfg, cache_dir, dataset=_load_dataset(source, cache_dir))
 
 
-def preview_split(cfg) -> pd.DataFrame:
-    """Counts per class and set (``class, class_name, set, count``) of the split ``cfg`` would draw.
+def split_counts(cfg) -> tuple[list[str], dict]:
+    """Class names and examples per class in each set of the split ``cfg`` would draw (``prepare.preview_counts``;
+    numpy, for the Setup page's first paint).
 
     Cached on the split's own fields, so changing other knobs does not recompute it.
     Raises DatasetError / SplitError with the engine's message.
     """
     return _preview(cfg.dataset, str(dataset_cache_dir()), cfg.n1, float(cfg.gamma), cfg.m1,
                     None if cfg.gamma_u is None else float(cfg.gamma_u), cfg.unlabeled_shape, int(cfg.seed))
+
+
+def preview_split(cfg) -> pd.DataFrame:
+    """``split_counts`` in long format: ``class, class_name, set, count`` (``splits.counts_frame``)."""
+    names, counts = split_counts(cfg)
+    return splits.counts_frame(counts, names)
 
 
 def text_views(cfg, per_class: int, seed: int) -> pd.DataFrame:
