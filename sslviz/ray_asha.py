@@ -4,7 +4,8 @@
 ``EarlyStop`` options (``sweeps.options["early_stop"]``) and calls :func:`tune`: one ``tune.Tuner`` over the
 sweep's queued runs (a grid search over their ids), each trial asking for 1 CPU (and a GPU as
 ``ray_executor.gpus_for`` decides). A trial trains its run's config and, at each validation step, reports the
-validation balanced accuracy with the trainer records since its previous report (:func:`trial`). ASHA
+validation balanced accuracy with the trainer records since its previous report (:func:`trial`; a trial that
+raises attaches the records since its last report to its exception). ASHA
 (``ASHAScheduler``, time = that training step) compares the trials at its rungs (grace_period,
 grace_period x reduction_factor, ... steps) and stops those below a rung's cutoff.
 
@@ -30,6 +31,7 @@ from .ray_executor import connect, gpus_for, trial_setup
 from .sweep import ASHA_EVENT, TUNE_METRIC
 
 STEP = "step"  # ASHA's time attribute: the training step of the validation a result reports
+PENDING = "sslviz_records"  # the attribute of a failed trial's exception holding its records since the last report
 
 
 def tune_modules():
@@ -64,7 +66,13 @@ def trial(config: dict, *, configs: dict, threads: int = 1) -> None:
                          TUNE_METRIC: float(val["balanced_accuracy"]), "records": list(pending)})
             pending.clear()
 
-    train(cfg, on_log=report)
+    try:
+        train(cfg, on_log=report)
+    except Exception as exc:
+        # Tune takes a result only with the metric, so the records since the last validation ride on the error,
+        # which Tune pickles for the driver (``_trial_error``): the steps before a divergence are what explain it.
+        setattr(exc, PENDING, list(pending))
+        raise
 
 
 class _Writer:
@@ -113,7 +121,12 @@ class _Writer:
             asked = row is not None and row["stop_requested"]
             self._end(run_id, lifecycle.STOPPED, f"stopped {'on request' if asked else 'by Ray Tune'} at step {step}")
 
-    def fail(self, run_id: int, error: str) -> None:
+    def fail(self, run_id: int, error: str, records=()) -> None:
+        """End the run failed with ``error``, after its ``records`` since the last report (a trial fails between
+        two validations; before its first report it has none)."""
+        if run_id in self._running:
+            for record in records:
+                self.store.log(run_id, record)
         self._end(run_id, lifecycle.FAILED, error, error=error)
 
     def heartbeat(self) -> None:
@@ -181,18 +194,19 @@ def _scheduler(ASHAScheduler, verdicts: dict, **kwargs):
     return Asha(**kwargs)
 
 
-def _error_text(trial) -> str:
-    """The trainer's exception of a failed trial ("Diverged: Training diverged at step 10 ..."), from the error Tune
-    pickled in the trial's folder on this driver (``get_pickled_error`` reads the storage copy, synced later)."""
+def _trial_error(trial) -> tuple[str, list[dict]]:
+    """The trainer's exception of a failed trial ("Diverged: Training diverged at step 10 ...") and the records it
+    carried (``trial`` attaches those since the last report), from the error Tune pickled in the trial's folder on
+    this driver (``get_pickled_error`` reads the storage copy, synced later)."""
     from ray import cloudpickle
 
     try:
         with open(trial.pickled_error_file, "rb") as f:
             error = cloudpickle.load(f)
     except (TypeError, OSError):  # no file: Tune recorded no exception object
-        return "the Ray Tune trial failed"
+        return "the Ray Tune trial failed", []
     cause = getattr(error, "cause", None) or error  # a RayTaskError wraps the trainer's exception
-    return f"{type(cause).__name__}: {cause}"
+    return f"{type(cause).__name__}: {cause}", list(getattr(cause, PENDING, None) or [])
 
 
 def _callback(tune, writer: _Writer):
@@ -206,7 +220,7 @@ def _callback(tune, writer: _Writer):
             writer.complete(trial.config["run_id"], trial.trial_id, trial.last_result or {})
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            writer.fail(trial.config["run_id"], _error_text(trial))
+            writer.fail(trial.config["run_id"], *_trial_error(trial))
 
         def on_step_end(self, iteration, trials, **info):
             writer.heartbeat()

@@ -30,7 +30,7 @@ BUILTIN_DATASETS = data.BUILTIN
 
 
 # -- store -------------------------------------------------------------------
-FIRST_PAINT_S = 1.5  # how long the first page takes to draw in a browser (bench/live.py --browser: ~2 s)
+FIRST_PAINT_S = 1.5  # after the store opens, about when the first page has drawn (bench/live.py: 1.7-2.0 s after the request)
 
 
 def store_path() -> Path:

@@ -99,11 +99,12 @@ def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(loca
     """lr=1e-6 barely moves the model: ASHA stops it at its first rung, behind the two working rates. Whether the
     weaker of those two survives depends on which reaches a rung first (they run side by side), so it may be
     stopped too; every trial's records reach the store exactly once, up to the step it ended at. lr=10 diverges
-    after its first report: failed, with the trainer's error."""
+    after its first report: failed, with the trainer's error and the records it logged after that report (they
+    travel with the error: Tune takes no result without the metric)."""
     _needs_tune()
-    from sslviz.trainer import train
+    from sslviz.trainer import Diverged, train
 
-    base = {**tiny, "steps": 80, "eval_every": 20}
+    base = {**tiny, "steps": 80, "eval_every": 20, "log_every": 2}
     plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05, 1e-6, 10.0]}, base=base), store=store)
     early = sweep.EarlyStop(grace_period=20, reduction_factor=2).options("ray", plan.configs)
     writes = _writes(store, monkeypatch)
@@ -133,10 +134,14 @@ def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(loca
             [r["step"], split] for r in delivered for split in r.get("eval", {}))
     assert store.events(bad).message.iloc[-1].startswith("stopped early by ASHA at step 20 ")
     assert pd.isna(res.loc[bad, "test_balanced_accuracy"])  # a trial ASHA stopped never saw the test set
-    row = store.run(diverged)
-    assert results[diverged] == "failed" and row["error"].startswith("Diverged: Training diverged at step 10")
+    row, logged = store.run(diverged), []
+    with pytest.raises(Diverged) as raised:
+        train(plan.configs[3], on_log=logged.append)  # what it logs before diverging, here: steps 2 (validated), 4, 6
+    assert results[diverged] == "failed" and row["error"] == f"Diverged: {raised.value}"
     assert store.events(diverged).kind.tolist() == ["queued", "started", "failed"]
-    assert [s for r, s in writes if r == diverged] == [5]  # its one report, at the first log step
+    assert [r["step"] for r in logged] == [2, 4, 6] and "eval" not in logged[-1]
+    assert [s for r, s in writes if r == diverged] == [2, 4, 6]  # its one report (step 2), then what its error carried
+    assert store.scalars(diverged, None).step.tolist() == [2, 4, 6]
     with pytest.raises(sweep.SweepError, match="tuned with early stopping"):  # ASHA's stops are final
         sweep.resume(store, sweep_id)
 
