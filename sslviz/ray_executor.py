@@ -139,7 +139,8 @@ class Mailbox:
     driver takes them; Stop flags go the other way. It knows no store."""
 
     def __init__(self):
-        self._records: dict[int, list] = {}
+        self._records: dict[int, list] = {}  # by run: the records the driver has not yet said it wrote
+        self._dropped: dict[int, int] = {}  # by run: how many records were dropped as written
         self._devices: dict[int, str] = {}
         self._stop: set[int] = set()
 
@@ -149,10 +150,28 @@ class Mailbox:
     def put(self, run_id: int, record: dict) -> None:
         self._records.setdefault(run_id, []).append(record)
 
-    def take(self) -> tuple[dict[int, str], dict[int, list]]:
-        """(device of every run that started, the records put since the last take, by run)."""
-        out, self._records = self._records, {}
-        return dict(self._devices), out
+    def take(self, written: dict[int, int]) -> tuple[dict[int, str], dict[int, list]]:
+        """Drop the records the driver has written (``written``: its running total per run, so a repeated take
+        drops nothing twice) and return (device of every run that started, every record not yet written, by run).
+
+        Records leave only once written: a driver interrupted (Ctrl-C) after a take, or halfway through writing
+        what it took, gets the rest again at its next take (writing a record twice is harmless: the store's
+        inserts replace a step's rows).
+
+        >>> box = Mailbox()
+        >>> for step in (5, 10, 15):
+        ...     box.put(1, {"step": step})
+        >>> [r["step"] for r in box.take({})[1][1]]
+        [5, 10, 15]
+        >>> [r["step"] for r in box.take({1: 1})[1][1]]  # the driver wrote one, then was interrupted
+        [10, 15]
+        >>> box.take({1: 3})[1], box.take({1: 3})[1]
+        ({}, {})
+        """
+        for run_id, total in written.items():
+            del self._records.get(run_id, [])[:total - self._dropped.get(run_id, 0)]
+            self._dropped[run_id] = total
+        return dict(self._devices), {run_id: list(batch) for run_id, batch in self._records.items() if batch}
 
     def stop(self, run_id: int) -> None:
         self._stop.add(run_id)
@@ -252,9 +271,11 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
             mailbox, run_id, cfg.to_dict(), str(ckpt) if ckpt else None, resume, threads)
         cells[run_id] = _Cell(run_id, ref)
 
+    written: dict[int, int] = {}  # records written per run, in all: the mailbox drops those (Mailbox.take)
+
     def deliver() -> None:
         """Take what the trials put in the mailbox and write it: a cell that started is claimed first."""
-        devices, records = ray.get(mailbox.take.remote())
+        devices, records = ray.get(mailbox.take.remote(dict(written)))
         for run_id, device in devices.items():
             cell = cells.get(run_id)
             if cell is not None and not cell.running:
@@ -269,9 +290,12 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
                 store.add_event(run_id, "started", f"started on Ray ({device})")
                 cell.running = True
         for run_id, batch in records.items():
-            if run_id in cells and cells[run_id].running:  # a cancelled cell's records belong to no run
-                for record in batch:
-                    store.log(run_id, record)
+            if not (run_id in cells and cells[run_id].running):  # a cancelled cell's records belong to no run
+                written[run_id] = written.get(run_id, 0) + len(batch)
+                continue
+            for record in batch:
+                store.log(run_id, record)
+                written[run_id] = written.get(run_id, 0) + 1  # counted once in the store: a Ctrl-C loses none
 
     def end(cell, status, error=None):
         if not cell.running:

@@ -79,6 +79,27 @@ def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
     assert steps.is_unique and steps.is_monotonic_increasing  # no record written twice across the resume
 
 
+def test_ctrl_c_halfway_through_writing_a_batch_loses_no_record(local_ray, store, tiny, monkeypatch):
+    """Ctrl-C lands in the driver while it writes the third record: the trial is asked to stop and ends stopped,
+    and its records are in the store without a gap (the mailbox keeps a record until it is written)."""
+    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.05]}, base={**tiny, "steps": 100_000, "eval_every": 50_000}),
+                          store=store)
+    log, calls = store.log, []
+
+    def log_until_ctrl_c(run_id, record):
+        calls.append(record["step"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived before this write
+        log(run_id, record)
+
+    monkeypatch.setattr(store, "log", log_until_ctrl_c)
+    sweep_id, (run_id,), results = sweep.submit_ray(store, plan)
+    assert results == {run_id: "stopped"}
+    steps = store.scalars(run_id, None).step.tolist()
+    assert steps == list(range(tiny["log_every"], store.run(run_id)["step"] + 1, tiny["log_every"]))
+    assert calls[2] in steps and len(steps) >= 3  # the interrupted record came again and was written
+
+
 # -- tuning with early stopping (Ray Tune's ASHA) -------------------------------------------------------------
 def _needs_tune():
     # Ray Tune fails to import without its extra's packages (pydantic) with an ImportError, not ModuleNotFoundError.
