@@ -63,12 +63,13 @@ def run_info(p: Prepared, model_name: str | None = None, device: str | None = No
     """What the dashboard needs to label a run's charts. ``model`` and ``device`` are filled in by the process
     that builds the model (the server that records a run at Start imports no torch)."""
     ds = p.dataset
+    counts = split_counts(p.split, ds.y_test, ds.y_val)
     return {
         "class_names": list(ds.class_names),
-        "labeled_counts": p.split.labeled_counts.tolist(),
-        "unlabeled_counts": p.split.unlabeled_counts.tolist(),
-        "val_counts": np.bincount(ds.y_val, minlength=ds.num_classes).tolist(),
-        "test_counts": np.bincount(ds.y_test, minlength=ds.num_classes).tolist(),
+        "labeled_counts": counts["labeled"].tolist(),
+        "unlabeled_counts": counts["unlabeled"].tolist(),
+        "val_counts": counts["validation"].tolist(),
+        "test_counts": counts["test"].tolist(),
         "kind": ds.kind,
         "model": model_name,
         "device": device,
