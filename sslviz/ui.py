@@ -57,10 +57,10 @@ BACKGROUND_IMPORTS = ("pandas", "pyarrow")  # not on the first paint; a Start an
 @st.cache_resource(show_spinner=False)
 def import_in_background() -> threading.Thread:
     """Import ``BACKGROUND_IMPORTS`` in a daemon thread, once per server process; ``app.py`` calls this after each
-    page, so the first page is drawn before it starts: the Setup page needs neither, and their 0.3 s of imports
-    were the last quarter of the first paint (``bench/live.py --browser``). The browser spends that time loading
-    the widgets' code; the first Start or Live page then finds them loaded (an import still under way is waited
-    for by Python's per-module import lock, never repeated)."""
+    page, so the first page is drawn before it starts: the Setup page needs neither, and pandas' 0.25 s of imports
+    (pyarrow with it) held the first paint back by about 0.2 s (``bench/live.py --paints``). The browser spends
+    that time loading the widgets' code; the first Start or Live page then finds them loaded (an import still
+    under way is waited for by Python's per-module import lock, never repeated)."""
     thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in BACKGROUND_IMPORTS],
                               name="sslviz-imports", daemon=True)
     thread.start()
