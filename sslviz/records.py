@@ -168,6 +168,18 @@ def measure_columns(row: type) -> tuple[str, ...]:
     return tuple(c for c in columns(row) if c not in (*row.KEY, "run_id", "wall"))
 
 
+def float_columns(row: type) -> tuple[str, ...]:
+    """The columns declared ``float`` (REAL). Readers give them a float dtype, NaN for NULL: SQLite hands a column
+    with nothing but NULLs (no pseudo-label accepted in a window, hence no precision) to pandas as objects (None),
+    which cannot be rounded or averaged.
+
+    >>> float_columns(Eval)
+    ('wall', 'accuracy', 'balanced_accuracy')
+    """
+    hints = typing.get_type_hints(row)
+    return tuple(c for c in columns(row) if _sql_type(hints[c]).startswith(SQL_TYPES[float]))
+
+
 def _sql_type(annotation) -> str:
     """'REAL' for float, 'INTEGER NOT NULL' for int ... from a field's annotation."""
     args = typing.get_args(annotation)

@@ -589,9 +589,14 @@ class RunStore:
                 params += (int(bound),)
         order = ", ".join(k for k in row.KEY if k != "run_id")
         cols = records.value_columns(row)
+        floats = records.float_columns(row)
+
+        def typed(df: pd.DataFrame) -> pd.DataFrame:  # REAL columns as floats, all-NULL ones (and their bins) too
+            return df.astype({c: float for c in df.columns if c.removesuffix("_min").removesuffix("_max") in floats})
+
         binned = self._bin_width(row.TABLE, where, params, max_points)
         if binned is None:
-            return self._read(f"SELECT {', '.join(cols)} FROM {row.TABLE} WHERE {where} ORDER BY {order}", params)
+            return typed(self._read(f"SELECT {', '.join(cols)} FROM {row.TABLE} WHERE {where} ORDER BY {order}", params))
         _, hi, width = binned
         keys = [k for k in row.KEY if k not in ("run_id", "step")]
         measures = records.measure_columns(row)
@@ -635,7 +640,7 @@ class RunStore:
         parts.append(self._read(f"SELECT {', '.join(last_cols)} FROM {row.TABLE} WHERE {where} AND step = ?",
                                 (*params, hi)))
         out = pd.concat([p for p in parts if not p.empty] or parts[-1:], ignore_index=True)
-        return out.sort_values([k for k in row.KEY if k != "run_id"], ignore_index=True)
+        return typed(out.sort_values([k for k in row.KEY if k != "run_id"], ignore_index=True))
 
     def _rollup_file(self, run_id: int, key: tuple | None = None) -> Path:
         """The file of one series' finished bins (``key`` as in `_series`), or with no key the run's file prefix."""

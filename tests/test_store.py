@@ -489,3 +489,21 @@ def test_roll_up_bins_every_series_the_pages_read(store, monkeypatch):
     fresh.class_train(rid, VIEW_POINTS), fresh.scalars(rid, VIEW_POINTS)
     assert reads and not [p for p in reads if -1 in p]  # no read from the first step
     fresh.close()
+
+
+@pytest.mark.parametrize("max_points", [None, 2])
+def test_a_float_column_of_nothing_but_nulls_reads_as_floats(store, max_points):
+    """A window where no pseudo-label was accepted has no precision in any class: SQLite gives pandas None for every
+    row, which it kept as objects (``round`` then raised in ``sslviz show``); read and binned, it is NaN."""
+    rid = new_run(store)
+    for step in (5, 10, 15):
+        rec = record(step)
+        for c in rec["classes"]:
+            c.update(precision=None, threshold=None)
+        store.log(rid, rec)
+    ct = store.class_train(rid, max_points)
+    assert ct.precision.dtype == float and ct.precision.isna().all() and ct.threshold.dtype == float
+    assert (ct.conf_pl == 0.5).all()
+    if max_points:
+        assert ct.precision_min.dtype == float and ct.precision_max.isna().all()
+    assert ct.precision.round(3).isna().all()
