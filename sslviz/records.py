@@ -20,6 +20,7 @@ without SQLite.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import types
@@ -168,6 +169,7 @@ def measure_columns(row: type) -> tuple[str, ...]:
     return tuple(c for c in columns(row) if c not in (*row.KEY, "run_id", "wall"))
 
 
+@functools.cache  # the declarations are fixed; every series read asks
 def float_columns(row: type) -> tuple[str, ...]:
     """The columns declared ``float`` (REAL). Readers give them a float dtype, NaN for NULL: SQLite hands a column
     with nothing but NULLs (no pseudo-label accepted in a window, hence no precision) to pandas as objects (None),
