@@ -138,7 +138,7 @@ with st.expander("Sweep: run this config over a grid", icon=":material/grid_on:"
         try:
             grid = sw.parse_grid(grid_lines)
             seeds = tuple(int(v) for v in str(st.session_state.get("sweep_seeds") or "0").split(",") if v.strip())
-            base = {k: v for k, v in cfg.to_dict().items() if k not in grid and k not in ("seed", "name")}
+            base = sw.shared_base(cfg.to_dict(), grid)
             spec = sw.SweepSpec(grid=grid, seeds=seeds, base=base, name=st.session_state.get("sweep_name") or "")
             sweep_plan = sw.validate(spec, ui.dataset_cache_dir(), store=store)
             parallel = sw.local_parallelism(sweep_plan.configs)

@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 
 from . import lifecycle
-from .config import FIELDS, TrainConfig
+from .config import FIELDS, PRESETS, TrainConfig, preset_values
 from .params import InvalidParameterError, NoneOK, Options, check_params, integer, real
 
 EXECUTORS = ("local", "ray")
@@ -217,6 +217,24 @@ class Plan:
     infos: list
     seconds: float  # estimated wall time on the executor's parallelism
     basis: str  # what the estimate is based on
+
+
+def shared_base(values: dict, grid: dict) -> dict:
+    """What a sweep's cells share when it starts from one whole config (the Setup form): every field but the grid's
+    axes, the seed and the name. With ``preset`` on an axis, a knob some preset sets stays shared only when the
+    config changed it from its own preset's value; the others are left to each cell's preset (shared, they would
+    override it: every cell would train the form's preset).
+
+    >>> form = preset_values("fixmatch") | {"steps": 300, "dist_align": "labeled"}
+    >>> base = shared_base(form, {"preset": ["fixmatch", "balanced"]})
+    >>> base["steps"], base["dist_align"], "threshold_class_alpha" in base, "preset" in base
+    (300, 'labeled', False, False)
+    """
+    base = {k: v for k, v in values.items() if k not in grid and k not in ("seed", "name")}
+    if "preset" in grid:
+        own, knobs = preset_values(values.get("preset", "fixmatch")), set().union(*PRESETS.values())
+        base = {k: v for k, v in base.items() if k not in knobs or v != own[k]}
+    return base
 
 
 def cell_config(spec: SweepSpec, i: int, cell: dict) -> TrainConfig:

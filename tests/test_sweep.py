@@ -1,13 +1,15 @@
 """Sweeps: grid expansion and validation, a local sweep end to end, stop and resume, seed grouping, the pages."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st_
 
-from sslviz import charts, lifecycle, sweep
+from sslviz import charts, lifecycle, setup_form as form, sweep
+from sslviz.config import preset_values
 from sslviz.store import RunStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -256,6 +258,24 @@ def test_setup_sweep_section_counts_runs_and_estimates_before_start(home, monkey
     at.text_area(key="sweep_grid").set_value("gamma=10,9999").run()
     assert any("Cell 4 of 6 (gamma=9999, seed=0): gamma:" in e.value for e in at.error), [e.value for e in at.error]
     assert at.button(key="start_sweep").disabled
+
+
+def test_a_setup_sweep_over_presets_trains_each_cells_preset(home, monkeypatch):
+    """The form holds fixmatch's knobs; a grid over preset must not share them, or the balanced cells train
+    fixmatch (the Sweep page then compares fixmatch with itself). A knob changed in the form stays shared."""
+    monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # recorded, none starts
+    at = _at().run()
+    at.number_input(key=form.key("lr")).set_value(0.05).run()
+    at.text_area(key="sweep_grid").set_value("preset=fixmatch,balanced").run()
+    at.text_input(key="sweep_seeds").set_value("0").run()
+    at.button(key="start_sweep").click().run()
+    assert not at.exception, at.exception
+    configs = {c["preset"]: c for c in map(json.loads, RunStore(home / "runs.db").runs().config)}
+    assert configs["balanced"] | {"preset": "x", "name": "", "lr": 0} == preset_values("balanced") | {
+        "preset": "x", "name": "", "lr": 0}
+    assert configs["balanced"]["threshold_class_alpha"] == 0.5 and configs["fixmatch"]["threshold_class_alpha"] == 0.0
+    assert configs["balanced"]["lr"] == configs["fixmatch"]["lr"] == 0.05
 
 
 def test_sweep_page_says_which_runs_asha_stopped(home, monkeypatch):
