@@ -102,8 +102,8 @@ def live_panel():
     back_to_normal_pace = first_wait and int(run["step"] or 0)
     status = run["status"]
 
-    # -- status, progress, stop / resume --
-    scal = store.scalars(run_id, LIVE_POINTS, steps)
+    # -- status, progress, stop / resume: the whole run, whatever the steps shown --
+    scal = store.scalars(run_id, LIVE_POINTS)
     s1, s2 = st.columns([4, 1])
     s1.markdown(ui.status_line(run, wall=None if scal.empty else float(scal["wall"].iloc[-1])))
     total = max(int(run["total_steps"]), 1)
@@ -150,21 +150,26 @@ def live_panel():
         return
     if steps is not None:  # the status line and ETA above stay on the whole run
         scal = store.scalars(run_id, LIVE_POINTS, steps)
+        if scal.empty:
+            st.info(f"No metrics were logged between steps {lo_step:,} and {hi_step:,}: widen the steps shown.")
+            return
     readers = {"ct": lambda: store.class_train(run_id, LIVE_POINTS, steps),
                "ce": lambda: store.class_eval(run_id, max_points=LIVE_POINTS, steps=steps),
                "ev": lambda: store.evals(run_id, steps=steps, max_points=LIVE_POINTS),
                "tech": lambda: store.technique(run_id, LIVE_POINTS, steps)}
     frames: dict = {}
 
+    clock = scal  # every frame's wall time counts from the same first log (attach_wall)
+
     def read(what: str):
         """A store frame, read once and only by the tab that draws it (the x axis mapped to wall time if asked)."""
         if what not in frames:
             df = readers[what]()
-            frames[what] = charts.attach_wall(df, scal) if x == "wall" else df
+            frames[what] = charts.attach_wall(df, clock) if x == "wall" else df
         return frames[what]
 
     if x == "wall":
-        scal = charts.attach_wall(scal, scal)
+        scal = charts.attach_wall(scal, clock)
     rev = f"run-{run_id}-{x}"  # keeps zoom across refreshes, resets it for another run or x axis
     kw = dict(x=x, uirevision=rev)
     num_classes = len((run.get("info") or {}).get("class_names") or ()) or None
@@ -205,7 +210,7 @@ def live_panel():
             if no_val:
                 st.caption(NO_VAL_MESSAGE)
             for col, (kind, label) in zip(st.columns(3), CONFUSION_TITLES.items()):
-                got = store.confusion(run_id, kind)
+                got = store.confusion(run_id, kind, None if steps is None else hi_step)  # the latest shown
                 title = f"{label} (step {got[0]})" if got else label
                 col.plotly_chart(charts.make_confusion_figure(got[1] if got else None, names, normalize=normalize,
                                                               title=title, uirevision=rev), key=f"live_cm_{kind}")

@@ -221,6 +221,32 @@ def test_live_bins_a_long_run_and_a_step_window_reads_it_at_full_resolution(stor
     assert not any(t["name"].endswith("(min–max per bin)") for t in specs["live_pl_time"]["data"])
 
 
+def test_a_step_window_narrows_the_charts_not_the_status(store):
+    """The step window narrows the charts only: the status line's elapsed time stays the whole run's; a window with
+    no log says so (the run is not "waiting for its first metrics"); the confusion matrices are the latest inside
+    the window; on the wall-time axis the evaluations count from the same first log as the training metrics."""
+    rid = make_run(store, status="finished", steps=2000)
+    log_steps(store, rid, range(10, 2001, 10))  # wall = 1000 + step / 10: 199 s from the first log to the last
+    at = _at().run()
+    at.query_params["run"] = str(rid)
+    at.switch_page("pages/live.py").run()
+    status = lambda: [m.value for m in at.markdown if "elapsed" in m.value]
+    whole = status()
+    assert len(whole) == 1
+    at.slider(key=f"live_steps_{rid}").set_value((500, 1000)).run()
+    assert not at.exception and status() == whole
+    titles = {k: v["layout"]["title"]["text"] for k, v in live_tab(at, "Confusion").items()}
+    assert all(titles[f"live_cm_{kind}"].endswith("(step 1000)") for kind in ("val", "test", "pseudo")), titles
+    at.slider(key=f"live_steps_{rid}").set_value((0, 4)).run()
+    assert any("No metrics were logged between steps 0 and 4" in i.value for i in at.info)
+    assert status() == whole and "live_waiting" not in plotly_specs(at)
+    at.slider(key=f"live_steps_{rid}").set_value((0, 2000)).run()
+    at.session_state["x"] = "wall time"
+    specs = live_tab(at, "Validation & test")
+    first_eval = min(min(values(t["x"])) for t in specs["live_acc"]["data"] if t.get("x") is not None)
+    assert first_eval == pytest.approx(1.0)  # the evaluation at step 20, 1 s after the first log (step 10)
+
+
 def test_live_technique_state_tab(store):
     rid = make_run(store, status="finished")
     log_steps(store, rid, range(0, 50, 10), technique=True)
