@@ -24,7 +24,7 @@ from .records import NO_VAL_MESSAGE, SCALAR_CLS, SPLIT_LABELS
 
 PALETTE = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)  # class k -> PALETTE[k % len]
 RUN_PALETTE = tuple(qualitative.Set2) + tuple(qualitative.Dark2)  # run series (Compare page)
-SETS = ("labeled", "unlabeled", "test")
+SETS = ("labeled", "unlabeled", "validation", "test")  # the split preview's sets, in this order
 X_TITLES = {"step": "training step", "wall": "wall time (s since first log)"}
 DEFAULT_HEIGHT = 360
 TEST_MARKER = dict(symbol="diamond", size=11, line=dict(width=1, color="white"))
@@ -255,7 +255,7 @@ def _note_no_validation(fig: go.Figure) -> go.Figure:
 # -- splits ---------------------------------------------------------------
 def make_split_counts_figure(split: pd.DataFrame, *, title: str = "Examples per class", log_y: bool = False,
                              uirevision="split") -> go.Figure:
-    """One bar panel per set (labeled, unlabeled, test), bars coloured by class.
+    """One bar panel per set (labeled, unlabeled, validation, test: those ``split`` has), bars coloured by class.
 
     ``split`` has columns ``class, class_name, set, count`` (`preview_split`).
     """

@@ -76,7 +76,8 @@ def test_split_counts_hold_counts_per_set():
     split = pd.DataFrame([{"class": c, "class_name": n, "set": s, "count": (c + 1) * (i + 1)}
                           for i, s in enumerate(charts.SETS) for c, n in enumerate(NAMES)])
     fig = charts.make_split_counts_figure(split)
-    assert len(fig.data) == 3
+    assert len(fig.data) == 4 and [a.text.split(" (")[0] for a in fig.layout.annotations] == list(charts.SETS)
+    assert "validation" in charts.SETS  # the preview shows every set a run splits off, validation included
     for i, trace in enumerate(fig.data):
         assert list(trace.x) == NAMES
         assert list(trace.y) == [(c + 1) * (i + 1) for c in range(3)]
