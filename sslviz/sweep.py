@@ -466,11 +466,14 @@ def _axis_label(v) -> str:
 def make_heatmap_figure(cells: pd.DataFrame, metric: str, *, rows: str, cols: str, facet: str | None = None,
                         title: str | None = None):
     """Heatmap(s) of ``metric`` over ``rows`` x ``cols`` (one panel per ``facet`` value): each cell's text is
-    mean ± std and n (seeds with a value); the best row of each column is marked ★ (highest, or lowest gap)."""
+    mean ± std and n (seeds with a value). On a validation metric the best row of each column is marked ★
+    (highest, or lowest gap; rows tied at the three decimals shown share it); a test metric gets no ★: it is
+    reported beside validation, never chosen on."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     label, higher = METRICS[metric]
+    choose = metric.startswith("val_")
     facets = list(dict.fromkeys(cells[facet])) if facet else [None]
     fig = make_subplots(rows=1, cols=len(facets), subplot_titles=[f"{facet} = {f}" for f in facets] if facet else None,
                         shared_yaxes=True, horizontal_spacing=0.06)
@@ -488,11 +491,11 @@ def make_heatmap_figure(cells: pd.DataFrame, metric: str, *, rows: str, cols: st
             mean, std, n = d[f"{metric}_mean"], d[f"{metric}_std"], d[f"{metric}_n"]
             z[i, k] = mean
             text[i][k] = "—" if n == 0 else f"{mean:.3f} ± {std:.3f}<br>n={n}"
-        for k in range(len(col_values)):  # mark the best row per column
-            column = z[:, k]
+        for k in range(len(col_values) if choose else 0):  # mark the best rows per column
+            column = np.round(z[:, k], 3)  # as shown
             if np.isfinite(column).any():
-                best = int(np.nanargmax(column) if higher else np.nanargmin(column))
-                text[best][k] = "★ " + text[best][k]
+                for best in np.flatnonzero(column == (np.nanmax(column) if higher else np.nanmin(column))):
+                    text[best][k] = "★ " + text[best][k]
         fig.add_trace(go.Heatmap(
             z=z, x=[_axis_label(v) for v in col_values], y=[_axis_label(v) for v in row_values], text=text,
             texttemplate="%{text}", zmin=zmin, zmax=zmax, colorscale="Viridis" if higher else "Viridis_r",
@@ -500,7 +503,8 @@ def make_heatmap_figure(cells: pd.DataFrame, metric: str, *, rows: str, cols: st
             hovertemplate=f"{rows}=%{{y}}<br>{cols}=%{{x}}<br>%{{text}}<extra></extra>"), row=1, col=j + 1)
         fig.update_xaxes(title_text=cols, type="category", row=1, col=j + 1)
     fig.update_yaxes(title_text=rows, type="category", row=1, col=1)
-    fig.update_layout(title=title or f"{label.capitalize()}: mean ± std over seeds (★ best per column)",
+    note = "★ best per column" if choose else "reported, not chosen on: ★ marks the best on validation"
+    fig.update_layout(title=title or f"{label.capitalize()}: mean ± std over seeds ({note})",
                       height=max(280, 90 + 70 * len(row_values)), margin=dict(t=70, l=60, r=20, b=50))
     return fig
 

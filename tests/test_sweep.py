@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st_
 
@@ -123,6 +124,19 @@ def _wait_ended(store, sweep_id, wait_for, timeout=180):
     assert wait_for(ended, timeout, every=0.5), sweep.sweep_runs(store, sweep_id)[["id", "status", "error"]]
 
 
+def test_heatmap_stars_the_best_on_validation_only_and_shares_it_on_a_tie():
+    cells = pd.DataFrame({"preset": ["a", "b", "c"], "gamma": [10.0] * 3, "seeds": 2})
+    for m in sweep.METRICS:
+        cells[f"{m}_mean"], cells[f"{m}_std"], cells[f"{m}_n"] = [0.7104, 0.7096, 0.65], 0.01, 2
+    starred = lambda metric: [r[0].startswith("★") for r in
+                              sweep.make_heatmap_figure(cells, metric, rows="preset", cols="gamma").data[0].text]
+    assert starred("val_balanced_accuracy") == [True, True, False]  # 0.710 and 0.710 as shown: a tie
+    assert starred("val_head_tail_gap") == [False, False, True]  # lower is better
+    assert starred("test_balanced_accuracy") == [False] * 3  # never choose on test
+    title = sweep.make_heatmap_figure(cells, "test_balanced_accuracy", rows="preset", cols="gamma").layout.title.text
+    assert "not chosen on" in title
+
+
 def test_local_sweep_2x2x2_end_to_end_through_the_store(store, tiny, wait_for):
     spec = sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [5.0, 20.0]}, seeds=(0, 1), base=tiny,
                            name="tiny map")
@@ -138,7 +152,9 @@ def test_local_sweep_2x2x2_end_to_end_through_the_store(store, tiny, wait_for):
     assert len(cells) == 4 and (cells.seeds == 2).all() and (cells.val_balanced_accuracy_n == 2).all()
     fig = sweep.make_heatmap_figure(cells, "val_balanced_accuracy", rows="preset", cols="gamma")
     text = fig.data[0].text
-    assert sum(t.startswith("★") for r in text for t in r) == 2  # one best per gamma column
+    best = cells.assign(v=cells.val_balanced_accuracy_mean.round(3)).groupby("gamma").v.transform("max")
+    assert sum(t.startswith("★") for r in text for t in r) == int((cells.val_balanced_accuracy_mean.round(3) == best).sum())
+    assert sum(t.startswith("★") for r in text for t in r) >= 2  # at least one best per gamma column
     assert all("±" in t and "n=2" in t for r in text for t in r)
     html = sweep.figures_html({"map": fig, "par": sweep.make_parallel_figure(res, "test_tail_recall", ["preset", "gamma"])})
     assert html.count("<h2>") == 2 and "plotly" in html
