@@ -99,7 +99,7 @@ else:
         title = f"{label.capitalize()}: validation (lines), test (◆)"
         if grouped:
             groups = {(short[g[0]] if len(g) == 1 else
-                       f"{short[g[0]].split(' · seed=')[0]} · seeds {', '.join(str(configs[i].get('seed')) for i in g)}"):
+                       f"{sweep.without_seed(short[g[0]])} · seeds {', '.join(str(configs[i].get('seed')) for i in g)}"):
                       [curves[short[i]] for i in g] for g in seed_groups}
             fig = charts.make_seed_groups_figure(groups, metric, x=x, smoothing=smoothing, title=title, y_title=label,
                                                  uirevision=rev)

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -548,6 +549,17 @@ def export_table(cells: pd.DataFrame, fmt: str) -> bytes:
     buf = io.BytesIO()
     cells.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def without_seed(label: str) -> str:
+    """A run's label less the seed its sweep cell's name ends with (``describe`` puts it last), for a seed group.
+
+    >>> without_seed("#8 tiny · preset=balanced, gamma=50, seed=0"), without_seed("#3 map · seed=2")
+    ('#8 tiny · preset=balanced, gamma=50', '#3 map')
+    >>> without_seed("#4 my run")
+    '#4 my run'
+    """
+    return re.sub(r"(?:, | · )seed=-?\d+$", "", label)
 
 
 def seed_groups(configs: dict[int, dict]) -> dict[tuple, list[int]]:

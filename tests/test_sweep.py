@@ -241,7 +241,7 @@ def test_sweep_page_and_compare_grouping_under_apptest(home, monkeypatch):
     for i, cell in enumerate(spec.cells()):
         rid = make_run(store, preset=cell["preset"], status="finished")
         cfg = {**sweep.cell_config(spec, i, cell).to_dict()}
-        store.update_run(rid, sweep=sweep_id, config=__import__("json").dumps(cfg))
+        store.update_run(rid, sweep=sweep_id, config=json.dumps(cfg), name=cfg["name"])
         log_steps(store, rid, range(10, 101, 10), seed=i)
     at = _at()
     at.switch_page("pages/sweep.py").run()
@@ -256,6 +256,10 @@ def test_sweep_page_and_compare_grouping_under_apptest(home, monkeypatch):
     assert at.title[0].value == "Compare runs" and at.query_params["runs"] == ["7,8"] or at.query_params["runs"] == "7,8"
     assert at.toggle(key="compare_group_seeds").value is True
     assert not at.exception
+    from tests.test_app_pages import plotly_specs
+
+    names = {t.get("name") for t in plotly_specs(at)["compare_balanced_accuracy"]["data"]}
+    assert "#7 sweep · preset=balanced, gamma=50 · seeds 0, 1 (2 seeds) (validation)" in names, names  # less its seed
     # stop / delete buttons act on the whole sweep
     at.switch_page("pages/sweep.py").run()
     assert at.button(key="sweep_stop").disabled  # nothing active
