@@ -59,6 +59,10 @@ st.caption("Latest evaluation of each run: validation every eval_every steps, te
 ids = table["id"].tolist()
 if url_runs and url_runs != st.session_state.get("compare_qp"):  # a link (or a changed ?runs=) wins
     st.session_state["compare_runs"] = [i for i in url_runs if i in ids]
+    missing = [i for i in url_runs if i not in ids]
+    if missing:  # said once, when the link is opened: it names runs this store does not hold (deleted, or another's)
+        st.error(f"There is no run {', '.join(map(str, missing))} in this store: the link names "
+                 f"{'a run' if len(missing) == 1 else 'runs'} deleted since, or another store's.")
 elif "compare_runs" not in st.session_state:
     st.session_state["compare_runs"] = ids[: min(3, len(ids))]
 st.session_state["compare_runs"] = [i for i in st.session_state["compare_runs"] if i in ids]

@@ -22,8 +22,11 @@ if sweeps.empty:
 ids = sweeps["id"].astype(int).tolist()
 names = {int(r.id): f"#{int(r.id)} {r.name or 'sweep'} · {r.runs} runs · {r.executor}" for r in sweeps.itertuples()}
 raw = st.query_params.get("sweep")
-if raw is not None and str(raw).isdigit() and int(raw) in ids and st.session_state.get("sweep_qp") != raw:
-    st.session_state["sweep_pick"] = int(raw)
+if raw is not None and st.session_state.get("sweep_qp") != raw:  # a link (or a changed ?sweep=) wins
+    if str(raw).isdigit() and int(raw) in ids:
+        st.session_state["sweep_pick"] = int(raw)
+    else:
+        st.error(f"There is no sweep {raw} in this store (deleted since, or another store's): pick one below.")
 st.session_state["sweep_qp"] = raw
 sweep_id = st.selectbox("Sweep", ids, key="sweep_pick", format_func=names.get)
 if str(st.query_params.get("sweep")) != str(sweep_id):

@@ -269,6 +269,31 @@ def test_sweep_page_and_compare_grouping_under_apptest(home, monkeypatch):
     assert "No sweeps yet" in at.info[0].value
 
 
+def test_a_link_to_a_missing_sweep_or_run_says_so(home, monkeypatch):
+    """?sweep= and ?runs= naming what the store does not hold (deleted since, another store's) say so, naming it,
+    instead of silently showing another sweep or dropping the run."""
+    from tests.test_app_pages import make_run
+
+    monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
+    store = RunStore(home / "runs.db")
+    store.create_sweep(sweep.SweepSpec(grid={"gamma": [10.0, 50.0]}).to_dict(), name="one")
+    rid = make_run(store, status="finished")
+    at = _at()
+    at.query_params["sweep"] = "99"
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception, at.exception
+    assert any("There is no sweep 99 in this store" in e.value for e in at.error), [e.value for e in at.error]
+    at.run()
+    assert not at.error  # said once, for the link
+    at = _at()
+    at.query_params["runs"] = f"{rid},999"
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["There is no run 999 in this store: the link names a run deleted since, or "
+                                           "another store's."]
+    assert at.multiselect(key="compare_runs").value == [rid]
+
+
 def test_setup_sweep_section_counts_runs_and_estimates_before_start(home, monkeypatch):
     monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
     at = _at().run()
