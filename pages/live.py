@@ -11,6 +11,7 @@ from sslviz import charts, ui  # noqa: E402
 from sslviz.records import NO_VAL_MESSAGE  # noqa: E402
 from sslviz.registry import UNLABELED_ESTIMATES  # noqa: E402
 from sslviz.store import VIEW_POINTS  # noqa: E402
+from sslviz.worker import never_started  # noqa: E402
 
 
 REFRESH_S = 1.5
@@ -115,7 +116,8 @@ def live_panel():
     if status == "failed":
         st.error(f"Run failed: {run['error'] if ui.present(run.get('error')) else 'unknown error'}")
     elif status == "stopped":
-        st.warning("Run stopped. Resume continues from its last checkpoint.")
+        st.warning("Run stopped before it logged anything: Resume queues it again, from step 0." if
+                   never_started(run) else "Run stopped. Resume continues from its last checkpoint.")
     elif status == "queued":
         st.info("Queued: it starts when a device slot is free.")
     if ui.read_only():

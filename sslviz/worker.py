@@ -117,6 +117,12 @@ def evaluate_now(store: RunStore, run_id: int, splits=("test",)) -> dict:
     return record
 
 
+def never_started(row: dict) -> bool:
+    """A run that logged nothing (stopped while queued, or while its process booted): its resume starts it from
+    step 0, with nothing recorded to lose."""
+    return int(row.get("step") or 0) == 0
+
+
 def check_resumable(store: RunStore, run_id: int) -> None:
     """Raise saying why ``run_id`` cannot be resumed, if it cannot: NoSuchRun, TransitionRefused (its status),
     or a ValueError / CheckpointMismatch about its checkpoint."""
@@ -127,6 +133,8 @@ def check_resumable(store: RunStore, run_id: int) -> None:
         raise TransitionRefused(run_id, row["status"], "resume")
     ckpt = checkpoint_path(store, run_id)
     if not ckpt.exists():
+        if never_started(row):
+            return  # resuming queues it again, from step 0 (as a sweep's resume does)
         raise ValueError(f"Run {run_id} has no checkpoint to resume from; start a new run with its config instead.")
     from .trainer import CheckpointMismatch, check_checkpoint, load_checkpoint
 
@@ -144,7 +152,8 @@ def resume(store: RunStore, run_id: int, *, foreground: bool = False) -> None:
     if foreground:
         store.add_event(run_id, "resume", "resuming in the foreground from its last checkpoint")
         return
-    store.add_event(run_id, "resume", "queued to resume from its last checkpoint")
+    store.add_event(run_id, "resume", "queued to resume from its last checkpoint" if checkpoint_path(store, run_id).exists()
+                    else "queued again: it had not started")
     start_queued(store)
 
 

@@ -83,15 +83,28 @@ def test_concurrent_reaps_start_each_queued_run_once(store, tiny, monkeypatch):
     assert [store.run(i)["status"] for i in ids] == ["running", "running", "queued"]
 
 
-def test_resume_refuses_active_or_checkpointless_runs(store, tiny):
+def test_resume_refuses_active_or_checkpointless_runs(store, tiny, monkeypatch):
     rid = store.create_run(TrainConfig(**tiny).to_dict())
     with pytest.raises(TransitionRefused, match=f"Run {rid} is queued; resume needs a stopped or failed run.$"):
         worker.resume(store, rid)
     store.request_stop(rid)
+    store.update_run(rid, step=5)  # it had logged, then lost what it logged since its (missing) checkpoint
     with pytest.raises(ValueError, match="has no checkpoint to resume from"):
         worker.resume(store, rid)
     with pytest.raises(NoSuchRun, match="There is no run 999"):
         worker.resume(store, 999)
+
+
+def test_a_run_stopped_before_it_logged_anything_resumes_from_step_0(store, tiny, monkeypatch):
+    """Stopped while queued: nothing recorded, nothing to lose, so Resume queues it again (as a sweep's resume does),
+    and the Live page says so instead of promising a checkpoint."""
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # stays queued
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    store.request_stop(rid)
+    assert worker.never_started(store.run(rid))
+    worker.resume(store, rid)
+    assert store.run(rid)["status"] == "queued"
+    assert store.events(rid).message.iloc[-1] == "queued again: it had not started"
 
 
 # -- in-process worker: stop, SIGTERM, resume, failures ---------------------------------------------
