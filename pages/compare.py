@@ -98,25 +98,29 @@ else:
         help="Runs whose configs differ only by seed become one line: the mean over seeds, with a band from the "
              "lowest to the highest seed (test: mean ◆ with the spread as an error bar).")
     rev = "compare-" + "-".join(map(str, chosen)) + x + ("-grouped" if grouped else "")
+    colors = charts.run_colors([short[i] for i in chosen])  # a run's colour in every chart below
     c1, c2 = st.columns(2)
     for col, metric, label in ((c1, "balanced_accuracy", "balanced accuracy"), (c2, "accuracy", "accuracy")):
         title = f"{label.capitalize()}: validation (lines), test (◆)"
         if grouped:
-            groups = {(short[g[0]] if len(g) == 1 else
-                       f"{sweep.without_seed(short[g[0]])} · seeds {', '.join(str(configs[i].get('seed')) for i in g)}"):
-                      [curves[short[i]] for i in g] for g in seed_groups}
+            labels_of = {(short[g[0]] if len(g) == 1 else
+                          f"{sweep.without_seed(short[g[0]])} · seeds {', '.join(str(configs[i].get('seed')) for i in g)}"):
+                         g for g in seed_groups}
+            groups = {name: [curves[short[i]] for i in g] for name, g in labels_of.items()}
             fig = charts.make_seed_groups_figure(groups, metric, x=x, smoothing=smoothing, title=title, y_title=label,
-                                                 uirevision=rev)
+                                                 uirevision=rev,
+                                                 colors={name: colors[short[g[0]]] for name, g in labels_of.items()})
         else:
             fig = charts.make_runs_overlay_figure(curves, metric, x=x, smoothing=smoothing, title=title, y_title=label,
-                                                  uirevision=rev)
+                                                  uirevision=rev, colors=colors)
         col.plotly_chart(fig, key=f"compare_{metric}")
 
     # -- per-class recall per split: only runs with the same classes share a chart --
     for col, split in zip(st.columns(len(SPLITS)), SPLITS):
         recalls, names, skipped = latest_recalls(store, short, split)
         col.plotly_chart(charts.make_recall_comparison_figure(
-            recalls, names, split=split, title=f"Per-class {SPLIT_LABELS[split]} recall (latest)", uirevision=rev),
+            recalls, names, split=split, title=f"Per-class {SPLIT_LABELS[split]} recall (latest)", uirevision=rev,
+            colors=colors),
             key=f"compare_recall_{split}")
         if skipped:
             col.caption(f"Not shown (different classes from the first run): {', '.join(skipped)}.")

@@ -580,15 +580,31 @@ def make_technique_comparison_figure(frames: Mapping[str, pd.DataFrame], name: s
 
 
 # -- comparing runs -------------------------------------------------------
+def run_colors(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per run, by its place among the runs compared, so every chart of the page colours a run alike
+    (a chart that leaves a run out, or groups seeds, would otherwise shift the colours of the rest).
+
+    >>> colors = run_colors(["#1 a", "#2 b"])
+    >>> colors["#2 b"] == RUN_PALETTE[1]
+    True
+    """
+    return {label: RUN_PALETTE[i % len(RUN_PALETTE)] for i, label in enumerate(labels)}
+
+
+def _run_color(colors: Mapping[str, str] | None, label: str, i: int) -> str:
+    return (colors or {}).get(label) or RUN_PALETTE[i % len(RUN_PALETTE)]
+
+
 def make_runs_overlay_figure(curves: Mapping[str, pd.DataFrame], column: str, *, x: str = "step",
                              smoothing: float = 0.0, title: str = "", y_title: str = "", y_range=(0, 1.02),
-                             uirevision="compare") -> go.Figure:
-    """One colour per run (label -> ``store.evals`` frame): validation as its line, test as diamonds."""
+                             uirevision="compare", colors: Mapping[str, str] | None = None) -> go.Figure:
+    """One colour per run (label -> ``store.evals`` frame; ``colors``: label -> colour, else by position):
+    validation as its line, test as diamonds."""
     fig = go.Figure()
     for i, (label, df) in enumerate(curves.items()):
         if df is None or df.empty or column not in df:
             continue
-        _add_split_series(fig, df, x, column, label, RUN_PALETTE[i % len(RUN_PALETTE)], smoothing)
+        _add_split_series(fig, df, x, column, label, _run_color(colors, label, i), smoothing)
     if not fig.data:
         return empty_figure(title, uirevision=uirevision)
     if y_range is not None:
@@ -615,13 +631,14 @@ def seed_band(frames: Sequence[pd.DataFrame], column: str, split: str = "val", x
 
 def make_seed_groups_figure(groups: Mapping[str, Sequence[pd.DataFrame]], column: str, *, x: str = "step",
                             smoothing: float = 0.0, title: str = "", y_title: str = "", y_range=(0, 1.02),
-                            uirevision="compare") -> go.Figure:
-    """One colour per group of runs differing only by seed (label -> their ``store.evals`` frames): the mean of
+                            uirevision="compare", colors: Mapping[str, str] | None = None) -> go.Figure:
+    """One colour per group of runs differing only by seed (label -> their ``store.evals`` frames; ``colors``: label
+    -> colour, else by position): the mean of
     their validation curves as a line with a band from the lowest to the highest seed, test as the mean diamond
     with the seeds' spread as an error bar. A group of one run is drawn as that run."""
     fig = go.Figure()
     for i, (label, frames) in enumerate(groups.items()):
-        color = RUN_PALETTE[i % len(RUN_PALETTE)]
+        color = _run_color(colors, label, i)
         frames = [f for f in frames if f is not None and not f.empty and column in f]
         if not frames:
             continue
@@ -652,15 +669,17 @@ def make_seed_groups_figure(groups: Mapping[str, Sequence[pd.DataFrame]], column
 
 
 def make_recall_comparison_figure(recalls: Mapping[str, Sequence[float]], class_names=None, *, split: str = "test",
-                                  title: str | None = None, uirevision="compare") -> go.Figure:
-    """Grouped bars of one split's recall: x = class, one bar series per run (run colours; classes on the axis)."""
+                                  title: str | None = None, uirevision="compare",
+                                  colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Grouped bars of one split's recall: x = class, one bar series per run (run colours: ``colors``, label ->
+    colour, else by position; classes on the axis)."""
     split_label = SPLIT_LABELS[split]
     title = title or f"Per-class {split_label} recall"
     fig = go.Figure()
     for i, (label, rec) in enumerate(recalls.items()):
         rec = np.asarray(rec, dtype=float)
         fig.add_trace(go.Bar(x=[class_name(class_names, k) for k in range(len(rec))], y=rec.tolist(), name=label,
-                             marker_color=RUN_PALETTE[i % len(RUN_PALETTE)],
+                             marker_color=_run_color(colors, label, i),
                              hovertemplate="class %{x}<br>recall %{y:.3f}<extra>" + label + "</extra>"))
     if not fig.data:
         return empty_figure(title, uirevision=uirevision)

@@ -341,6 +341,24 @@ def test_compare_table_and_bias(store):
     assert bias_table["head share of pseudo-labels"].iloc[0] == pytest.approx(30 / 165)
 
 
+def test_compare_colours_a_run_alike_in_every_chart(store):
+    """A toy2d run among digits runs is left out of the recall charts (other classes): the runs after it keep the
+    colour they have in the accuracy charts."""
+    a = make_run(store, name="a", status="finished")
+    t = make_run(store, dataset="toy2d", name="t", status="finished")
+    b = make_run(store, preset="balanced", name="b", status="finished")
+    for rid, k in ((a, 10), (t, 6), (b, 10)):
+        log_steps(store, rid, range(0, 41, 10), k=k)
+    at = _at().run()
+    at.query_params["runs"] = f"{a},{t},{b}"
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    specs = plotly_specs(at)
+    line = {tr["name"]: tr.get("line", {}).get("color") for tr in specs["compare_balanced_accuracy"]["data"]}
+    bars = {tr["name"]: tr["marker"]["color"] for tr in specs["compare_recall_test"]["data"]}
+    assert f"#{t} t" not in bars and line[f"#{b} b (validation)"] == bars[f"#{b} b"] != bars[f"#{a} a"]
+
+
 def test_compare_old_run_without_validation(store):
     old = make_run(store, name="old", status="finished")
     log_steps(store, old, range(0, 41, 10), splits=None)
