@@ -100,7 +100,8 @@ default_cols = "gamma" if "gamma" in axes and default_rows != "gamma" else (
     [k for k in axes if k != default_rows] or [default_rows])[0]
 a1, a2, a3 = st.columns(3)
 rows_key = a1.selectbox("Rows", axes, index=axes.index(default_rows), key="sweep_rows")
-col_choices = [k for k in axes if k != rows_key] or [rows_key]
+ONE_COLUMN = "sweep"  # one knob swept: its values as rows of one column, not knob x knob
+col_choices = [k for k in axes if k != rows_key] or [ONE_COLUMN]
 cols_key = a2.selectbox("Columns", col_choices, index=col_choices.index(default_cols) if default_cols in col_choices
                         else 0, key="sweep_cols")
 facet_choices = ["(none)", *[k for k in axes if k not in (rows_key, cols_key)]]
@@ -114,8 +115,11 @@ for k in keys:  # any other varied knob is fixed to one value
         pick = st.selectbox(f"{k}", values, key=f"sweep_fix_{k}")
         shown = shown[shown[k] == pick]
 cells = sweep.cell_table(shown, [k for k in keys if k in (rows_key, cols_key, facet)] if keys else [])
-st.caption("Each cell: mean ± std over seeds of the latest evaluation, n = seeds with a value; ★ marks the best row "
-           "of each column (highest, or the smallest head − tail gap). Balanced accuracy on the validation set "
+if cols_key == ONE_COLUMN:
+    cells = cells.assign(**{ONE_COLUMN: "all runs"})
+st.caption("Each cell: mean ± std over seeds of the latest evaluation, n = seeds with a value; on the validation "
+           "tabs ★ marks the best row of each column (highest, or the smallest head − tail gap; ties share it), and "
+           "the test tabs have none: choose on validation, report test beside it. Balanced accuracy on the validation set "
            "(every eval_every steps) and the test set (end of each run); 3-rarest recall and head − tail gap from "
            "sslviz.bias.")
 figures = {}

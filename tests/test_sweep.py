@@ -269,6 +269,25 @@ def test_sweep_page_and_compare_grouping_under_apptest(home, monkeypatch):
     assert "No sweeps yet" in at.info[0].value
 
 
+def test_a_sweep_over_one_knob_is_one_column_not_knob_by_knob(home, monkeypatch):
+    from tests.test_app_pages import log_steps, make_run, plotly_specs
+
+    monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
+    store = RunStore(home / "runs.db")
+    spec = sweep.SweepSpec(grid={"gamma": [10.0, 50.0]}, seeds=(0, 1), base={"dataset": "digits", "steps": 100})
+    sweep_id = store.create_sweep(spec.to_dict(), name="one knob")
+    for i, cell in enumerate(spec.cells()):
+        rid = make_run(store, status="finished")
+        store.update_run(rid, sweep=sweep_id, config=json.dumps(sweep.cell_config(spec, i, cell).to_dict()))
+        log_steps(store, rid, range(10, 101, 10), seed=i)
+    at = _at()
+    at.switch_page("pages/sweep.py").run()
+    assert not at.exception, at.exception
+    heat = plotly_specs(at)["sweep_heatmap_val_balanced_accuracy"]["data"][0]
+    assert heat["x"] == ["all runs"] and heat["y"] == ["10", "50"]
+    assert all("n=2" in row[0] for row in heat["text"])  # each gamma: both seeds, no empty cell
+
+
 def test_a_link_to_a_missing_sweep_or_run_says_so(home, monkeypatch):
     """?sweep= and ?runs= naming what the store does not hold (deleted since, another store's) say so, naming it,
     instead of silently showing another sweep or dropping the run."""
