@@ -137,7 +137,7 @@ with st.expander("Sweep: run this config over a grid", icon=":material/grid_on:"
 
         try:
             grid = sw.parse_grid(grid_lines)
-            seeds = tuple(int(v) for v in str(st.session_state.get("sweep_seeds") or "0").split(",") if v.strip())
+            seeds = sw.parse_seeds(st.session_state.get("sweep_seeds") or "0")
             base = sw.shared_base(cfg.to_dict(), grid)
             spec = sw.SweepSpec(grid=grid, seeds=seeds, base=base, name=st.session_state.get("sweep_name") or "")
             sweep_plan = sw.validate(spec, ui.dataset_cache_dir(), store=store)

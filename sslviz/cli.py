@@ -195,7 +195,7 @@ def _sweep_command(store: RunStore, args) -> int:
     if args.preset:
         base["preset"] = args.preset
     grid = {**spec.grid, **sw.parse_grid(args.grid)}
-    seeds = tuple(int(v) for v in args.seeds.split(",")) if args.seeds else spec.seeds
+    seeds = sw.parse_seeds(args.seeds) if args.seeds else spec.seeds
     spec = sw.SweepSpec(grid=grid, seeds=seeds, base={k: v for k, v in base.items() if k not in grid},
                         name=args.sweep_name or spec.name)
     from .worker import cache_dir

@@ -191,6 +191,23 @@ class EarlyStop:
                 "reduction_factor": float(self.reduction_factor), "max_t": max(c.steps for c in configs)}
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """Seeds from '0,1,2' (the CLI's --seeds, the Setup page's Seeds field); SweepError naming the field otherwise.
+
+    >>> parse_seeds("0, 1,2")
+    (0, 1, 2)
+    >>> parse_seeds("a,b")
+    Traceback (most recent call last):
+    ...
+    sslviz.sweep.SweepError: Seeds must be whole numbers separated by commas, e.g. 0,1,2; got 'a,b'.
+    """
+    try:
+        return tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise SweepError(f"Seeds must be whole numbers separated by commas, e.g. 0,1,2; got {text!r}.",
+                         field="seed") from None
+
+
 def describe(cell: dict) -> str:
     """'preset=balanced, gamma=10, seed=1'."""
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cell.items())

@@ -322,6 +322,10 @@ def test_setup_sweep_section_counts_runs_and_estimates_before_start(home, monkey
     at.text_area(key="sweep_grid").set_value("gamma=10,9999").run()
     assert any("Cell 4 of 6 (gamma=9999, seed=0): gamma:" in e.value for e in at.error), [e.value for e in at.error]
     assert at.button(key="start_sweep").disabled
+    at.text_area(key="sweep_grid").set_value("gamma=10,50").run()
+    at.text_input(key="sweep_seeds").set_value("a,b").run()
+    assert [e.value for e in at.error] == ["Seeds must be whole numbers separated by commas, e.g. 0,1,2; got 'a,b'."]
+    assert at.button(key="start_sweep").disabled
 
 
 def test_a_setup_sweep_over_presets_trains_each_cells_preset(home, monkeypatch):
