@@ -131,7 +131,9 @@ def live_panel():
         if status == "running" and s2.button("Test now", key="live_test_now", icon=":material/science:",
                                              help="Evaluate the latest checkpoint on the test set and record it; "
                                                   "the run keeps training. (It is evaluated at the end anyway.)"):
-            st.info(ui.evaluate_now(store, run_id))
+            st.session_state[f"live_tested_{run_id}"] = ui.evaluate_now(store, run_id)
+    if f"live_tested_{run_id}" in st.session_state:  # kept across the refreshes: it names its own step
+        st.info(st.session_state[f"live_tested_{run_id}"])
     else:
         if status in ("stopped", "failed"):
             if s2.button("Resume", key="live_resume", icon=":material/play_arrow:") and ui.resume(store, run_id):

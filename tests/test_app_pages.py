@@ -564,6 +564,8 @@ def test_live_test_now_evaluates_the_latest_checkpoint_and_stop_after_the_end_is
     assert not at.exception
     assert any("Test set at step 15 (latest checkpoint): balanced accuracy" in i.value for i in at.info)
     assert store.run(rid)["status"] == "running" and store.run(rid)["step"] == 15
+    at.run()  # the next refresh keeps the result on the page (it names its step)
+    assert any("Test set at step 15 (latest checkpoint): balanced accuracy" in i.value for i in at.info)
     # The run ends between the page's draw and the click on Stop: the page gets a reason to show, not a traceback.
     store.update_run(rid, status="finished")
     from sslviz import ui
