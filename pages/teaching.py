@@ -48,6 +48,7 @@ if len(toy) < 2:
         ids = launch_pair(store)
         if len(ids) == len(PAIR):
             st.toast(f"Started runs {', '.join(f'#{i}' for i in ids)}.")
+            st.session_state["teach_left"], st.session_state["teach_right"] = ids  # show the pair just launched
             st.rerun()
     if toy.empty:
         st.stop()

@@ -437,6 +437,17 @@ def test_teaching_empty_state(store):
     assert at.button(key="teach_launch")
 
 
+def test_teaching_launch_shows_the_pair_it_started(store, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # recorded and queued; nothing spawns
+    old = make_run(store, dataset="toy2d", status="finished", name="old")
+    at = _at().run()
+    at.switch_page("pages/teaching.py").run()
+    at.button(key="teach_launch").click().run()
+    assert not at.exception, at.exception
+    new = sorted(set(store.runs().id) - {old})
+    assert [at.selectbox(key="teach_left").value, at.selectbox(key="teach_right").value] == new  # fixmatch | balanced
+
+
 def test_teaching_two_runs_with_snapshots(store):
     a = make_run(store, dataset="toy2d", status="finished", name="fm")
     b = make_run(store, dataset="toy2d", preset="balanced", status="finished", name="bal")
