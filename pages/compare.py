@@ -52,6 +52,7 @@ table = pd.DataFrame({
 })
 st.dataframe(table, hide_index=True, key="compare_table",
              column_config={h: st.column_config.NumberColumn(format="%.3f") for h in METRICS.values()})
+ui.as_of(table["status"], "compare_refresh")
 st.caption("Latest evaluation of each run: validation every eval_every steps, test at the end of the run. "
            f"Empty validation columns: {NO_VAL_MESSAGE}. **code version** is the sslviz version and commit that "
            "computed the run, so runs from different code are told apart.")

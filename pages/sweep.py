@@ -38,6 +38,7 @@ counts = res["status"].value_counts()
 done = int(counts.get(lifecycle.FINISHED, 0))
 st.progress(done / max(1, len(res)), text=f"{done} of {len(res)} runs finished · "
             + ", ".join(f"{n} {s}" for s, n in counts.items()))
+ui.as_of(res["status"], "sweep_refresh")
 spec = row["spec"]
 early = row["options"].get("early_stop")
 st.caption("Grid: " + " × ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in spec["grid"].items())

@@ -318,6 +318,18 @@ def run_filters(runs: pd.DataFrame, prefix: str, keep=()) -> pd.DataFrame:
     return shown
 
 
+def as_of(statuses, key: str) -> None:
+    """Under a view that does not refresh itself (Compare, Sweeps): when some of its runs are still queued or
+    running, say that what it shows is as of now, with a Refresh button (``key``), so a status never passes for
+    current when it is not."""
+    active = sum(status in ACTIVE for status in statuses)
+    if active:
+        c1, c2 = st.columns([5, 1])
+        c1.caption(f"{active} of these runs {'is' if active == 1 else 'are'} still queued or running: statuses, steps "
+                   f"and metrics here are as of {time.strftime('%H:%M:%S')}.")
+        c2.button("Refresh", key=key, icon=":material/refresh:")  # a click reruns the page
+
+
 def ids_param(raw) -> list[int]:
     """Run ids from a ``?runs=3,5`` query parameter, in order; anything that is not an id is skipped."""
     return [int(t) for t in str(raw or "").split(",") if t.strip().isdigit()]

@@ -359,6 +359,23 @@ def test_compare_colours_a_run_alike_in_every_chart(store):
     assert f"#{t} t" not in bars and line[f"#{b} b (validation)"] == bars[f"#{b} b"] != bars[f"#{a} a"]
 
 
+def test_compare_says_when_what_it_shows_is_not_current(store, monkeypatch):
+    """Compare does not refresh itself: with a run still active it says its statuses are as of now, with a Refresh
+    button; with every run ended it says nothing."""
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # the queued run stays queued
+    done = make_run(store, name="done", status="finished")
+    log_steps(store, done, range(0, 41, 10))
+    at = _at().run()
+    at.query_params["runs"] = str(done)
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and not [b for b in at.button if b.key == "compare_refresh"]
+    make_run(store, name="waiting", status="queued")
+    at.run()
+    assert any("1 of these runs is still queued or running" in c.value for c in at.caption)
+    at.button(key="compare_refresh").click().run()
+    assert not at.exception
+
+
 def test_compare_old_run_without_validation(store):
     old = make_run(store, name="old", status="finished")
     log_steps(store, old, range(0, 41, 10), splits=None)
