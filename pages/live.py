@@ -132,8 +132,6 @@ def live_panel():
                                              help="Evaluate the latest checkpoint on the test set and record it; "
                                                   "the run keeps training. (It is evaluated at the end anyway.)"):
             st.session_state[f"live_tested_{run_id}"] = ui.evaluate_now(store, run_id)
-    if f"live_tested_{run_id}" in st.session_state:  # kept across the refreshes: it names its own step
-        st.info(st.session_state[f"live_tested_{run_id}"])
     else:
         if status in ("stopped", "failed"):
             if s2.button("Resume", key="live_resume", icon=":material/play_arrow:") and ui.resume(store, run_id):
@@ -148,6 +146,8 @@ def live_panel():
             else:
                 st.toast(f"Run #{run_id} {'unarchived' if archived else 'archived'}.")
                 st.rerun(scope="app")
+    if f"live_tested_{run_id}" in st.session_state:  # Test now's result, kept across the refreshes: it names its step
+        st.info(st.session_state[f"live_tested_{run_id}"])
 
     if scal.empty:
         st.plotly_chart(charts.empty_figure("Live charts", "waiting for the first metrics…"), key="live_waiting")
