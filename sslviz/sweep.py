@@ -370,9 +370,13 @@ def sweep_runs(store, sweep_id: int) -> pd.DataFrame:
 
 
 def stop(store, sweep_id: int) -> list[int]:
-    """``request_stop`` every queued or running run of the sweep; the ids asked."""
+    """``request_stop`` every queued or running run of the sweep; the ids asked.
+
+    Queued runs first: a running run that honours its stop calls ``worker.start_queued`` as it ends, and would
+    start a queued run of this sweep not yet stopped (which would then train until its first log step)."""
     asked = []
-    for row in sweep_runs(store, sweep_id).itertuples():
+    runs = sweep_runs(store, sweep_id)
+    for row in sorted(runs.itertuples(), key=lambda r: r.status != lifecycle.QUEUED):  # stable: then by id
         if row.status in lifecycle.ACTIVE:
             try:
                 store.request_stop(int(row.id))
