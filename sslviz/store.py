@@ -420,12 +420,22 @@ class RunStore:
         return self._record_lost(lost)
 
     def _record_lost(self, lost: dict[int, str]) -> dict[int, str]:
+        """Record each verdict of ``lost`` (``{id: why}`` from rows read as running); the ones that hold.
+
+        A verdict is dropped when ``lose`` is refused because the run ended on its own after the rows were read
+        (its worker finished, then exited, between the SELECT and the pid check): that run is not lost, and the
+        caller keeps the row it read. Refused because another reader recorded it lost first, it holds."""
+        held = {}
         for rid, why in lost.items():
             try:
-                self.lose(rid, why)
+                if not self.lose(rid, why):
+                    row = self._one("SELECT status, error FROM runs WHERE id = ?", (rid,))
+                    if row is None or (row["status"], row["error"]) != (lifecycle.FAILED, PROCESS_LOST):
+                        continue  # it ended (or was deleted) meanwhile: no verdict
             except StoreError:
                 pass  # a read-only store: readers still see the run as lost (below), it just is not written
-        return lost
+            held[rid] = why
+        return held
 
     def run(self, run_id: int) -> dict | None:
         """One run's registry row with ``config`` and ``info`` decoded, or None. A running run whose process is

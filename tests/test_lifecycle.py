@@ -636,6 +636,24 @@ def test_each_reader_alone_sees_a_dead_process_as_lost(store, tiny, capsys, monk
     assert raw_status(store, queued) == "queued"
 
 
+@pytest.mark.parametrize("reader", list(READERS))
+def test_a_run_that_ends_while_it_is_read_is_not_lost(store, tiny, capsys, monkeypatch, reader):
+    """The worker finishes and exits between a reader's SELECT (it read "running") and its liveness check (the pid
+    is gone): the run finished; no reader may call it lost, not even in what it returns."""
+    rid = store.create_run(TrainConfig(**tiny).to_dict(), pid=dead_pid())
+    real = lifecycle.lost_runs
+
+    def ended_meanwhile(rows, now=None):  # the worker's finish_run commits, then its process exits
+        if any(int(r["id"]) == rid and r["status"] == "running" for r in rows) and raw_status(store, rid) == "running":
+            RunStore(store.path).finish_run(rid, "finished")
+        return real(rows, now)
+
+    monkeypatch.setattr(lifecycle, "lost_runs", ended_meanwhile)
+    seen = READERS[reader](store, rid, capsys)  # what it read: running (its snapshot) or finished, never lost
+    assert "failed" not in seen and "process lost" not in seen and raw_status(store, rid) == "finished"
+    assert "failed" not in store.events(rid).kind.tolist()
+
+
 def test_liveness_dispatches_on_the_executor(store, tiny, monkeypatch):
     """A run executed elsewhere is judged by its executor's check, registered once; readers do not change."""
     verdicts = {}
