@@ -2,6 +2,7 @@
 stop and resume go through Ray. One Ray for the whole test session (a few seconds to start)."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pandas as pd
@@ -14,9 +15,21 @@ from sslviz import lifecycle, ray_executor, sweep  # noqa: E402
 
 @pytest.fixture(scope="session")
 def local_ray():
-    """``ray.init(num_cpus=2)`` once per session (a cluster: set RAY_ADDRESS, the same code connects to it)."""
+    """``ray.init(num_cpus=2)`` once per session (a cluster: set RAY_ADDRESS, the same code connects to it).
+
+    Ray runs its worker processes at nice 15: on a machine busy with anything at normal priority they get a few
+    percent of a core, and trials that take seconds here take minutes (past the waits below). The local Ray of the
+    tests runs them at the tests' own priority (``RAY_worker_niceness``, read by the raylet when it starts)."""
     if not ray.is_initialized():
-        ray_executor.connect(num_cpus=2)
+        before = os.environ.get("RAY_worker_niceness")
+        os.environ["RAY_worker_niceness"] = "0"
+        try:
+            ray_executor.connect(num_cpus=2)
+        finally:
+            if before is None:
+                os.environ.pop("RAY_worker_niceness")
+            else:
+                os.environ["RAY_worker_niceness"] = before
     yield ray
     ray.shutdown()
 
