@@ -2,6 +2,7 @@
 stop and resume go through Ray. One Ray for the whole test session (a few seconds to start)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -32,6 +33,21 @@ def local_ray():
                 os.environ["RAY_worker_niceness"] = before
     yield ray
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def _driving(store, sweep_id, drive):
+    """A thread running ``drive`` (a sweep's driver) for the block. When the block fails before the sweep ended, the
+    sweep is stopped and the driver waited for: left running, its 100k-step trials kept the test session from
+    exiting (a non-daemon thread), and after the session's ray.shutdown() its next ray.get started a new Ray."""
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    try:
+        yield driver
+    finally:
+        if driver.is_alive():
+            sweep.stop(store, sweep_id)
+            driver.join(120)
 
 
 def test_trial_processes_have_no_store(local_ray, tiny):
@@ -70,23 +86,21 @@ def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
     plan = sweep.validate(sweep.SweepSpec(grid={"gamma": [5.0, 10.0]}, base=long), store=store)
     sweep_id, run_ids = sweep.record(store, plan, executor="ray")
     out = {}
-    driver = threading.Thread(target=lambda: out.update(ray_executor.drive(store, sweep_id)))
-    driver.start()
-    assert wait_for(lambda: all(store.run(r)["step"] >= 20 for r in run_ids), 120)
-    assert all(store.run(r)["status"] == "running" for r in run_ids)
-    assert sorted(sweep.stop(store, sweep_id)) == run_ids
-    driver.join(120)
+    with _driving(store, sweep_id, lambda: out.update(ray_executor.drive(store, sweep_id))) as driver:
+        assert wait_for(lambda: all(store.run(r)["step"] >= 20 for r in run_ids), 120)
+        assert all(store.run(r)["status"] == "running" for r in run_ids)
+        assert sorted(sweep.stop(store, sweep_id)) == run_ids
+        driver.join(120)
     assert out == {run_ids[0]: "stopped", run_ids[1]: "stopped"}
     stopped_at = {r: store.run(r)["step"] for r in run_ids}
     assert sorted(sweep.resume(store, sweep_id)) == run_ids
     assert all(store.run(r)["status"] == "queued" for r in run_ids)
-    driver = threading.Thread(target=lambda: out.update(ray_executor.drive(store, sweep_id)))
-    driver.start()
-    assert wait_for(lambda: all(store.run(r)["step"] > stopped_at[r] for r in run_ids), 120)
-    for r in run_ids:
-        assert store.events(r).message.str.contains(f"resuming on Ray from step {stopped_at[r]}").any()
-    sweep.stop(store, sweep_id)
-    driver.join(120)
+    with _driving(store, sweep_id, lambda: out.update(ray_executor.drive(store, sweep_id))) as driver:
+        assert wait_for(lambda: all(store.run(r)["step"] > stopped_at[r] for r in run_ids), 120)
+        for r in run_ids:
+            assert store.events(r).message.str.contains(f"resuming on Ray from step {stopped_at[r]}").any()
+        sweep.stop(store, sweep_id)
+        driver.join(120)
     assert set(out.values()) == {"stopped"}
     steps = store.scalars(run_ids[0], None).step
     assert steps.is_unique and steps.is_monotonic_increasing  # no record written twice across the resume
@@ -215,11 +229,10 @@ def test_stopping_a_tuned_sweep_stops_its_trials_through_tune(local_ray, store, 
     early = sweep.EarlyStop(grace_period=50_000).options("ray", plan.configs)
     sweep_id, run_ids = sweep.record(store, plan, executor="ray", options={"early_stop": early})
     out = {}
-    driver = threading.Thread(target=lambda: out.update(ray_asha.tune(store, sweep_id)))
-    driver.start()
-    assert wait_for(lambda: all(store.run(r)["step"] >= 40 for r in run_ids), 120)
-    assert sorted(sweep.stop(store, sweep_id)) == run_ids
-    driver.join(120)
+    with _driving(store, sweep_id, lambda: out.update(ray_asha.tune(store, sweep_id))) as driver:
+        assert wait_for(lambda: all(store.run(r)["step"] >= 40 for r in run_ids), 120)
+        assert sorted(sweep.stop(store, sweep_id)) == run_ids
+        driver.join(120)
     assert out == {run_ids[0]: "stopped", run_ids[1]: "stopped"}
     for rid in run_ids:
         row, events = store.run(rid), store.events(rid)
