@@ -120,9 +120,9 @@ if cols_key == ONE_COLUMN:
     cells = cells.assign(**{ONE_COLUMN: "all runs"})
 st.caption("Each cell: mean ± std over seeds of the latest evaluation, n = seeds with a value; on the validation "
            "tabs ★ marks the best row of each column (highest, or the smallest head − tail gap; ties share it), and "
-           "the test tabs have none: choose on validation, report test beside it. Balanced accuracy on the validation set "
-           "(every eval_every steps) and the test set (end of each run); 3-rarest recall and head − tail gap from "
-           "sslviz.bias.")
+           "the test tabs have none: choose on validation, report test beside it. Balanced accuracy on the "
+           "validation set (every eval_every steps) and the test set (end of each run); 3-rarest recall and head − "
+           "tail gap from sslviz.bias.")
 figures = {}
 tabs = st.tabs([sweep.METRICS[m][0] for m in sweep.METRICS])
 for tab, metric in zip(tabs, sweep.METRICS):
