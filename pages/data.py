@@ -35,9 +35,6 @@ st.caption(f"dataset **{cfg.dataset}** · γ = {cfg.gamma:g} · N₁ = {cfg.n1 o
            f"γ_u = {'γ' if cfg.gamma_u is None else f'{cfg.gamma_u:g}'} · unlabeled profile {cfg.unlabeled_shape} · "
            f"seed {cfg.seed}")
 
-if ui.read_only() and cfg.dataset not in ui.BUILTIN_DATASETS and sources[source] is None:
-    st.error("This server is read-only: it loads no dataset folders.")  # the Setup form may name one (from YAML)
-    st.stop()
 try:
     split = ui.preview_split(cfg)
     ds = ui.load_dataset(cfg.dataset)

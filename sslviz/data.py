@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from . import text
+from .access import READ_ONLY_ENV, read_only
 
 BUILTIN = ("digits", "toy2d", "wordnet")
 
@@ -158,9 +159,16 @@ def load_dataset(source: str | os.PathLike, cache_dir: str | os.PathLike | None 
     Raises
     ------
     DatasetError
-        If ``source`` is neither a built-in nor a readable dataset folder or file.
+        If ``source`` is neither a built-in nor a readable dataset folder or file, or is not a built-in on a
+        read-only server (``access.read_only``).
     """
-    ds = hold_out_validation(_load(os.fspath(source), cache_dir))
+    source = os.fspath(source)
+    if read_only() and source not in BUILTIN:
+        # Checked before the path is touched: a read-only server tells nothing about its files, not even whether
+        # one exists, and writes no cache.
+        raise DatasetError(f"This server is read-only ({READ_ONLY_ENV}): it loads only the built-in datasets "
+                           f"({', '.join(BUILTIN)}), not a path such as {source!r}.")
+    ds = hold_out_validation(_load(source, cache_dir))
     return _tokenized(ds) if ds.kind == "text" else ds
 
 

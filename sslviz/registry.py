@@ -242,9 +242,10 @@ class ClassAugmentation(Technique):
     name, title = "class_aug", "Per-class augmentation strength"
     off = ("aug_class_alpha", 0.0)
     paper = "rare classes augmented harder (the field's standard example; cf. CReST/ACR discussions)"
-    implemented = ("Strong-view strength `aug_strength * min((n_max/n_c)^alpha, cap)` by pseudo-label class; labeled "
-                   "samples of rare classes get an extra `aug_strength * (m_c - 1)` (capped at aug_strength).")
-    differs = "sslviz's own."
+    implemented = ("Strong-view strength `aug_strength * min((n_max/n_c)^alpha, cap)` by pseudo-label class, in the "
+                   "consistency branch only; labeled views are the same weak view for every class.")
+    differs = ("sslviz's own. Labeled views are never augmented by their class: a class-dependent labeled view tells "
+               "the model the label (on CIFAR-10-LT 'clean image' came to mean 'head class', bench/RESULTS.md).")
     fields = (
         Field("aug_class_alpha", 0.0, (real(0, 5),), "per-class strength multiplier (n_max / n_c) ** alpha: rare "
               "classes augmented harder (0 = off)", "Augmentation"),
@@ -255,10 +256,6 @@ class ClassAugmentation(Technique):
         super().__init__(cfg, run)
         self.mult = augment.class_strength_multiplier(run.labeled_counts, cfg.aug_class_alpha,
                                                       cfg.aug_max_multiplier).to(run.device)
-
-    def labeled_strength(self, strength, y):
-        # The head class (multiplier 1) keeps the plain weak view; rarer classes get up to aug_strength more.
-        return (self.cfg.aug_strength * (self.mult[y] - 1)).clamp(max=self.cfg.aug_strength)
 
     def strong_strength(self, strength, pseudo):
         return strength * self.mult[pseudo]

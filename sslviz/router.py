@@ -14,12 +14,13 @@ hides Streamlit's automatic menu in both modes, and ``sidebar()`` draws the app'
 """
 from __future__ import annotations
 
-import os
 import runpy
 import threading
 from pathlib import Path
 
 import streamlit as st
+
+from .access import READ_ONLY_ENV, read_only  # noqa: F401  (the pages' router.read_only)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
@@ -32,15 +33,9 @@ PAGES = {
     "teaching": "pages/teaching.py",
 }
 APP_TITLE = "sslviz"
-READ_ONLY_ENV = "SSLVIZ_READ_ONLY"
 READ_ONLY_NOTE = ":material/visibility: read-only: viewing only"
 
 _routing = threading.local()  # .active: app.py is running a page in this thread (this script run)
-
-
-def read_only() -> bool:
-    """Whether this server only shows runs: ``SSLVIZ_READ_ONLY`` set to 1 / true / yes / on."""
-    return os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def page_title(title: str) -> str:

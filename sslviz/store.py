@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import os
-import pickle
 import sqlite3
 import subprocess
 import threading
@@ -656,16 +655,22 @@ class RunStore:
         """The file of one series' finished bins (``key`` as in `_series`), or with no key the run's file prefix."""
         name = f"{self.path.stem}-run{run_id}-"
         if key is not None:
-            name += hashlib.sha1(repr(key).encode()).hexdigest()[:16] + ".pkl"
+            name += hashlib.sha1(repr(key).encode()).hexdigest()[:16] + ".parquet"
         return self.path.parent / ROLLUP_FOLDER / name
 
     def _load_rollup(self, run_id: int, key: tuple) -> tuple[int | None, pd.DataFrame | None]:
-        """A series' finished bins as an earlier process (another server, before a restart) saved them."""
+        """A series' finished bins as an earlier process (another server, before a restart) saved them.
+
+        Parquet, never pickle: the cache folder may be shared (a read-only server on another user's
+        ``SSLVIZ_HOME``), and a planted pickle would run code in the dashboard. A file that is not a rollup
+        this version wrote (no ``done`` step, another layout) is ignored and rebuilt from the store."""
         try:
-            done, frame = pd.read_pickle(self._rollup_file(run_id, key))
-        except (OSError, ValueError, EOFError, TypeError, pickle.UnpicklingError):
+            frame = pd.read_parquet(self._rollup_file(run_id, key))
+            done = int(frame.attrs["done"])
+        except (OSError, ValueError, TypeError, KeyError):  # pyarrow: ArrowInvalid is a ValueError, ArrowIOError an OSError
             return None, None
-        return int(done), frame
+        frame.attrs.clear()
+        return done, frame
 
     def _save_rollup(self, run_id: int, key: tuple, done: int, frame: pd.DataFrame) -> None:
         """Keep the finished bins on disk (atomic rename; a read-only folder only loses the speed-up)."""
@@ -673,7 +678,9 @@ class RunStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            pd.to_pickle((done, frame), tmp)
+            saved = frame.copy(deep=False)
+            saved.attrs["done"] = done  # in the file's metadata: the bins below this step are complete
+            saved.to_parquet(tmp, index=False)
             os.replace(tmp, path)
         except OSError:
             pass

@@ -26,7 +26,6 @@ PHASES = (
     "transform_probs",  # weak-view probabilities -> the distribution pseudo-labels are read from
     "thresholds",  # per-class confidence thresholds for this batch
     "observe",  # after the mask: state updates that must see the accepted pseudo-labels
-    "labeled_strength",  # augmentation strength of the labeled view (None = weak view)
     "strong_strength",  # per-sample strength of the unlabeled strong view
     "sup_logits",  # logits entering the supervised cross-entropy
     "sup_weights",  # per-sample weights of the supervised loss
@@ -131,9 +130,6 @@ class Technique:
 
     def observe(self, _: None, u: Unlabeled) -> None:
         return None
-
-    def labeled_strength(self, strength: Tensor | None, y: Tensor) -> Tensor | None:
-        return strength
 
     def strong_strength(self, strength: Tensor, pseudo: Tensor) -> Tensor:
         return strength

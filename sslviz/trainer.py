@@ -262,7 +262,7 @@ def train(
         # -- sample a labeled batch and an unlabeled batch (with replacement) --
         il = torch.randint(n_l, (B,), generator=gen, device=device)
         xl, yl = x_l[il], y_l[il]
-        xl = _views(xl, kind, ds.hflip, tech("labeled_strength", None, yl), gen, synonyms)
+        xl = _views(xl, kind, ds.hflip, None, gen, synonyms)  # one weak view for every class: no label in the view
 
         if uB:
             # -- once a pass: the model's predictions on the whole unlabeled set (SAW, Adsh, DARP) --------

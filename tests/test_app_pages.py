@@ -573,6 +573,53 @@ def test_read_only_mode_offers_no_actions(store, monkeypatch):
     assert store.run(queued)["status"] == "queued"  # viewing a read-only server starts nothing
 
 
+def _page_text(at) -> str:
+    """Everything a page shows as text (messages, markdown, captions, tables' cells)."""
+    parts = [e.value for kind in ("error", "warning", "info", "success", "markdown", "caption", "text", "code")
+             for e in getattr(at, kind)]
+    parts += [df.value.to_csv() for df in at.dataframe]
+    return "\n".join(map(str, parts))
+
+
+def test_read_only_server_opens_no_path_whatever_a_page_is_given(store, tmp_path, monkeypatch):
+    """The attack: a read-only server showed the first line of any CSV as 'columns', told whether a folder exists and
+    what it holds, and decoded image folders into its cache, from Setup's sweep grid, YAML, or a stored run's config.
+    The engine now refuses every non-built-in source before touching the path."""
+    monkeypatch.setenv("SSLVIZ_READ_ONLY", "1")
+    secret = tmp_path / "secrets.csv"
+    secret.write_text("password,hunter2\nalice,s3cret\n")
+    private = tmp_path / "private"
+    (private / "id_rsa_folder").mkdir(parents=True)
+    (private / "id_rsa").write_text("KEY")
+    paths = {str(secret): ("password", "hunter2", "s3cret"), str(private): ("id_rsa",),
+             str(tmp_path / "absent"): ("does not exist",)}
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    at = _at().run()
+    for path, leaks in paths.items():
+        at.text_area(key="sweep_grid").set_value(f"dataset={path}\ngamma=10,20").run()  # the sweep grid
+        assert not at.exception, at.exception
+        shown = _page_text(at)
+        assert "read-only" in shown and not any(word in shown for word in leaks), shown
+        at.text_area(key="sweep_grid").set_value("").run()
+        at.text_area(key="yaml_text").input(f"dataset: {path}\n").run()  # YAML names the path
+        at.button(key="apply_yaml").click().run()
+        assert not at.exception, at.exception
+        shown = _page_text(at)
+        assert not any(word in shown for word in leaks), shown
+        at.switch_page("pages/data.py").run()  # the Data page previews the Setup form's split
+        shown = _page_text(at)
+        assert not at.exception and not any(word in shown for word in leaks), shown
+        at.switch_page("pages/setup.py").run()
+    rid = make_run(store, dataset=str(secret), status="finished")  # a stored run's config names the path
+    at.switch_page("pages/data.py").run()
+    at.selectbox(key="data_source").set_value(next(o for o in at.selectbox(key="data_source").options
+                                                   if o.startswith(f"#{rid} "))).run()
+    shown = _page_text(at)
+    assert "read-only" in shown and "hunter2" not in shown and "password" not in shown, shown
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "runs.db" not in p.name)
+    assert [p for p in after if p not in before] == [], "a read-only server wrote a dataset cache"
+
+
 def test_live_test_now_evaluates_the_latest_checkpoint_and_stop_after_the_end_is_explained(store, tiny):
     import os
     import time

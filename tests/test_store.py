@@ -1,5 +1,6 @@
 """RunStore: WAL, one transaction per record, downsampling, truncate/delete, and clear StoreErrors."""
 import os
+import pickle
 import sqlite3
 import threading
 import time
@@ -448,7 +449,7 @@ def test_finished_bins_are_kept_on_disk_for_a_store_opened_afresh(store, monkeyp
     """A server started afresh reads a long run's finished bins from the rollup file, not every row again."""
     rid = _long_run(store, n=1000, spike_at=5550)
     first = store.class_train(rid, max_points=40)
-    files = list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*.pkl"))
+    files = list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*.parquet"))
     assert len(files) == 1
     fresh = RunStore(store.path)
     reads = []
@@ -462,6 +463,33 @@ def test_finished_bins_are_kept_on_disk_for_a_store_opened_afresh(store, monkeyp
     store.update_run(rid, status="finished")
     store.delete_run(rid)
     assert not list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*"))
+
+
+class _Planted:
+    """A pickle that runs a command when loaded (``__reduce__`` -> os.system), as an attacker would plant it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_planted_pickle_in_the_rollup_cache_runs_no_code(store, tmp_path):
+    # The cache may sit on a shared SSLVIZ_HOME that a read-only server reads: its files must not execute.
+    rid = _long_run(store, n=1000)
+    first = store.class_train(rid, max_points=40)
+    folder = store.path.parent / "cache" / "rollups"
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps((10**9, _Planted(marker)))
+    for path in list(folder.glob(f"{store.path.stem}-run{rid}-*")):
+        path.write_bytes(payload)  # in place of the real rollup, under the name the store reads
+        path.with_suffix(".pkl").write_bytes(payload)  # and under the name older versions read
+    fresh = RunStore(store.path)
+    again = fresh.class_train(rid, max_points=40)
+    assert not marker.exists()
+    assert again.equals(first)  # rebuilt from the rows: the planted file was ignored
+    fresh.close()
 
 
 def test_queue_lists_only_the_active_runs_of_an_executor(store):
@@ -481,7 +509,7 @@ def test_roll_up_bins_every_series_the_pages_read(store, monkeypatch):
 
     rid = _long_run(store, n=VIEW_POINTS + 200)
     store.roll_up(rid)
-    assert len(list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*.pkl"))) == 2
+    assert len(list((store.path.parent / "cache" / "rollups").glob(f"{store.path.stem}-run{rid}-*.parquet"))) == 2
     fresh = RunStore(store.path)
     reads = []
     real_read = fresh._read
