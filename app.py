@@ -6,7 +6,7 @@ and the page title come first, before the engine (torch, sklearn) is imported.
 """
 import streamlit as st
 
-from sslviz import router  # Streamlit only: the first paint does not wait for torch
+from sslviz.dashboard import router  # Streamlit only: the first paint does not wait for torch
 
 pages = [
     st.Page(router.PAGES["setup"], title="Setup", icon=":material/tune:", default=True),
@@ -20,7 +20,7 @@ pg = st.navigation(pages)  # Streamlit's own menu is hidden (.streamlit/config.t
 st.set_page_config(page_title=router.page_title(pg.title), page_icon=":material/balance:", layout="wide")
 router.sidebar(pages)
 
-from sslviz import ui  # noqa: E402  (seconds on a cold server: after the first paint)
+from sslviz.dashboard import ui  # noqa: E402  (seconds on a cold server: after the first paint)
 
 ui.get_store()  # fail early, with the store's own message, if it cannot be opened
 st.sidebar.caption(f"Run store: `{ui.store_path()}`")

@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sslviz.config import from_preset  # noqa: E402
-from sslviz.store import home_dir  # noqa: E402
-from sslviz.prepare import prepare  # noqa: E402
-from sslviz.trainer import resolve_device, train  # noqa: E402
+from sslviz.engine.config import from_preset  # noqa: E402
+from sslviz.runs.store import home_dir  # noqa: E402
+from sslviz.engine.prepare import prepare  # noqa: E402
+from sslviz.engine.trainer import resolve_device, train  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

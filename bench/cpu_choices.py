@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sslviz import augment  # noqa: E402
-from sslviz.models import build_model  # noqa: E402
+from sslviz.engine import augment  # noqa: E402
+from sslviz.engine.models import build_model  # noqa: E402
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -48,7 +48,7 @@ TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Techni
 
 def fill(store, steps: int) -> int:
     """A finished run of ``steps`` steps written through ``RunStore.log``; returns its id."""
-    from sslviz.config import from_preset
+    from sslviz.engine.config import from_preset
 
     rng = np.random.default_rng(0)
     cfg = from_preset("fixmatch", steps=steps, log_every=LOG_EVERY, eval_every=EVAL_EVERY).to_dict()
@@ -69,7 +69,7 @@ def fill(store, steps: int) -> int:
 
 def copy_run(store, rid: int) -> int:
     """A new run with ``rid``'s registry row and metric rows (as the record path wrote them)."""
-    from sslviz import records
+    from sslviz.runs import records
 
     run = store.run(rid)
     new = store.create_run(run["config"], info=run["info"])
@@ -133,8 +133,8 @@ def many_runs(code: Path, path: Path, extra: int, repeats: int) -> dict:
     """A Live refresh (worst tab) and the queue pump (``worker.reap``, run by every refresh) on ``path``'s store,
     then again after adding ``extra`` finished runs (registry rows with a validation and a test evaluation each,
     as a store fills over months): the cost should not grow with them."""
-    from sslviz import worker
-    from sslviz.store import RunStore
+    from sslviz.runs import worker
+    from sslviz.runs.store import RunStore
 
     def measure() -> dict:
         store = RunStore(path)
@@ -164,7 +164,7 @@ def many_runs(code: Path, path: Path, extra: int, repeats: int) -> dict:
 
 
 def ema(repeats: int = 20) -> None:
-    from sslviz import charts
+    from sslviz.dashboard import charts
 
     rng = np.random.default_rng(0)
     print("| points | loop (ms) | pandas ewm (ms) | loop / pandas | max abs difference |")
@@ -215,8 +215,8 @@ def fresh_server(folder: Path):
     import subprocess
     import urllib.request
 
-    from sslviz import worker
-    from sslviz.store import RunStore
+    from sslviz.runs import worker
+    from sslviz.runs.store import RunStore
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -276,8 +276,8 @@ def browser(folder: Path, run_id: int) -> dict:
     ``run_id``'s Live page -> its first chart with data (a run this server has not read yet)."""
     from playwright.sync_api import sync_playwright
 
-    from sslviz import worker
-    from sslviz.store import RunStore
+    from sslviz.runs import worker
+    from sslviz.runs.store import RunStore
 
     has_chart = "() => [...document.querySelectorAll('.js-plotly-plot')].some(gd => gd.data && gd.data.length)"
     with fresh_server(folder) as url, sync_playwright() as p:
@@ -352,7 +352,7 @@ def main(argv=None) -> list[dict] | None:
     if args.many:
         import shutil
 
-        from sslviz.store import RunStore
+        from sslviz.runs.store import RunStore
 
         path = Path(tempfile.mkdtemp(prefix="sslviz-many-")) / "runs.db"
         os.environ["SSLVIZ_STORE"], os.environ["SSLVIZ_HOME"] = str(path), str(path.parent)
@@ -364,7 +364,7 @@ def main(argv=None) -> list[dict] | None:
             print(f"| {r['runs']} | {r['reap_ms']:.1f} | {r['live_ms']:.0f} ({r['tab']}) |")
         shutil.rmtree(path.parent)
         return
-    from sslviz.store import RunStore
+    from sslviz.runs.store import RunStore
 
     folder = Path(args.stores or tempfile.mkdtemp(prefix="sslviz-live-"))
     rows = []

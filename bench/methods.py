@@ -18,10 +18,8 @@ classes (bench/presets.py's table: tune on validation, read test beside it), the
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +54,9 @@ def gap_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    from sslviz.config import PRESETS
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", default=",".join(PRESETS))
-    ap.add_argument("--settings", default=",".join(CPU_SETTINGS), help="CPU settings (bench/presets.py SETTINGS)")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=None, help=f"steps per run (default {CPU_STEPS} on the CPU, "
-                    "the preset's on a GPU)")
+    ap = bench_presets.cell_parser(__doc__, ",".join(CPU_SETTINGS), f"steps per run (default {CPU_STEPS} on the "
+                                   "CPU, the preset's on a GPU)")
     ap.add_argument("--cifar", metavar="PATH", help="run CIFAR-10-LT from this local CIFAR-10 folder on CUDA instead")
-    ap.add_argument("--processes", type=int, default=2, help="CPU processes (the GPU runs one at a time)")
     args = ap.parse_args(argv)
     steps = args.steps if args.steps is not None else (None if args.cifar else CPU_STEPS)
     overrides = {} if steps is None else {"steps": steps}
@@ -73,17 +64,14 @@ def main(argv=None) -> None:
     device = "cuda" if args.cifar else "cpu"
     cells = [(p, s, int(seed), overrides, device, args.cifar) for s in settings for p in args.presets.split(",")
              for seed in args.seeds.split(",")]
+    processes = 1 if args.cifar else args.processes  # the GPU runs one at a time
     t0 = time.time()
-    if args.cifar or args.processes == 1:  # the GPU runs one at a time; 1 process: in this one
-        rows = [one_cell(*c) for c in cells]
-    else:
-        with ProcessPoolExecutor(args.processes) as pool:
-            rows = list(pool.map(one_cell, *zip(*cells)))
+    rows = bench_presets.run_cells(one_cell, cells, processes)
     print(bench_presets.summarise(rows))
     print()
     print(gap_table(rows))
-    print(f"\n{len(rows)} runs in {time.time() - t0:.0f} s ({device}, {args.processes if not args.cifar else 1} "
-          f"process{'es' if not args.cifar and args.processes > 1 else ''}, {steps or 'preset'} steps per run)")
+    print(f"\n{len(rows)} runs in {time.time() - t0:.0f} s ({device}, {processes} process{'es' if processes > 1 else ''}"
+          f", {steps or 'preset'} steps per run)")
 
 
 if __name__ == "__main__":

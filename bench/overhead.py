@@ -33,11 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sslviz.config import from_preset  # noqa: E402
-from sslviz.meter import IntervalMeter  # noqa: E402
-from sslviz.store import RunStore  # noqa: E402
-from sslviz.prepare import prepare  # noqa: E402
-from sslviz.trainer import train  # noqa: E402
+from sslviz.engine.config import from_preset  # noqa: E402
+from sslviz.engine.meter import IntervalMeter  # noqa: E402
+from sslviz.runs.store import RunStore  # noqa: E402
+from sslviz.engine.prepare import prepare  # noqa: E402
+from sslviz.engine.trainer import train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/synthetic.py
 from synthetic import trainer_record  # noqa: E402

@@ -45,10 +45,10 @@ def one_run(preset: str, setting: str, seed: int, overrides: dict, variant: dict
     """Train one cell in this process (1 torch thread, as a worker with 2 CPU slots uses) and summarise it."""
     import torch
 
-    from sslviz.bias import head_tail_recall_gap
-    from sslviz.config import from_preset
-    from sslviz.prepare import prepare
-    from sslviz.trainer import train
+    from sslviz.runs.bias import head_tail_recall_gap
+    from sslviz.engine.config import from_preset
+    from sslviz.engine.prepare import prepare
+    from sslviz.engine.trainer import train
 
     torch.set_num_threads(1)
     records: list[dict] = []
@@ -96,17 +96,32 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    from sslviz.config import PRESETS
+def cell_parser(doc: str, settings: str, steps_help: str) -> argparse.ArgumentParser:
+    """The options every preset table takes (this script's and bench/methods.py's): which presets, settings and
+    seeds, the budget, and how many processes run the cells."""
+    from sslviz.engine.config import PRESETS
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--presets", default=",".join(PRESETS))
-    ap.add_argument("--settings", default="digits,digits-reversed,toy2d")
+    ap.add_argument("--settings", default=settings, help="comma-separated names of bench/presets.py SETTINGS")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=None, help="override the budget (default: the preset's, 1000)")
+    ap.add_argument("--steps", type=int, default=None, help=steps_help)
+    ap.add_argument("--processes", type=int, default=2, help="CPU processes (1: every run in this one)")
+    return ap
+
+
+def run_cells(fn, cells: list[tuple], processes: int) -> list[dict]:
+    """``fn(*cell)`` for every cell, in a pool of ``processes`` (1: in this process, no pickling, easy to debug)."""
+    if processes == 1:
+        return [fn(*c) for c in cells]
+    with ProcessPoolExecutor(processes) as pool:
+        return list(pool.map(fn, *zip(*cells)))
+
+
+def main(argv=None) -> None:
+    ap = cell_parser(__doc__, "digits,digits-reversed,toy2d", "override the budget (default: the preset's, 1000)")
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                     help="variants of each preset: every combination of these values (YAML-parsed)")
-    ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write every run's numbers here")
     args = ap.parse_args(argv)
     overrides = {} if args.steps is None else {"steps": args.steps}
@@ -116,11 +131,7 @@ def main(argv=None) -> None:
     cells = [(p, s, int(seed), overrides, v) for s in args.settings.split(",") for p in args.presets.split(",")
              for v in variants for seed in args.seeds.split(",")]
     t0 = time.time()
-    if args.processes == 1:  # in this process: no pickling, easy to debug
-        rows = [one_run(*c) for c in cells]
-    else:
-        with ProcessPoolExecutor(args.processes) as pool:
-            rows = list(pool.map(one_run, *zip(*cells)))
+    rows = run_cells(one_run, cells, args.processes)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(summarise(rows))

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from sslviz import sweep  # noqa: E402
-from sslviz.store import RunStore  # noqa: E402
+from sslviz.runs import sweep  # noqa: E402
+from sslviz.runs.store import RunStore  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     out = {}
 
     if "serial" not in skip:
-        from sslviz.trainer import train
+        from sslviz.engine.trainer import train
 
         store = RunStore(home / "serial.db")
         plan = sweep.validate(spec, store=store)
@@ -65,7 +65,7 @@ def main() -> None:
         print(f"local executor ({os.environ['SSLVIZ_CPU_SLOTS']} slots): {out['local']:.1f} s {statuses}", flush=True)
 
     if "ray" not in skip:
-        from sslviz import ray_executor
+        from sslviz.runs import ray_executor
 
         t = time.perf_counter()
         ray_executor.connect(num_cpus=os.cpu_count())

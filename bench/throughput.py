@@ -37,14 +37,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sslviz import techniques  # noqa: E402
-from sslviz.config import from_preset  # noqa: E402
-from sslviz.data import Dataset, load_dataset  # noqa: E402
-from sslviz.models import build_model  # noqa: E402
-from sslviz.splits import make_split  # noqa: E402
-from sslviz.store import home_dir  # noqa: E402
-from sslviz.prepare import Prepared  # noqa: E402
-from sslviz.trainer import _param_groups, train  # noqa: E402
+from sslviz.engine import techniques  # noqa: E402
+from sslviz.engine.config import from_preset  # noqa: E402
+from sslviz.engine.data import Dataset, load_dataset  # noqa: E402
+from sslviz.engine.models import build_model  # noqa: E402
+from sslviz.engine.splits import make_split  # noqa: E402
+from sslviz.runs.store import home_dir  # noqa: E402
+from sslviz.engine.prepare import Prepared  # noqa: E402
+from sslviz.engine.trainer import _param_groups, train  # noqa: E402
 
 # -- knobs ---------------------------------------------------------------------
 DEFAULT_STEPS = {  # measured steps after warm-up, per (device type, model)

@@ -3,13 +3,14 @@ majority-bias summary per run; delete runs."""
 import pandas as pd
 import streamlit as st
 
-from sslviz import router
+from sslviz.dashboard import router
 
-router.require_router()  # first, before the engine is imported: see sslviz/router.py
+router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz import bias, charts, sweep, ui  # noqa: E402
-from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
-from sslviz.store import VIEW_POINTS  # noqa: E402
+from sslviz.runs import bias, sweep  # noqa: E402
+from sslviz.dashboard import charts, ui  # noqa: E402
+from sslviz.runs.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
+from sslviz.runs.store import VIEW_POINTS  # noqa: E402
 
 COMPARE_POINTS = VIEW_POINTS  # step bins per series (store.VIEW_POINTS: the worker bins a finished run so)
 
@@ -158,7 +159,7 @@ else:
     st.plotly_chart(charts.make_bias_figure(summary, uirevision=rev), key="compare_bias_chart")
 
     def _compare_report(ids=tuple(chosen)) -> str:  # built when the button is clicked, not on every rerun
-        from sslviz.report import compare_report
+        from sslviz.dashboard.report import compare_report
 
         return compare_report(store, ids)
 

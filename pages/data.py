@@ -1,13 +1,13 @@
 """Data: per-class counts of a split and what the examples look like."""
 import streamlit as st
 
-from sslviz import router
+from sslviz.dashboard import router
 
-router.require_router()  # first, before the engine is imported: see sslviz/router.py
+router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz import charts, ui  # noqa: E402
-from sslviz.config import TrainConfig  # noqa: E402
-from sslviz.params import InvalidParameterError  # noqa: E402
+from sslviz.dashboard import charts, ui  # noqa: E402
+from sslviz.engine.config import TrainConfig  # noqa: E402
+from sslviz.engine.params import InvalidParameterError  # noqa: E402
 
 
 store = ui.get_store()

@@ -3,15 +3,15 @@ import time
 
 import streamlit as st
 
-from sslviz import router
+from sslviz.dashboard import router
 
-router.require_router()  # first, before the engine is imported: see sslviz/router.py
+router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz import charts, ui  # noqa: E402
-from sslviz.records import NO_VAL_MESSAGE  # noqa: E402
-from sslviz.registry import UNLABELED_ESTIMATES  # noqa: E402
-from sslviz.store import VIEW_POINTS  # noqa: E402
-from sslviz.worker import never_started  # noqa: E402
+from sslviz.dashboard import charts, ui  # noqa: E402
+from sslviz.runs.records import NO_VAL_MESSAGE  # noqa: E402
+from sslviz.engine.registry import UNLABELED_ESTIMATES  # noqa: E402
+from sslviz.runs.store import VIEW_POINTS  # noqa: E402
+from sslviz.runs.worker import never_started  # noqa: E402
 
 
 REFRESH_S = 1.5
@@ -253,7 +253,7 @@ live_panel()
 
 
 def _run_report() -> str:  # built when the button is clicked, not on every rerun
-    from sslviz.report import run_report
+    from sslviz.dashboard.report import run_report
 
     return run_report(store, run_id)
 

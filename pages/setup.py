@@ -1,12 +1,13 @@
 """Setup: configure a run (dataset, imbalance, every TrainConfig knob), preview the split, start it."""
 import streamlit as st
 
-from sslviz import router
+from sslviz.dashboard import router
 
-router.require_router()  # first, before the engine is imported: see sslviz/router.py
+router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz import charts, setup_form as form, text, ui  # noqa: E402
-from sslviz.config import FIELDS, PRESET_DESCRIPTIONS, PRESETS  # noqa: E402
+from sslviz.dashboard import charts, setup_form as form, ui  # noqa: E402
+from sslviz.engine import text  # noqa: E402
+from sslviz.engine.config import FIELDS, PRESET_DESCRIPTIONS, PRESETS  # noqa: E402
 
 
 def _widget(name: str, container) -> None:
@@ -133,7 +134,7 @@ with st.expander("Sweep: run this config over a grid", icon=":material/grid_on:"
     sweep_plan, sweep_error = None, None
     grid_lines = [ln for ln in (st.session_state.get("sweep_grid") or "").splitlines() if ln.strip()]
     if grid_lines and cfg is not None:
-        from sslviz import sweep as sw
+        from sslviz.runs import sweep as sw
 
         try:
             grid = sw.parse_grid(grid_lines)
@@ -141,7 +142,7 @@ with st.expander("Sweep: run this config over a grid", icon=":material/grid_on:"
             base = sw.shared_base(cfg.to_dict(), grid)
             spec = sw.SweepSpec(grid=grid, seeds=seeds, base=base, name=st.session_state.get("sweep_name") or "")
             sweep_plan = sw.validate(spec, ui.dataset_cache_dir(), store=store)
-            parallel = sw.local_parallelism(sweep_plan.configs)
+            parallel = sw.local_parallelism(sweep_plan.configs, store)
             seconds, _ = sw.estimate_seconds(sweep_plan.configs, parallel=parallel, store=store)
             st.info(f"**{len(sweep_plan.configs)} runs**, about **{charts.format_seconds(seconds)}** with {parallel} "
                     f"at once on the local worker queue ({sweep_plan.basis}).")

@@ -3,11 +3,12 @@ a cell's runs opened in Compare, exports; stop, resume and delete the whole swee
 
 import streamlit as st
 
-from sslviz import router
+from sslviz.dashboard import router
 
-router.require_router()  # first, before the engine is imported: see sslviz/router.py
+router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz import lifecycle, sweep, ui  # noqa: E402
+from sslviz.runs import lifecycle, sweep  # noqa: E402
+from sslviz.dashboard import charts, ui  # noqa: E402
 
 store = ui.get_store()
 ui.reap(store)
@@ -126,14 +127,14 @@ st.caption("Each cell: mean ± std over seeds of the latest evaluation, n = seed
 figures = {}
 tabs = st.tabs([sweep.METRICS[m][0] for m in sweep.METRICS])
 for tab, metric in zip(tabs, sweep.METRICS):
-    fig = sweep.make_heatmap_figure(cells, metric, rows=rows_key, cols=cols_key, facet=facet) if keys else None
+    fig = charts.make_sweep_heatmap_figure(cells, metric, rows=rows_key, cols=cols_key, facet=facet) if keys else None
     if fig is not None:
         figures[sweep.METRICS[metric][0]] = fig
         tab.plotly_chart(fig, key=f"sweep_heatmap_{metric}")
 
 st.subheader("Knobs against the metric")
 par_metric = st.selectbox("Metric", list(sweep.METRICS), format_func=lambda m: sweep.METRICS[m][0], key="sweep_par")
-par = sweep.make_parallel_figure(res, par_metric, keys)
+par = charts.make_sweep_parallel_figure(res, par_metric, keys)
 figures["parallel coordinates"] = par
 st.plotly_chart(par, key="sweep_parallel")
 
@@ -166,7 +167,7 @@ e1.download_button("Table as CSV", data=sweep.export_table(all_cells, "csv"), fi
 e2.download_button("Table as Parquet", data=lambda: sweep.export_table(all_cells, "parquet"),
                    file_name=f"sweep{sweep_id}.parquet", mime="application/octet-stream", key="sweep_parquet",
                    on_click="ignore", icon=":material/download:")
-e3.download_button("Figures as HTML", data=lambda: sweep.figures_html(figures), file_name=f"sweep{sweep_id}.html",
+e3.download_button("Figures as HTML", data=lambda: charts.sweep_figures_html(figures), file_name=f"sweep{sweep_id}.html",
                    mime="text/html", key="sweep_html", on_click="ignore", icon=":material/download:")
 with st.expander("Runs of the sweep"):
     st.dataframe(res, hide_index=True, key="sweep_runs_table")

@@ -2,13 +2,13 @@
 import numpy as np
 import streamlit as st
 
-from sslviz import router
+from sslviz.dashboard import router
 
-router.require_router()  # first, before the engine is imported: see sslviz/router.py
+router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz import charts, ui  # noqa: E402
-from sslviz.config import PRESET_DESCRIPTIONS, TrainConfig  # noqa: E402
-from sslviz.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
+from sslviz.dashboard import charts, ui  # noqa: E402
+from sslviz.engine.config import PRESET_DESCRIPTIONS, TrainConfig  # noqa: E402
+from sslviz.runs.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
 
 
 PAIR = ("fixmatch", "balanced")  # the pair the launch button starts

@@ -11,14 +11,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import FIELDS, RetiredKeyWarning, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
-from . import records
-from .data import DatasetError
-from .lifecycle import PROCESS_LOST, NoSuchRun
-from .params import InvalidParameterError
-from .splits import SplitError
-from .store import RunStore, StoreError
-from .sweep import EARLY_STOP
+from .engine.config import FIELDS, RetiredKeyWarning, PRESET_DESCRIPTIONS, PRESETS, TrainConfig, parse_yaml
+from .runs import records
+from .engine.data import DatasetError
+from .runs.lifecycle import PROCESS_LOST, NoSuchRun
+from .engine.params import InvalidParameterError
+from .engine.splits import SplitError
+from .runs.store import RunStore, StoreError
+from .runs.sweep import EARLY_STOP
 
 USER_ERRORS = (InvalidParameterError, DatasetError, SplitError, StoreError, ValueError, FileNotFoundError)
 
@@ -145,7 +145,7 @@ Every cell is validated before anything starts. Config flags (--steps, --dataset
 
 
 def _sweep_command(store: RunStore, args) -> int:
-    from . import sweep as sw
+    from .runs import sweep as sw
 
     if args.action == "list":
         sweeps = store.sweeps()
@@ -168,7 +168,7 @@ def _sweep_command(store: RunStore, args) -> int:
             ids = sw.resume(store, args.sweep)
             print(f"{len(ids)} run(s) of sweep {args.sweep} queued to resume")
             if row["executor"] == "ray" and ids:
-                from .ray_executor import drive
+                from .runs.ray_executor import drive
 
                 print(drive(store, args.sweep, address=args.address, storage_path=args.storage_path))
         else:
@@ -198,7 +198,7 @@ def _sweep_command(store: RunStore, args) -> int:
     seeds = sw.parse_seeds(args.seeds) if args.seeds else spec.seeds
     spec = sw.SweepSpec(grid=grid, seeds=seeds, base={k: v for k, v in base.items() if k not in grid},
                         name=args.sweep_name or spec.name)
-    from .worker import cache_dir
+    from .runs.worker import cache_dir
 
     if args.early_stop is None and (args.grace_period, args.reduction_factor) != (None, None):
         raise sw.SweepError("--grace-period and --reduction-factor set ASHA's rungs; they need --early-stop asha.")
@@ -208,7 +208,7 @@ def _sweep_command(store: RunStore, args) -> int:
         knobs = {"grace_period": args.grace_period, "reduction_factor": args.reduction_factor}
         early_stop = sw.EarlyStop(args.early_stop, **{k: v for k, v in knobs.items() if v is not None}).options(
             args.executor, plan.configs)
-    parallel = sw.default_parallel(args.executor, plan.configs)
+    parallel = sw.default_parallel(args.executor, plan.configs, store)
     plan.seconds, _ = sw.estimate_seconds(plan.configs, parallel=parallel, store=store)
     print(f"{len(plan.configs)} runs ({' x '.join(f'{len(v)} {k}' for k, v in grid.items()) or '1 cell'} x "
           f"{len(seeds)} seed(s)), about {plan.seconds / 60:.1f} min with {parallel} at once ({plan.basis})"
@@ -255,8 +255,8 @@ def _progress_bar(total: int, start: int):
 
 
 def _train_foreground(store: RunStore, run_id: int) -> int:
-    from .trainer import load_checkpoint
-    from .worker import checkpoint_path, run_worker
+    from .engine.trainer import load_checkpoint
+    from .runs.worker import checkpoint_path, run_worker
 
     row = store.run(run_id)
     ckpt = checkpoint_path(store, run_id)
@@ -282,7 +282,7 @@ def _status_text(row) -> str:
 def _show(store: RunStore, run_id: int) -> None:
     import pandas as pd
 
-    from .records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
+    from .runs.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
 
     row = store.run(run_id)
     if row is None:
@@ -317,7 +317,7 @@ def _show(store: RunStore, run_id: int) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "docs":  # needs no store
-        from .config import doc_tables, fill_doc_tables
+        from .engine.config import doc_tables, fill_doc_tables
 
         if args.readme is None:
             print("\n\n".join(doc_tables().values()))
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
                 args.save_config.write_text(cfg.to_yaml())
                 print(f"wrote {args.save_config}")
                 return 0
-            from . import worker
+            from .runs import worker
 
             if args.background:
                 print(f"run {worker.submit(store, cfg)} queued in {store.path}")
@@ -352,7 +352,7 @@ def main(argv=None) -> int:
         if getattr(args, "run", None) is not None and store.run(args.run) is None:  # every command taking a run id
             raise NoSuchRun(args.run, store.path)
         if args.command == "resume":
-            from . import worker
+            from .runs import worker
 
             # The same transition as the dashboard's Resume: queued for a worker, or running here at once.
             worker.resume(store, args.run, foreground=not args.background)
@@ -364,7 +364,7 @@ def main(argv=None) -> int:
             store.request_stop(args.run)
             print(f"stop requested for run {args.run}")
         elif args.command == "delete":
-            from . import worker
+            from .runs import worker
 
             worker.delete(store, args.run)
             print(f"run {args.run} deleted")
@@ -385,7 +385,7 @@ def main(argv=None) -> int:
         elif args.command == "show":
             _show(store, args.run)
         elif args.command == "evaluate":
-            from .worker import evaluate_now
+            from .runs.worker import evaluate_now
 
             record = evaluate_now(store, args.run, tuple(args.split or ("test",)))
             for split, m in record["eval"].items():
@@ -403,11 +403,11 @@ def main(argv=None) -> int:
                 if knobs:
                     print(" " * 13 + ", ".join(f"{k}={v}" for k, v in knobs.items()))
         elif args.command == "worker":
-            from .worker import run_worker
+            from .runs.worker import run_worker
 
             run_worker(store, args.run)
         elif args.command == "spare":
-            from .worker import SPARE_IDLE_S, run_spare
+            from .runs.worker import SPARE_IDLE_S, run_spare
 
             run_spare(store, SPARE_IDLE_S if args.idle is None else args.idle)
         return 0

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from sslviz.store import RunStore
+from sslviz.runs.store import RunStore
 
 # No warm worker processes in the tests (and the servers they start): each would outlive its test's store.
 # tests/test_lifecycle.py turns them on where it tests them.

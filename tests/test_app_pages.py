@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sslviz.config import TrainConfig
-from sslviz.store import RunStore
+from sslviz.engine.config import TrainConfig
+from sslviz.runs.store import RunStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 60  # the first run imports sklearn (and maybe torch)
@@ -76,6 +76,16 @@ def log_steps(store: RunStore, rid: int, steps, *, k=10, snapshot=False, seed=0,
             record["technique"] = {"da.p_model": np.full(k, 1 / k).tolist(), "freematch.tau_t": 0.5 + step / 1000,
                                    "pseudo_label.mean": np.linspace(2, 1, k).tolist()}
         store.log(rid, record)
+
+
+def open_page(page: str, **query) -> "AppTest":
+    """The app opened on ``pages/<page>.py`` with ``query`` as its URL's query parameters, drawn without error."""
+    at = _at().run()
+    for key, value in query.items():
+        at.query_params[key] = str(value)
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
 
 
 def values(v) -> list:
@@ -179,10 +189,7 @@ def test_live_empty_state(store):
 def test_live_charts_update_on_rerun(store):
     rid = make_run(store, status="finished")
     log_steps(store, rid, range(0, 50, 10))
-    at = _at().run()
-    at.query_params["run"] = str(rid)
-    at.switch_page("pages/live.py").run()
-    assert not at.exception
+    at = open_page("live", run=str(rid))
     first = plotly_specs(at)
     assert set(first) == {"live_conf_pl", "live_conf_true", "live_pl_now", "live_pl_pr", "live_pl_time"}  # one tab built
     specs = all_live_tabs(at)
@@ -206,10 +213,7 @@ def test_live_charts_update_on_rerun(store):
 def test_live_bins_a_long_run_and_a_step_window_reads_it_at_full_resolution(store):
     rid = make_run(store, status="finished", steps=4000)
     log_steps(store, rid, range(0, 4000, 10))  # 400 log steps: more than the page's LIVE_POINTS
-    at = _at().run()
-    at.query_params["run"] = str(rid)
-    at.switch_page("pages/live.py").run()
-    assert not at.exception
+    at = open_page("live", run=str(rid))
     specs = plotly_specs(at)
     x = values(specs["live_conf_pl"]["data"][0]["x"])
     assert len(x) <= 300 and x[-1] == 3990  # binned, the latest step kept
@@ -250,10 +254,7 @@ def test_a_step_window_narrows_the_charts_not_the_status(store):
 def test_live_technique_state_tab(store):
     rid = make_run(store, status="finished")
     log_steps(store, rid, range(0, 50, 10), technique=True)
-    at = _at().run()
-    at.query_params["run"] = str(rid)
-    at.switch_page("pages/live.py").run()
-    assert not at.exception
+    at = open_page("live", run=str(rid))
     specs = live_tab(at, "Technique state")
     lines = lambda key: [t for t in specs[key]["data"] if not t["name"].endswith("(raw)")]  # smoothing adds raw lines
     assert len(lines("live_tech_da.p_model")) == 10  # one line per class
@@ -271,10 +272,7 @@ def test_compare_technique_state_side_by_side(store):
     a, b = make_run(store, name="da", status="finished"), make_run(store, name="plain", status="finished")
     log_steps(store, a, range(0, 50, 10), technique=True)
     log_steps(store, b, range(0, 50, 10))
-    at = _at().run()
-    at.query_params["runs"] = f"{a},{b}"
-    at.switch_page("pages/compare.py").run()
-    assert not at.exception
+    at = open_page("compare", runs=f"{a},{b}")
     at.selectbox(key="compare_tech_name").select("freematch.tau_t").run()
     lines = plotly_specs(at)["compare_tech_chart"]["data"]
     assert len(lines) == 1 and values(lines[0]["y"]) == pytest.approx([0.5, 0.51, 0.52, 0.53, 0.54])  # only run a
@@ -287,10 +285,7 @@ def test_live_run_without_validation_data(store):
     """A run recorded before the validation split (flat test evals) still shows, and says so."""
     rid = make_run(store, status="finished")
     log_steps(store, rid, range(0, 50, 10), splits=None)
-    at = _at().run()
-    at.query_params["run"] = str(rid)
-    at.switch_page("pages/live.py").run()
-    assert not at.exception
+    at = open_page("live", run=str(rid))
     specs = live_tab(at, "Validation & test")
     message = "no validation data (run recorded before the validation split)"
     assert message in [a["text"] for a in specs["live_acc"]["layout"]["annotations"]]
@@ -423,7 +418,7 @@ def test_data_page_toy2d_run(store):
     assert "data_points" in plotly_specs(at)
 
 
-@pytest.mark.skipif(not __import__("sslviz.text").text.wordnet_available(), reason="WordNet is not installed here "
+@pytest.mark.skipif(not __import__("sslviz.engine.text").engine.text.wordnet_available(), reason="WordNet is not installed here "
                     "(sudo apt-get install wordnet-base)")
 def test_data_page_wordnet_shows_head_and_rare_sentences_with_views(store):
     at = _at().run()
@@ -536,10 +531,7 @@ def test_pickers_filter_and_archive(store, monkeypatch):
 
 def test_live_link_to_a_missing_run_says_so(store):
     make_run(store, status="finished")
-    at = _at().run()
-    at.query_params["run"] = "42"
-    at.switch_page("pages/live.py").run()
-    assert not at.exception
+    at = open_page("live", run="42")
     assert [e.value for e in at.error] == ["There is no run 42 in this store."]
     assert not at.get("selectbox") or not any(s.key == "live_run" for s in at.selectbox)  # no other run shown
     assert not plotly_specs(at)
@@ -624,7 +616,7 @@ def test_live_test_now_evaluates_the_latest_checkpoint_and_stop_after_the_end_is
     import os
     import time
 
-    from sslviz import worker
+    from sslviz.runs import worker
 
     cfg = TrainConfig(**tiny)
     rid = store.create_run(cfg.to_dict())
@@ -643,6 +635,6 @@ def test_live_test_now_evaluates_the_latest_checkpoint_and_stop_after_the_end_is
     assert any("Test set at step 15 (latest checkpoint): balanced accuracy" in i.value for i in at.info)
     # The run ends between the page's draw and the click on Stop: the page gets a reason to show, not a traceback.
     store.update_run(rid, status="finished")
-    from sslviz import ui
+    from sslviz.dashboard import ui
 
     assert "finished" in ui.stop(store, rid)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sslviz.augment import (
+from sslviz.engine.augment import (
     OPS,
     _geometric_matrix,
     _warp,
@@ -189,7 +189,7 @@ def test_cpu_and_cuda_agree_statistically():
 def test_cpu_subset_colour_ops_equal_the_whole_batch_path_used_on_cuda():
     # The CUDA branch (every op on the whole batch, torch.where per sample) runs here on the CPU,
     # so the GPU path's outputs are checked against the CPU path's without a GPU.
-    from sslviz.augment import OPS, _colour_ops
+    from sslviz.engine.augment import OPS, _colour_ops
 
     g = torch.Generator().manual_seed(3)
     x = torch.rand(256, 3, 16, 16, generator=g)
@@ -204,7 +204,7 @@ def test_cpu_subset_colour_ops_equal_the_whole_batch_path_used_on_cuda():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_strong_view_and_thresholds_never_sync_with_the_host_on_cuda():
-    from sslviz import techniques
+    from sslviz.engine import techniques
 
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.rand(64, 3, 32, 32, device="cuda")

@@ -12,15 +12,16 @@ import pytest
 import yaml
 from PIL import Image
 
-from sslviz import cli, worker
-from sslviz import store as store_mod
-from sslviz.config import PRESETS, TrainConfig
-from sslviz.registry import THRESHOLD_SCHEDULES
-from sslviz.data import DatasetError, load_dataset
-from sslviz.params import InvalidParameterError
-from sslviz.splits import SplitError
-from sslviz.store import RunStore
-from sslviz.prepare import prepare
+from sslviz import cli
+from sslviz.runs import worker
+from sslviz.runs import store as store_mod
+from sslviz.engine.config import PRESETS, TrainConfig
+from sslviz.engine.registry import THRESHOLD_SCHEDULES
+from sslviz.engine.data import DatasetError, load_dataset
+from sslviz.engine.params import InvalidParameterError
+from sslviz.engine.splits import SplitError
+from sslviz.runs.store import RunStore
+from sslviz.engine.prepare import prepare
 
 PRESET_LIST = r"among \{" + re.escape(", ".join(map(repr, PRESETS))) + r"\}"  # every preset, in order
 SCHEDULES = re.escape(", ".join(map(repr, THRESHOLD_SCHEDULES)))  # 'fixed', 'flexmatch', ...

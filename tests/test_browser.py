@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sslviz import worker
-from sslviz.store import RunStore
+from sslviz.runs import worker
+from sslviz.runs.store import RunStore
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,7 +283,7 @@ def _seed_sweep(store_path: Path) -> tuple[int, dict[str, int]]:
     returns its id and {cell label: run id}."""
     import json
 
-    from sslviz import sweep
+    from sslviz.runs import sweep
     from tests.test_app_pages import log_steps, make_run
 
     store = RunStore(store_path)

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sslviz import bias, charts
+from sslviz.runs import bias
+from sslviz.dashboard import charts
 
 
 def class_train_frame(steps=(0, 10, 20), k=3) -> pd.DataFrame:
@@ -245,7 +246,7 @@ def test_ema_smooth_equals_the_tensorboard_loop(weight):
 
 
 def test_binned_frames_keep_a_one_interval_spike_in_the_figures(tmp_path):
-    from sslviz.store import RunStore
+    from sslviz.runs.store import RunStore
 
     s = RunStore(tmp_path / "runs.db")
     rid = s.create_run({"steps": 10_000})
@@ -311,7 +312,7 @@ def test_bias_summary_combines_the_numbers():
 
 
 def test_run_bias_summary_per_split(tmp_path):
-    from sslviz.store import RunStore
+    from sslviz.runs.store import RunStore
 
     store = RunStore(tmp_path / "runs.db")
     rid = store.create_run({"steps": 10}, info={"labeled_counts": [50, 25, 12, 6, 3, 1],

@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from sslviz import cli
-from sslviz.config import PRESET_DESCRIPTIONS, PRESETS, TrainConfig, from_preset
-from sslviz.store import RunStore
+from sslviz.engine.config import PRESET_DESCRIPTIONS, PRESETS, TrainConfig, from_preset
+from sslviz.runs.store import RunStore
 
 TINY_FLAGS = ["--dataset", "toy2d", "--steps", "20", "--batch-size", "16", "--mu", "2", "--log-every", "5",
               "--eval-every", "10", "--checkpoint-every", "10", "--device", "cpu"]

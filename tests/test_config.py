@@ -8,8 +8,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from sslviz.config import CONSTRAINTS, FIELD_NAMES, PRESETS, TrainConfig, from_preset, preset_values
-from sslviz.params import Bool, Interval, InvalidParameterError, NoneOK, Options, Str
+from sslviz.engine.config import CONSTRAINTS, FIELD_NAMES, PRESETS, TrainConfig, from_preset, preset_values
+from sslviz.engine.params import Bool, Interval, InvalidParameterError, NoneOK, Options, Str
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = r"The '{}' parameter of TrainConfig must be .* Got .* instead\."
@@ -156,7 +156,7 @@ def test_threshold_min_above_threshold_is_allowed_and_never_raises_a_threshold()
     # e.g. the balanced preset (floor 0.8) with tau lowered to 0.6: the floor is capped at tau.
     import torch
 
-    from sslviz.techniques import frequency_scaled_thresholds
+    from sslviz.engine.techniques import frequency_scaled_thresholds
 
     cfg = from_preset("balanced", threshold=0.6)
     assert cfg.threshold_min == 0.8
@@ -232,15 +232,15 @@ def test_yaml_exponent_without_dot_gets_a_hint():
 
 
 def test_model_choices_are_the_registry():
-    from sslviz.config import MODEL_NAMES
-    from sslviz.models import MODELS
+    from sslviz.engine.config import MODEL_NAMES
+    from sslviz.engine.models import MODELS
 
     assert MODEL_NAMES == ("auto", *MODELS)
 
 
 def test_retired_key_loads_with_a_warning_in_api_and_cli(tmp_path, capsys):
     from sslviz import cli
-    from sslviz.config import RetiredKeyWarning
+    from sslviz.engine.config import RetiredKeyWarning
 
     with pytest.warns(RetiredKeyWarning, match=r"'dist_align_momentum' is retired: .*dist_align_window"):
         cfg = TrainConfig.from_yaml("dist_align: labeled\ndist_align_momentum: 0.99\n")

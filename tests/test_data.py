@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sslviz import data
-from sslviz.data import BUILTIN, Dataset, DatasetError, default_counts, load_dataset
+from sslviz.engine import data
+from sslviz.engine.data import BUILTIN, Dataset, DatasetError, default_counts, load_dataset
 
 COLORS = {"cat": (255, 0, 0), "dog": (0, 255, 0), "owl": (0, 0, 255)}
 
@@ -88,7 +88,7 @@ def test_validation_split_indices_are_disjoint():
 
 @pytest.mark.parametrize("smallest, expected", [(5000, 500), (2000, 200), (9, 1)])
 def test_folder_validation_size(smallest, expected):
-    from sslviz.data import validation_size
+    from sslviz.engine.data import validation_size
 
     assert validation_size("/some/folder", np.repeat([0, 1], [6000, smallest])) == expected
 

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from sslviz import devices, worker
-from sslviz.config import TrainConfig
-from sslviz.store import RunStore
+from sslviz.runs import devices, worker
+from sslviz.engine.config import TrainConfig
+from sslviz.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = """
 import sys
 from streamlit.testing.v1 import AppTest
-from sslviz import ui
+from sslviz.dashboard import ui
 ui.BACKGROUND_IMPORTS = ()  # what the page itself imports, not what the server preloads after it
 at = AppTest.from_file("app.py", default_timeout=60).run()
 assert not at.exception, at.exception
@@ -92,7 +92,7 @@ def test_a_run_forked_by_the_warm_worker_can_use_cuda(tmp_path):
 import os, sys
 from pathlib import Path
 os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # as run_spare sets it
-from sslviz import devices, worker
+from sslviz.runs import devices, worker
 devices.write(Path({str(tmp_path)!r}))
 worker.warm_up()
 pid = os.fork()

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from sslviz import cli, trainer, worker
-from sslviz.config import TrainConfig
-from sslviz.lifecycle import NoSuchRun, TransitionRefused
-from sslviz.techniques import cosine_lr
+from sslviz import cli
+from sslviz.engine import trainer
+from sslviz.runs import worker
+from sslviz.engine.config import TrainConfig
+from sslviz.runs.lifecycle import NoSuchRun, TransitionRefused
+from sslviz.engine.techniques import cosine_lr
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -407,8 +409,8 @@ def test_cli_stop_of_unknown_or_finished_run_is_an_error(store, tiny, capsys):
 
 import sqlite3  # noqa: E402
 
-from sslviz import lifecycle  # noqa: E402
-from sslviz.store import RunStore  # noqa: E402
+from sslviz.runs import lifecycle  # noqa: E402
+from sslviz.runs.store import RunStore  # noqa: E402
 
 STATUSES = ("queued", "running", "finished", "failed", "stopped")
 # The expected machine, written out here rather than read from lifecycle.TRANSITIONS (so a wrong table fails):
@@ -560,7 +562,7 @@ UI_ACTIONS = {"resume": "resume", "delete": "delete", "request_stop": "stop", "a
 def test_every_status_action_pair_through_the_ui(store, tiny, checkpoint_bytes, monkeypatch, status, action):
     """The pages' entry points: ui.resume (Resume), ui.delete (Compare's Delete), store.request_stop (Stop),
     ui.set_archived (Archive / Unarchive)."""
-    from sslviz import ui
+    from sslviz.dashboard import ui
 
     monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")
     shown = []
@@ -588,7 +590,7 @@ def test_every_status_action_pair_through_the_ui(store, tiny, checkpoint_bytes, 
 
 
 def test_ui_submit_records_a_queued_run(store, tiny, monkeypatch):
-    from sslviz import ui
+    from sslviz.dashboard import ui
 
     monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")
     rid = ui.submit(store, TrainConfig(**tiny))
@@ -787,6 +789,6 @@ def test_a_warm_worker_forks_each_run_its_own_process_and_a_dead_one_is_replaced
 
 
 def lifecycle_alive(pid):
-    from sslviz.lifecycle import pid_alive
+    from sslviz.runs.lifecycle import pid_alive
 
     return pid_alive(pid)

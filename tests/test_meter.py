@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sslviz.meter import IntervalMeter
+from sslviz.engine.meter import IntervalMeter
 
 
 def test_flush_counts_confidences_precision_recall_and_resets():

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslviz import registry
-from sslviz import techniques as T
-from sslviz.config import TrainConfig, from_preset
-from sslviz.models import Classifier, build_model
-from sslviz.prepare import prepare
-from sslviz.trainer import evaluate, load_checkpoint, train
+from sslviz.engine import registry
+from sslviz.engine import techniques as T
+from sslviz.engine.config import TrainConfig, from_preset
+from sslviz.engine.models import Classifier, build_model
+from sslviz.engine.prepare import prepare
+from sslviz.engine.trainer import evaluate, load_checkpoint, train
 
 
 def _model(d, K, cfg, run):

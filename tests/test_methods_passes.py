@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from sslviz import registry
-from sslviz import techniques as T
-from sslviz.config import TrainConfig, from_preset
-from sslviz.trainer import PSEUDO_MEAN, train
+from sslviz.engine import registry
+from sslviz.engine import techniques as T
+from sslviz.engine.config import TrainConfig, from_preset
+from sslviz.engine.trainer import PSEUDO_MEAN, train
 
 CPU = torch.device("cpu")
 

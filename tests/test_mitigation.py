@@ -8,8 +8,8 @@ so the test is stable but still fails if a mitigation stops working.
 import numpy as np
 import pytest
 
-from sslviz.config import from_preset
-from sslviz.trainer import train
+from sslviz.engine.config import from_preset
+from sslviz.engine.trainer import train
 
 SEEDS = (0, 1)
 BUDGET = dict(gamma=50, steps=300, eval_every=300, log_every=50)
@@ -29,9 +29,13 @@ def scores():
     return {preset: _scores(preset) for preset in ("fixmatch", "balanced")}
 
 
+# Measured once the labeled views stopped carrying their label (issue 18: before, the rare classes' labeled views
+# were augmented harder, and part of balanced's gain, 0.722 -> 0.792 and 0.261 -> 0.522, came from that leak):
+# seeds 0-1 0.725 -> 0.743 and 0.261 -> 0.311; seeds 0-5 0.708 +- 0.021 -> 0.743 +- 0.036, rare 0.220 +- 0.077 ->
+# 0.319 +- 0.103. The margins are half the two-seed gaps.
 def test_balanced_beats_fixmatch_on_balanced_accuracy(scores):
-    assert scores["balanced"][0] >= scores["fixmatch"][0] + 0.035, scores  # measured 0.722 -> 0.792
+    assert scores["balanced"][0] >= scores["fixmatch"][0] + 0.009, scores
 
 
 def test_balanced_beats_fixmatch_on_rarest_three_recall(scores):
-    assert scores["balanced"][1] >= scores["fixmatch"][1] + 0.13, scores  # measured 0.261 -> 0.522
+    assert scores["balanced"][1] >= scores["fixmatch"][1] + 0.025, scores

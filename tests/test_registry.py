@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sslviz import cli, config, registry, setup_form
-from sslviz.config import FIELDS
+from sslviz import cli
+from sslviz.engine import config, registry
+from sslviz.dashboard import setup_form
+from sslviz.engine.config import FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -15,9 +15,11 @@ import pytest
 import yaml
 from plotly.offline import get_plotlyjs
 
-from sslviz import bias, cli, report
-from sslviz.config import TrainConfig
-from sslviz.store import RunStore, code_version
+from sslviz.runs import bias
+from sslviz import cli
+from sslviz.dashboard import report
+from sslviz.engine.config import TrainConfig
+from sslviz.runs.store import RunStore, code_version
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",

@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 
-from sslviz.runfilter import RunFilter, choices, dataset_label, filter_runs
+from sslviz.dashboard.runfilter import RunFilter, choices, dataset_label, filter_runs
 
 
 def _runs(sweep=False) -> pd.DataFrame:

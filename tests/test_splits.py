@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sslviz.splits import (
+from sslviz.engine.splits import (
     SHAPES,
     Split,
     SplitError,

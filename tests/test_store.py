@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import sslviz
-from sslviz import records, store as store_mod
-from sslviz.lifecycle import TransitionRefused
-from sslviz.store import RunStore, StoreError
+from sslviz.runs import records, store as store_mod
+from sslviz.runs.lifecycle import TransitionRefused
+from sslviz.runs.store import RunStore, StoreError
 
 K = 3
 
@@ -266,7 +266,7 @@ def test_tables_are_the_record_declarations(store):
 def test_meter_produces_the_declared_columns():
     """The meter's flush (the trainer's scalars and classes) fills exactly the declared columns."""
     torch = pytest.importorskip("torch")
-    from sslviz.meter import LOSS_NAMES, IntervalMeter
+    from sslviz.engine.meter import LOSS_NAMES, IntervalMeter
 
     meter = IntervalMeter(2, "cpu")
     meter.update(torch.ones(len(LOSS_NAMES)), torch.tensor([0, 1]), torch.tensor([0.9, 0.8]), torch.tensor([1.0, 0.0]),
@@ -505,7 +505,7 @@ def test_queue_lists_only_the_active_runs_of_an_executor(store):
 
 def test_roll_up_bins_every_series_the_pages_read(store, monkeypatch):
     """The worker rolls a finished run up: the pages' first view (whole run, VIEW_POINTS) then reads the files."""
-    from sslviz.store import VIEW_POINTS
+    from sslviz.runs.store import VIEW_POINTS
 
     rid = _long_run(store, n=VIEW_POINTS + 200)
     store.roll_up(rid)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sslviz import records, store as store_mod
-from sslviz.store import SCHEMA_VERSION, RunStore, StoreError
+from sslviz.runs import records, store as store_mod
+from sslviz.runs.store import SCHEMA_VERSION, RunStore, StoreError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v0"  # written by main f2d1b0a; see its README.md
 V0_TABLES = ("scalars", "class_train", "evals", "class_eval", "confusion", "snapshots", "events")
@@ -124,9 +124,10 @@ def test_one_upgrade_step_per_version():
 def test_v0_run_cannot_resume_and_says_why_keeping_its_metrics(v0_path, monkeypatch, capsys):
     """Run 3 of the fixture stopped at step 780 with a checkpoint written before the validation split: it cannot
     resume (its split is no longer reproducible), and says so in API and CLI alike, never restarting at step 0."""
-    from sslviz import cli, worker
-    from sslviz.config import RetiredKeyWarning, TrainConfig
-    from sslviz.trainer import CheckpointMismatch
+    from sslviz import cli
+    from sslviz.runs import worker
+    from sslviz.engine.config import RetiredKeyWarning, TrainConfig
+    from sslviz.engine.trainer import CheckpointMismatch
 
     monkeypatch.setenv("SSLVIZ_HOME", str(v0_path.parent))
     s = RunStore(v0_path)

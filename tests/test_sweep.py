@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st_
 
-from sslviz import charts, lifecycle, setup_form as form, sweep
-from sslviz.config import preset_values
-from sslviz.store import RunStore
+from sslviz.dashboard import charts, setup_form as form
+from sslviz.runs import lifecycle, sweep
+from sslviz.engine.config import preset_values
+from sslviz.runs.store import RunStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -92,7 +93,7 @@ def test_early_stop_needs_ray_and_checks_its_knobs(store, capsys):
     """--early-stop asha is refused with the local executor and out-of-range knobs name their field; nothing is
     recorded. The tune itself runs in test_sweep_ray.py."""
     from sslviz import cli
-    from sslviz.params import InvalidParameterError
+    from sslviz.engine.params import InvalidParameterError
 
     base = {"dataset": "toy2d", "steps": 50, "log_every": 5, "eval_every": 20}
     configs = sweep.validate(sweep.SweepSpec(grid={"threshold": [0.8, 0.9]}, base=base)).configs
@@ -129,11 +130,11 @@ def test_heatmap_stars_the_best_on_validation_only_and_shares_it_on_a_tie():
     for m in sweep.METRICS:
         cells[f"{m}_mean"], cells[f"{m}_std"], cells[f"{m}_n"] = [0.7104, 0.7096, 0.65], 0.01, 2
     starred = lambda metric: [r[0].startswith("★") for r in
-                              sweep.make_heatmap_figure(cells, metric, rows="preset", cols="gamma").data[0].text]
+                              charts.make_sweep_heatmap_figure(cells, metric, rows="preset", cols="gamma").data[0].text]
     assert starred("val_balanced_accuracy") == [True, True, False]  # 0.710 and 0.710 as shown: a tie
     assert starred("val_head_tail_gap") == [False, False, True]  # lower is better
     assert starred("test_balanced_accuracy") == [False] * 3  # never choose on test
-    title = sweep.make_heatmap_figure(cells, "test_balanced_accuracy", rows="preset", cols="gamma").layout.title.text
+    title = charts.make_sweep_heatmap_figure(cells, "test_balanced_accuracy", rows="preset", cols="gamma").layout.title.text
     assert "not chosen on" in title
 
 
@@ -150,13 +151,13 @@ def test_local_sweep_2x2x2_end_to_end_through_the_store(store, tiny, wait_for):
     assert len(res) == 8 and res[list(sweep.METRICS)].notna().all().all()
     cells = sweep.cell_table(res, ["preset", "gamma"])
     assert len(cells) == 4 and (cells.seeds == 2).all() and (cells.val_balanced_accuracy_n == 2).all()
-    fig = sweep.make_heatmap_figure(cells, "val_balanced_accuracy", rows="preset", cols="gamma")
+    fig = charts.make_sweep_heatmap_figure(cells, "val_balanced_accuracy", rows="preset", cols="gamma")
     text = fig.data[0].text
     best = cells.assign(v=cells.val_balanced_accuracy_mean.round(3)).groupby("gamma").v.transform("max")
     assert sum(t.startswith("★") for r in text for t in r) == int((cells.val_balanced_accuracy_mean.round(3) == best).sum())
     assert sum(t.startswith("★") for r in text for t in r) >= 2  # at least one best per gamma column
     assert all("±" in t and "n=2" in t for r in text for t in r)
-    html = sweep.figures_html({"map": fig, "par": sweep.make_parallel_figure(res, "test_tail_recall", ["preset", "gamma"])})
+    html = charts.sweep_figures_html({"map": fig, "par": charts.make_sweep_parallel_figure(res, "test_tail_recall", ["preset", "gamma"])})
     assert html.count("<h2>") == 2 and "plotly" in html
     assert sweep.export_table(cells, "parquet")[:4] == b"PAR1"
     # the page and the CLI read the same sweep
@@ -387,8 +388,8 @@ def test_sweep_page_says_which_runs_asha_stopped(home, monkeypatch):
 def test_asha_verdict_names_the_rung_that_took_the_result_and_never_fails():
     """ASHA may stop a trial on a rung it filled earlier: the verdict then names the highest rung holding it, with
     no cutoff when that rung has no other trial (a None cutoff once raised inside Tune's callback, aborting the tune)."""
-    from sslviz.ray_asha import _verdict
-    from sslviz.sweep import TUNE_METRIC
+    from sslviz.runs.ray_asha import _verdict
+    from sslviz.runs.ray_asha import TUNE_METRIC
 
     class Bracket:  # the two things _verdict reads of Ray's _Bracket
         def __init__(self, rungs):

@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from sslviz import lifecycle, ray_executor, sweep  # noqa: E402
+from sslviz.runs import lifecycle, ray_executor, sweep  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +60,7 @@ def test_ray_sweep_streams_every_record_exactly_once(local_ray, store, tiny):
     sweep_id, run_ids, results = sweep.submit_ray(store, plan)
     assert results == {run_ids[0]: "finished", run_ids[1]: "finished"}
     n_logs = tiny["steps"] // tiny["log_every"]
-    from sslviz.trainer import train
+    from sslviz.engine.trainer import train
 
     expected = {}
     for rid, cfg in zip(run_ids, plan.configs):  # the same configs in this process: the records Ray must deliver
@@ -98,7 +98,7 @@ def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
     with _driving(store, sweep_id, lambda: out.update(ray_executor.drive(store, sweep_id))) as driver:
         assert wait_for(lambda: all(store.run(r)["step"] > stopped_at[r] for r in run_ids), 120)
         for r in run_ids:
-            assert store.events(r).message.str.contains(f"resuming on Ray from step {stopped_at[r]}").any()
+            assert store.events(r).message.str.contains(f"resumed from step {stopped_at[r]} (Ray)", regex=False).any()
         sweep.stop(store, sweep_id)
         driver.join(120)
     assert set(out.values()) == {"stopped"}
@@ -150,7 +150,7 @@ def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(loca
     after its first report: failed, with the trainer's error and the records it logged after that report (they
     travel with the error: Tune takes no result without the metric)."""
     _needs_tune()
-    from sslviz.trainer import Diverged, train
+    from sslviz.engine.trainer import Diverged, train
 
     base = {**tiny, "steps": 80, "eval_every": 20, "log_every": 2}
     plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05, 1e-6, 10.0]}, base=base), store=store)
@@ -222,7 +222,7 @@ def test_stopping_a_tuned_sweep_stops_its_trials_through_tune(local_ray, store, 
     """Stop (the store's flag, as `sweep stop` and the page set it) reaches Tune trials through Tune's stopper: each
     ends as stopped on request at its next validation report, with its records up to there."""
     _needs_tune()
-    from sslviz import ray_asha
+    from sslviz.runs import ray_asha
 
     long = {**tiny, "steps": 100_000, "eval_every": 20}  # never ends on its own here
     plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05]}, base=long), store=store)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from sslviz import registry, trainer
-from sslviz.config import PRESETS, TrainConfig, from_preset
-from sslviz.prepare import prepare
-from sslviz.trainer import PSEUDO_MEAN, train
+from sslviz.engine import registry, trainer
+from sslviz.engine.config import PRESETS, TrainConfig, from_preset
+from sslviz.engine.prepare import prepare
+from sslviz.engine.trainer import PSEUDO_MEAN, train
 
 SEEDS = (0, 1)
 

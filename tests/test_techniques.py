@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslviz import techniques as T
+from sslviz.engine import techniques as T
 
 
 def close(a, b, tol=1e-5):
@@ -197,8 +197,8 @@ def test_distribution_alignment_window_equals_remixmatch_running_mean():
 def test_debiaspl_step_equals_reference_order():
     # main_DebiasPL.py: pseudo-label from softmax(f_w - tau log qhat) with the qhat of the previous step; mask;
     # then qhat <- m qhat + (1-m) mean softmax(f_w); then the consistency loss on f_s + tau log(updated qhat).
-    from sslviz import registry
-    from sslviz.config import TrainConfig
+    from sslviz.engine import registry
+    from sslviz.engine.config import TrainConfig
 
     g = torch.Generator().manual_seed(3)
     K, tau, m, thr = 4, 0.7, 0.8, 0.6

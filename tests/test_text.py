@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from sslviz import augment, text
-from sslviz.config import from_preset
-from sslviz.data import DatasetError, load_dataset
-from sslviz.models import build_model, default_model_name
-from sslviz.registry import Pipeline, Run
-from sslviz.trainer import prepare, preview_text_views, train
+from sslviz.engine import augment, text
+from sslviz.engine.config import from_preset
+from sslviz.engine.data import DatasetError, load_dataset
+from sslviz.engine.models import build_model, default_model_name
+from sslviz.engine.registry import Pipeline, Run
+from sslviz.engine.trainer import prepare, preview_text_views, train
 
 needs_wordnet = pytest.mark.skipif(not text.wordnet_available(),
                                    reason=f"WordNet is not installed here ({text.WORDNET_INSTALL})")
@@ -230,7 +230,7 @@ def test_text_model_shapes_features_and_padding(name):
 
 
 def test_text_model_sizes_and_default_choice():
-    from sslviz.models import count_parameters
+    from sslviz.engine.models import count_parameters
     small = count_parameters(build_model("text_bow", input_shape=(32, 20_002), num_classes=10))
     large = count_parameters(build_model("text_cnn", input_shape=(32, 20_002), num_classes=10))
     assert 1_200_000 < small < 1_400_000 < 2_500_000 < large < 3_500_000

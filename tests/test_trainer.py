@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from sslviz.config import PRESETS, from_preset
-from sslviz.prepare import preview_split
-from sslviz.trainer import load_checkpoint, train
+from sslviz.engine.config import PRESETS, from_preset
+from sslviz.engine.prepare import preview_split
+from sslviz.engine.trainer import load_checkpoint, train
 
 TINY = dict(batch_size=16, mu=2, log_every=5, eval_every=10)
 

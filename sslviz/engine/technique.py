@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from .lazy import nn, torch  # torch on first use: see sslviz/lazy.py
+from .lazy import nn, torch  # torch on first use: see sslviz/engine/lazy.py
 
 if TYPE_CHECKING:
     from torch import Tensor

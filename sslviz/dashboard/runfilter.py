@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lazy import pd  # imported on first use: see sslviz/lazy.py
+from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 
 BUILTIN_DATASETS = ("digits", "toy2d", "wordnet")  # data.BUILTIN, spelled out: this module stays pandas only
 CHOICE_COLUMNS = ("preset", "dataset", "status", "sweep")  # filters that pick among a column's values

@@ -14,7 +14,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .lazy import pd  # imported on first use: see sslviz/lazy.py
+from .lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 
 SHAPES = ("consistent", "uniform", "reversed")
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, lifecycle, records
-from .lazy import pd  # imported on first use: see sslviz/lazy.py
+from .. import __version__
+from . import lifecycle, records
+from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 from .lifecycle import ACTIVE, ENDED, ENDING, PROCESS_LOST, NoSuchRun, TransitionRefused
 from .records import CONFUSION_KINDS, SPLITS
 CHECKPOINT_WAL_EVERY = 20  # commits between passive WAL checkpoints

@@ -3,7 +3,7 @@ an estimate of the unlabeled class distribution (consistent, uniform or reversed
 from __future__ import annotations
 
 
-from ..lazy import F, nn, torch  # torch on first use: see sslviz/lazy.py
+from ..lazy import F, nn, torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, integer, real

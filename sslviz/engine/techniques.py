@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .lazy import F, torch  # torch on first use: see sslviz/lazy.py
+from .lazy import F, torch  # torch on first use: see sslviz/engine/lazy.py
 
 if TYPE_CHECKING:
     from torch import Tensor

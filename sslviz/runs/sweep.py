@@ -15,8 +15,8 @@ the same path on every Ray node; that is checked on each node before anything is
 delete act on every run of a sweep through the runs' own lifecycle actions.
 
 Reading: :func:`results` (one row per run: knobs, validation / test balanced accuracy, 3-rarest recall, head-tail
-gap), :func:`cell_table` (mean, std and seed count per cell) and the figures :func:`make_heatmap_figure` and
-:func:`make_parallel_figure`, which the Sweep page draws and exports.
+gap) and :func:`cell_table` (mean, std and seed count per cell), which the Sweep page draws
+(``dashboard.charts.make_sweep_heatmap_figure`` and ``make_sweep_parallel_figure``) and exports.
 """
 from __future__ import annotations
 
@@ -30,17 +30,16 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 import yaml
 
-from . import lifecycle
-from .config import FIELDS, PRESETS, TrainConfig, preset_values
-from .params import InvalidParameterError, NoneOK, Options, check_params, integer, real
+from . import devices, lifecycle
+from .ray_asha import ASHA_EVENT, TUNE_METRIC
+from ..engine.config import FIELDS, PRESETS, TrainConfig, preset_values
+from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
+from ..engine.params import InvalidParameterError, NoneOK, Options, check_params, integer, real
 
 EXECUTORS = ("local", "ray")
 EARLY_STOP = ("asha",)  # the early-stopping schedulers of a tuning sweep (Ray Tune's)
-TUNE_METRIC = "val_balanced_accuracy"  # what early stopping compares trials on: validation, never test
-ASHA_EVENT = "stopped early by ASHA"  # how the event of a run ASHA stopped begins
 # metric key -> (label, higher is better); per run from RunStore.runs() and bias.run_bias_summary
 METRICS = {
     "val_balanced_accuracy": ("validation balanced accuracy", True),
@@ -199,7 +198,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     >>> parse_seeds("a,b")
     Traceback (most recent call last):
     ...
-    sslviz.sweep.SweepError: Seeds must be whole numbers separated by commas, e.g. 0,1,2; got 'a,b'.
+    sslviz.runs.sweep.SweepError: Seeds must be whole numbers separated by commas, e.g. 0,1,2; got 'a,b'.
     """
     try:
         return tuple(int(v) for v in str(text).split(",") if v.strip())
@@ -266,12 +265,12 @@ def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) 
     """Check every cell as ``worker.record`` would (config fields, split against the data, model against the input
     shape) before anything starts; SweepError naming the first bad cell ("cell 3 of 8 (gamma=500, seed=0): gamma:
     ...") and its field. Returns the :class:`Plan` with the time estimate for ``parallel`` runs at once."""
-    from .data import DatasetError, load_dataset
-    from .models import build_model, default_model_name
-    from .splits import SplitError
-    from .prepare import prepare, run_info
-    from .trainer import resolve_device
+    from ..engine.data import DatasetError, load_dataset
+    from ..engine.models import build_model, model_name
+    from ..engine.splits import SplitError
+    from ..engine.prepare import prepare, run_info
 
+    cuda_count = _cuda_count(store)
     cells = spec.cells()
     datasets: dict = {}
     configs, infos = [], []
@@ -282,9 +281,9 @@ def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) 
             if cfg.dataset not in datasets:
                 datasets[cfg.dataset] = load_dataset(cfg.dataset, cache_dir)
             prepared = prepare(cfg, cache_dir, dataset=datasets[cfg.dataset])
-            device = resolve_device(cfg.device)
+            device = devices.resolve_type(cfg.device, cuda_count)
             ds = prepared.dataset
-            model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+            model = model_name(cfg.model, ds.input_shape, device)
             build_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)
         except (InvalidParameterError, SplitError, DatasetError, ValueError) as exc:
             blamed = _blame(exc, cell)
@@ -319,13 +318,19 @@ def estimate_seconds(configs, *, parallel: int = 1, store=None) -> tuple[float, 
     return total / max(1, parallel), "; ".join(bases.values())
 
 
-def local_parallelism(configs) -> int:
+def _cuda_count(store=None) -> int:
+    """GPUs a run may use here: as the store's workers last saw them (``devices.known``, no torch import), or
+    probed when there is no store."""
+    return devices.known(home_of(store))["cuda"] if store is not None else devices.probe()["cuda"]
+
+
+def local_parallelism(configs, store=None) -> int:
     """How many of ``configs`` the local worker queue trains at once (its slots on their device)."""
-    from .trainer import resolve_device
     from .worker import device_slots
 
-    devices = {resolve_device(c.device).type for c in configs} or {"cpu"}
-    return max(1, min(device_slots(d) for d in devices))
+    cuda_count = _cuda_count(store)
+    types = {devices.resolve_type(c.device, cuda_count) for c in configs} or {"cpu"}
+    return max(1, min(device_slots(d) for d in types))
 
 
 # -- execution ----------------------------------------------------------------------------------------
@@ -481,86 +486,6 @@ def cell_table(res: pd.DataFrame, keys) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _axis_label(v) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def make_heatmap_figure(cells: pd.DataFrame, metric: str, *, rows: str, cols: str, facet: str | None = None,
-                        title: str | None = None):
-    """Heatmap(s) of ``metric`` over ``rows`` x ``cols`` (one panel per ``facet`` value): each cell's text is
-    mean ± std and n (seeds with a value). On a validation metric the best row of each column is marked ★
-    (highest, or lowest gap; rows tied at the three decimals shown share it); a test metric gets no ★: it is
-    reported beside validation, never chosen on."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    label, higher = METRICS[metric]
-    choose = metric.startswith("val_")
-    facets = list(dict.fromkeys(cells[facet])) if facet else [None]
-    fig = make_subplots(rows=1, cols=len(facets), subplot_titles=[f"{facet} = {f}" for f in facets] if facet else None,
-                        shared_yaxes=True, horizontal_spacing=0.06)
-    row_values = list(dict.fromkeys(cells[rows])) if len(cells) else []
-    col_values = sorted(dict.fromkeys(cells[cols]), key=lambda v: (isinstance(v, str), v)) if len(cells) else []
-    finite = cells[f"{metric}_mean"].dropna() if len(cells) else pd.Series(dtype=float)
-    zmin, zmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    for j, fv in enumerate(facets):
-        sub = cells if fv is None else cells[cells[facet] == fv]
-        z = np.full((len(row_values), len(col_values)), np.nan)
-        text = [["" for _ in col_values] for _ in row_values]
-        for r in sub.itertuples(index=False):
-            d = r._asdict()
-            i, k = row_values.index(d[rows]), col_values.index(d[cols])
-            mean, std, n = d[f"{metric}_mean"], d[f"{metric}_std"], d[f"{metric}_n"]
-            z[i, k] = mean
-            text[i][k] = "—" if n == 0 else f"{mean:.3f} ± {std:.3f}<br>n={n}"
-        for k in range(len(col_values) if choose else 0):  # mark the best rows per column
-            column = np.round(z[:, k], 3)  # as shown
-            if np.isfinite(column).any():
-                for best in np.flatnonzero(column == (np.nanmax(column) if higher else np.nanmin(column))):
-                    text[best][k] = "★ " + text[best][k]
-        fig.add_trace(go.Heatmap(
-            z=z, x=[_axis_label(v) for v in col_values], y=[_axis_label(v) for v in row_values], text=text,
-            texttemplate="%{text}", zmin=zmin, zmax=zmax, colorscale="Viridis" if higher else "Viridis_r",
-            showscale=j == len(facets) - 1, colorbar=dict(title=dict(text=label.split(" ")[0])),
-            hovertemplate=f"{rows}=%{{y}}<br>{cols}=%{{x}}<br>%{{text}}<extra></extra>"), row=1, col=j + 1)
-        fig.update_xaxes(title_text=cols, type="category", row=1, col=j + 1)
-    fig.update_yaxes(title_text=rows, type="category", row=1, col=1)
-    note = "★ best per column" if choose else "reported, not chosen on: ★ marks the best on validation"
-    fig.update_layout(title=title or f"{label.capitalize()}: mean ± std over seeds ({note})",
-                      height=max(280, 90 + 70 * len(row_values)), margin=dict(t=70, l=60, r=20, b=50))
-    return fig
-
-
-def make_parallel_figure(res: pd.DataFrame, metric: str, keys):
-    """Parallel coordinates: one line per run across the varied knobs (categories as ticks) and ``metric``."""
-    import plotly.graph_objects as go
-
-    label, _ = METRICS[metric]
-    dims = []
-    for k in [*keys, "seed"]:
-        values = res[k]
-        if pd.api.types.is_numeric_dtype(values) and values.notna().all():
-            dims.append(dict(label=k, values=values.astype(float)))
-        else:
-            cats = list(dict.fromkeys(values.astype(str)))
-            dims.append(dict(label=k, values=[cats.index(v) for v in values.astype(str)],
-                             tickvals=list(range(len(cats))), ticktext=cats))
-    dims.append(dict(label=label, values=res[metric].astype(float)))
-    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=res[metric].astype(float), colorscale="Viridis",
-                                                             showscale=True)))
-    fig.update_layout(title=f"Knobs against {label} (one line per run)", height=380, margin=dict(t=70, l=60, r=60))
-    return fig
-
-
-def figures_html(figures: dict) -> str:
-    """The figures as one self-contained HTML document (plotly.js embedded once, interactive, offline)."""
-    parts = []
-    for i, (title, fig) in enumerate(figures.items()):
-        parts.append(f"<h2>{title}</h2>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
-    return "<!doctype html><html><head><meta charset='utf-8'><title>sslviz sweep</title></head><body>" + \
-        "".join(parts) + "</body></html>"
-
-
 def export_table(cells: pd.DataFrame, fmt: str) -> bytes:
     """The cell table as CSV or Parquet bytes."""
     if fmt == "csv":
@@ -596,14 +521,15 @@ def home_of(store) -> Path:
     return Path(store.path).parent
 
 
-def default_parallel(executor: str, configs) -> int:
-    return local_parallelism(configs) if executor == "local" else max(1, os.cpu_count() or 1)
+def default_parallel(executor: str, configs, store=None) -> int:
+    return local_parallelism(configs, store) if executor == "local" else max(1, os.cpu_count() or 1)
 
 
 def check_folders_on_ray(configs, *, address: str | None = None, num_cpus: int | None = None) -> None:
     """SweepError unless every alive Ray node reads each folder dataset of ``configs`` at its path (trials load the
     data where they run); the message names the nodes and paths. Built-in datasets need nothing."""
-    from . import data, ray_executor
+    from ..engine import data
+    from . import ray_executor
 
     folders = sorted({c.dataset for c in configs if c.dataset not in data.BUILTIN})
     if not folders:

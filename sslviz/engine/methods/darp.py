@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 
-from ..lazy import torch  # torch on first use: see sslviz/lazy.py
+from ..lazy import torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, integer, real

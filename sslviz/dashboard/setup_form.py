@@ -11,10 +11,10 @@ import warnings
 
 import streamlit as st
 
-from .config import FIELD_NAMES, FIELDS, RetiredKeyWarning, TrainConfig, preset_values
-from .params import InvalidParameterError
-from . import registry
-from .registry import TECHNIQUE_FIELDS
+from ..engine.config import FIELD_NAMES, FIELDS, RetiredKeyWarning, TrainConfig, preset_values
+from ..engine.params import InvalidParameterError
+from ..engine import registry
+from ..engine.registry import TECHNIQUE_FIELDS
 from .ui import BUILTIN_DATASETS
 
 FOLDER = "Local folder…"  # the dataset choice that reveals the folder path input

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from .access import READ_ONLY_ENV, read_only  # noqa: F401  (the pages' router.read_only)
+from ..engine.access import READ_ONLY_ENV, read_only  # noqa: F401  (the pages' router.read_only)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app.py"
 PAGES = {
     "setup": "pages/setup.py",

@@ -27,7 +27,8 @@ from . import augment, registry, techniques, text
 from .technique import PSEUDO_MEAN
 from .config import RetiredKeyWarning, TrainConfig
 from .meter import IntervalMeter
-from .models import build_model, default_model_name
+from .device import resolve_device
+from .models import build_model, model_name
 from .prepare import Prepared, prepare
 
 SNAPSHOT_GRID = 60  # decision-region resolution for 2-D datasets
@@ -36,14 +37,6 @@ SNAPSHOT_POINTS = 400  # unlabeled points drawn in a 2-D snapshot
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("The 'device' parameter is 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'.")
-    return torch.device(name)
 
 
 def _views(x: torch.Tensor, kind: str, hflip: bool, strength: torch.Tensor | None, gen: torch.Generator,
@@ -145,7 +138,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def build_run(cfg: TrainConfig, p: Prepared, device: torch.device):
     """``(model name, model with the techniques' heads, Pipeline)`` for a run of ``cfg`` on ``p``'s split."""
     ds, split = p.dataset, p.split
-    name = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+    name = model_name(cfg.model, ds.input_shape, device.type)
     model = build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes).to(device)
     n_u = len(split.unlabeled_idx)
     u_batch = cfg.mu * cfg.batch_size if n_u else 0

@@ -5,7 +5,7 @@ A threshold schedule (``threshold_schedule: adsh``), listed in ``registry.THRESH
 from __future__ import annotations
 
 
-from ..lazy import torch  # torch on first use: see sslviz/lazy.py
+from ..lazy import torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..technique import Technique
 

@@ -22,14 +22,15 @@ Ray Tune (``ray[tune]``, the ``sslviz[ray]`` extra) is imported lazily, as Ray i
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from . import lifecycle
+from .host import RunHost
 from .ray_executor import connect, gpus_for, trial_setup
-from .sweep import ASHA_EVENT, TUNE_METRIC
 
+TUNE_METRIC = "val_balanced_accuracy"  # what early stopping compares trials on: validation, never test
+ASHA_EVENT = "stopped early by ASHA"  # how the event of a run ASHA stopped begins
 STEP = "step"  # ASHA's time attribute: the training step of the validation a result reports
 PENDING = "sslviz_records"  # the attribute of a failed trial's exception holding its records since the last report
 
@@ -50,7 +51,7 @@ def trial(config: dict, *, configs: dict, threads: int = 1) -> None:
     report the validation metric with the trainer records since the previous report. Knows no store."""
     from ray import tune
 
-    from .trainer import train
+    from ..engine.trainer import train
 
     run_id = config["run_id"]
     cfg, device = trial_setup(configs[run_id], threads)
@@ -76,19 +77,19 @@ def trial(config: dict, *, configs: dict, threads: int = 1) -> None:
 
 
 class _Writer:
-    """The store side of a tune, on the driver: claims, writes each reported batch once, ends each run."""
+    """The driver's half of each trial's run host: claims, writes each reported batch once, beats, ends each run."""
 
     def __init__(self, store, steps: dict[int, int]):
         self.store, self.steps = store, steps  # steps: run id -> its budget (a trial that got there finished)
+        self.hosts = {run_id: RunHost(store, run_id, where=" (Ray Tune trial)", placeholder="ray") for run_id in steps}
         self.verdicts: dict[str, str] = {}  # trial id -> why ASHA stopped it (the scheduler fills it)
         self.results: dict[int, str] = {}  # run id -> the status it ended in
-        self._running: set[int] = set()
         self._beat = 0.0
 
     def __getstate__(self):
         # Tune pickles its run config (this writer, in the callback and the stopper) into its folder for
         # Tuner.restore, which sslviz does not use; the store's connection does not pickle, and no copy writes.
-        return {**self.__dict__, "store": None}
+        return {**self.__dict__, "store": None, "hosts": {}}
 
     def should_stop(self, trial_id: str, result: dict) -> bool:
         """Tune's stopper: the run was asked to stop (its stop flag, or stopped while queued) or deleted."""
@@ -97,44 +98,42 @@ class _Writer:
 
     def result(self, run_id: int, result: dict) -> None:
         records = result.pop("records")  # written here, once; Tune keeps only the metric in its trial state
-        row = self.store.run(run_id)
-        if row is None or row["status"] not in lifecycle.ACTIVE:  # stopped while queued, or deleted
-            return
-        if run_id not in self._running:
-            try:
-                self.store.claim_run(run_id, os.getpid(), f"ray:{result['device']}")
-            except lifecycle.TransitionRefused:  # stopped since the read above; the stopper ends the trial
+        host = self.hosts[run_id]
+        if not host.claimed:
+            if not host.claim(f"ray:{result['device']}"):  # stopped while queued, or deleted: the stopper ends it
                 return
-            self.store.add_event(run_id, "started", f"started as a Ray Tune trial ({result['device']})")
-            self._running.add(run_id)
+            host.started(result["device"])
         for record in records:
-            self.store.log(run_id, record)
+            host.log(record)
 
     def complete(self, run_id: int, trial_id: str, last: dict) -> None:
         step = int(last.get(STEP, 0))
         if step >= self.steps[run_id]:
-            self._end(run_id, lifecycle.FINISHED, "finished as a Ray Tune trial")
+            self._end(run_id, lifecycle.FINISHED)
         elif trial_id in self.verdicts:
-            self._end(run_id, lifecycle.STOPPED, self.verdicts[trial_id])
+            self._end(run_id, lifecycle.STOPPED, message=self.verdicts[trial_id])
         else:
             row = self.store.run(run_id)
             asked = row is not None and row["stop_requested"]
-            self._end(run_id, lifecycle.STOPPED, f"stopped {'on request' if asked else 'by Ray Tune'} at step {step}")
+            self._end(run_id, lifecycle.STOPPED, message=f"stopped {'on request' if asked else 'by Ray Tune'} at step "
+                                                         f"{step}")
 
     def fail(self, run_id: int, error: str, records=()) -> None:
         """End the run failed with ``error``, after its ``records`` since the last report (a trial fails between
         two validations; before its first report it has none)."""
-        if run_id in self._running:
+        host = self.hosts[run_id]
+        if host.claimed:
             for record in records:
-                self.store.log(run_id, record)
-        self._end(run_id, lifecycle.FAILED, error, error=error)
+                host.log(record)
+        self._end(run_id, lifecycle.FAILED, error)
 
     def heartbeat(self) -> None:
         """Every running trial's run, every HEARTBEAT_EVERY seconds: trials report only at validation steps."""
         if time.time() - self._beat >= lifecycle.HEARTBEAT_EVERY:
             self._beat = time.time()
-            for run_id in self._running - set(self.results):
-                self.store.heartbeat(run_id)
+            for run_id, host in self.hosts.items():
+                if host.claimed and run_id not in self.results:
+                    host.beat()
 
     def end_leftovers(self, run_ids) -> None:
         """After the tune: a run still queued or running (Ctrl-C, a Tune error) ends stopped, saying so."""
@@ -147,17 +146,13 @@ class _Writer:
                 self.store.add_event(run_id, "stopped", "the tune ended before this trial started")
                 self.results[run_id] = lifecycle.STOPPED
             else:
-                self._end(run_id, lifecycle.STOPPED, f"the tune ended before this trial did (step {row['step']})")
+                self._end(run_id, lifecycle.STOPPED,
+                          message=f"the tune ended before this trial did (step {row['step']})")
 
-    def _end(self, run_id: int, status: str, message: str, error: str | None = None) -> None:
-        try:
-            if run_id not in self._running:  # ended before its first report (an error at start)
-                self.store.claim_run(run_id, os.getpid(), "ray")
-            self.store.finish_run(run_id, status, error)
-        except (lifecycle.TransitionRefused, lifecycle.NoSuchRun):
-            return  # stopped while queued, or deleted, meanwhile: that verdict stays
-        self.store.add_event(run_id, status, message)
-        self.results[run_id] = status
+    def _end(self, run_id: int, status: str, error: str | None = None, message: str | None = None) -> None:
+        ended = self.hosts[run_id].end(status, error, message)
+        if ended == status:  # a verdict given meanwhile (stopped while queued, deleted) is not this tune's
+            self.results[run_id] = status
 
 
 def _verdict(bracket, trial_id: str, result: dict, before: dict) -> str:
@@ -233,7 +228,7 @@ def tune(store, sweep_id: int, *, address: str | None = None, num_cpus: int | No
     """Run every queued Ray run of tuning sweep ``sweep_id`` as a Ray Tune trial under ASHA, writing its records
     into ``store`` here. Returns ``{run id: final status}``."""
     ray_tune, ASHAScheduler = tune_modules()
-    from .config import TrainConfig
+    from ..engine.config import TrainConfig
 
     options = store.sweep(sweep_id)["options"]
     early = options["early_stop"]

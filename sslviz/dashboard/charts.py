@@ -18,9 +18,10 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .bias import LABELS, PSEUDO_KEYS, RECALL_KEYS
-from .lazy import pd  # imported on first use: see sslviz/lazy.py
-from .records import NO_VAL_MESSAGE, SCALAR_CLS, SPLIT_LABELS
+from ..runs.bias import LABELS, PSEUDO_KEYS, RECALL_KEYS
+from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
+from ..runs.records import NO_VAL_MESSAGE, SCALAR_CLS, SPLIT_LABELS
+from ..runs.sweep import METRICS as SWEEP_METRICS
 
 PALETTE = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)  # class k -> PALETTE[k % len]
 RUN_PALETTE = tuple(qualitative.Set2) + tuple(qualitative.Dark2)  # run series (Compare page)
@@ -819,3 +820,79 @@ def make_bias_figure(summary: pd.DataFrame, *, title: str = "Majority bias per r
     fig.update_layout(title=dict(text=title), uirevision=str(uirevision), height=DEFAULT_HEIGHT, barmode="group",
                       legend=dict(title="recall of"), margin=dict(l=60, r=20, t=80, b=50))
     return fig
+
+
+# -- sweeps (runs.sweep.results / cell_table) ---------------------------------------------------
+def _sweep_axis_label(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def make_sweep_heatmap_figure(cells: pd.DataFrame, metric: str, *, rows: str, cols: str, facet: str | None = None,
+                              title: str | None = None) -> go.Figure:
+    """Heatmap(s) of ``metric`` over ``rows`` x ``cols`` (one panel per ``facet`` value): each cell's text is
+    mean ± std and n (seeds with a value). On a validation metric the best row of each column is marked ★
+    (highest, or lowest gap; rows tied at the three decimals shown share it); a test metric gets no ★: it is
+    reported beside validation, never chosen on."""
+    label, higher = SWEEP_METRICS[metric]
+    choose = metric.startswith("val_")
+    facets = list(dict.fromkeys(cells[facet])) if facet else [None]
+    fig = make_subplots(rows=1, cols=len(facets), subplot_titles=[f"{facet} = {f}" for f in facets] if facet else None,
+                        shared_yaxes=True, horizontal_spacing=0.06)
+    row_values = list(dict.fromkeys(cells[rows])) if len(cells) else []
+    col_values = sorted(dict.fromkeys(cells[cols]), key=lambda v: (isinstance(v, str), v)) if len(cells) else []
+    finite = cells[f"{metric}_mean"].dropna() if len(cells) else pd.Series(dtype=float)
+    zmin, zmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    for j, fv in enumerate(facets):
+        sub = cells if fv is None else cells[cells[facet] == fv]
+        z = np.full((len(row_values), len(col_values)), np.nan)
+        text = [["" for _ in col_values] for _ in row_values]
+        for r in sub.itertuples(index=False):
+            d = r._asdict()
+            i, k = row_values.index(d[rows]), col_values.index(d[cols])
+            mean, std, n = d[f"{metric}_mean"], d[f"{metric}_std"], d[f"{metric}_n"]
+            z[i, k] = mean
+            text[i][k] = "—" if n == 0 else f"{mean:.3f} ± {std:.3f}<br>n={n}"
+        for k in range(len(col_values) if choose else 0):  # mark the best rows per column
+            column = np.round(z[:, k], 3)  # as shown
+            if np.isfinite(column).any():
+                for best in np.flatnonzero(column == (np.nanmax(column) if higher else np.nanmin(column))):
+                    text[best][k] = "★ " + text[best][k]
+        fig.add_trace(go.Heatmap(
+            z=z, x=[_sweep_axis_label(v) for v in col_values], y=[_sweep_axis_label(v) for v in row_values], text=text,
+            texttemplate="%{text}", zmin=zmin, zmax=zmax, colorscale="Viridis" if higher else "Viridis_r",
+            showscale=j == len(facets) - 1, colorbar=dict(title=dict(text=label.split(" ")[0])),
+            hovertemplate=f"{rows}=%{{y}}<br>{cols}=%{{x}}<br>%{{text}}<extra></extra>"), row=1, col=j + 1)
+        fig.update_xaxes(title_text=cols, type="category", row=1, col=j + 1)
+    fig.update_yaxes(title_text=rows, type="category", row=1, col=1)
+    note = "★ best per column" if choose else "reported, not chosen on: ★ marks the best on validation"
+    fig.update_layout(title=title or f"{label.capitalize()}: mean ± std over seeds ({note})",
+                      height=max(280, 90 + 70 * len(row_values)), margin=dict(t=70, l=60, r=20, b=50))
+    return fig
+
+
+def make_sweep_parallel_figure(res: pd.DataFrame, metric: str, keys):
+    """Parallel coordinates: one line per run across the varied knobs (categories as ticks) and ``metric``."""
+    label, _ = SWEEP_METRICS[metric]
+    dims = []
+    for k in [*keys, "seed"]:
+        values = res[k]
+        if pd.api.types.is_numeric_dtype(values) and values.notna().all():
+            dims.append(dict(label=k, values=values.astype(float)))
+        else:
+            cats = list(dict.fromkeys(values.astype(str)))
+            dims.append(dict(label=k, values=[cats.index(v) for v in values.astype(str)],
+                             tickvals=list(range(len(cats))), ticktext=cats))
+    dims.append(dict(label=label, values=res[metric].astype(float)))
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=dict(color=res[metric].astype(float), colorscale="Viridis",
+                                                             showscale=True)))
+    fig.update_layout(title=f"Knobs against {label} (one line per run)", height=380, margin=dict(t=70, l=60, r=60))
+    return fig
+
+
+def sweep_figures_html(figures: dict) -> str:
+    """The figures as one self-contained HTML document (plotly.js embedded once, interactive, offline)."""
+    parts = []
+    for i, (title, fig) in enumerate(figures.items()):
+        parts.append(f"<h2>{title}</h2>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    return "<!doctype html><html><head><meta charset='utf-8'><title>sslviz sweep</title></head><body>" + \
+        "".join(parts) + "</body></html>"

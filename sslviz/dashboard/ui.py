@@ -15,14 +15,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from . import config as cfgmod
-from . import data, prepare, splits, worker
+from ..engine import config as cfgmod
+from ..engine import data, prepare, splits
+from ..runs import worker
 from . import runfilter
 from .charts import format_seconds
-from .lazy import pd  # imported on first use: see sslviz/lazy.py
+from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 from .router import PAGES, read_only  # noqa: F401  (PAGES and read_only are part of this module's API)
-from .lifecycle import present  # noqa: F401  (the pages' ui.present)
-from .store import ACTIVE, RunStore, StoreError, default_store_path
+from ..runs.lifecycle import present  # noqa: F401  (the pages' ui.present)
+from ..runs.store import ACTIVE, RunStore, StoreError, default_store_path
 
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "finished": ":material/check_circle:",
                 "failed": ":material/error:", "stopped": ":material/stop_circle:"}
@@ -227,7 +228,7 @@ def preview_split(cfg) -> pd.DataFrame:
 
 def text_views(cfg, per_class: int, seed: int) -> pd.DataFrame:
     """``trainer.preview_text_views`` of ``cfg``'s split (a text dataset): head and rarest class, weak and strong."""
-    from .trainer import prepare, preview_text_views  # torch: only for a text dataset's Data page
+    from ..engine.trainer import prepare, preview_text_views  # torch: only for a text dataset's Data page
 
     return pd.DataFrame(preview_text_views(cfg, prepare(cfg, dataset=load_dataset(cfg.dataset)), per_class, seed))
 

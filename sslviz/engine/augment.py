@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .lazy import F, torch  # torch on first use: see sslviz/lazy.py
+from .lazy import F, torch  # torch on first use: see sslviz/engine/lazy.py
 
 if TYPE_CHECKING:
     from torch import Tensor

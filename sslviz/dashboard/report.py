@@ -20,10 +20,11 @@ import plotly.graph_objects as go
 import yaml
 from plotly.offline import get_plotlyjs
 
-from . import bias, charts
-from .config import TrainConfig
-from .records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
-from .store import RunStore, code_version
+from ..runs import bias
+from . import charts
+from ..engine.config import TrainConfig
+from ..runs.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
+from ..runs.store import RunStore, code_version
 
 REPORT_POINTS = 400  # steps kept per series: plenty for a static chart, ~10x smaller than the dashboard's cap
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}

@@ -14,7 +14,7 @@ The formulas themselves are pure functions in ``techniques.py`` with doctests.
 """
 from __future__ import annotations
 
-from .lazy import F, nn, torch  # torch on first use: see sslviz/lazy.py
+from .lazy import F, nn, torch  # torch on first use: see sslviz/engine/lazy.py
 from . import augment
 from . import techniques as fx
 from .fields import Field

@@ -35,10 +35,11 @@ import time
 from pathlib import Path
 
 from . import lifecycle
+from .host import RunHost
 
 POLL = 0.5  # seconds between takes of the records in the mailbox
 NO_STORE = "/dev/null/sslviz-trials-have-no-store.db"  # /dev/null is no folder, even for root  # a trial's SSLVIZ_STORE
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ray():
@@ -75,8 +76,8 @@ def trial_setup(config: dict, threads: int):
     Returns the run's TrainConfig and the device it trains on."""
     import torch
 
-    from .config import TrainConfig
-    from .trainer import resolve_device
+    from ..engine.config import TrainConfig
+    from ..engine.device import resolve_device
 
     os.environ["SSLVIZ_STORE"] = NO_STORE  # no path to the driver's store reaches a trial
     torch.set_num_threads(max(1, threads))
@@ -183,7 +184,7 @@ class Mailbox:
 def train_cell(mailbox, run_id: int, config: dict, checkpoint: str | None, resume: bool, threads: int = 1) -> dict:
     """A cell on a Ray worker: train ``config``, putting every record in ``mailbox``; stop when it says so."""
     ray = _ray()
-    from .trainer import train
+    from ..engine.trainer import train
 
     cfg, device = trial_setup(config, threads)
     mailbox.started.remote(run_id, device)
@@ -215,9 +216,11 @@ def probe_store(config: dict) -> str:
 
 
 class _Cell:
-    def __init__(self, run_id, ref):
-        self.run_id, self.ref = run_id, ref
-        self.running = False
+    """A queued run's Ray task, with its host on this driver."""
+
+    def __init__(self, host: RunHost, ref):
+        self.host, self.ref = host, ref
+        self.run_id = host.run_id
         self.stop_sent = False
 
 
@@ -225,6 +228,8 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
           gpus_per_run: float | None = None, threads: int = 1, on_update=None) -> dict[int, str]:
     """Run every queued Ray run of sweep ``sweep_id`` to its end, writing its records into ``store`` here.
 
+    The run host is split: the task trains and puts its records in the mailbox; this driver's ``RunHost`` of each
+    run claims it when its task starts, writes its records, beats and ends it.
     Returns ``{run id: final status}``. Ctrl-C stops every trial gracefully (they checkpoint) and returns."""
     ray = _ray()
     sweep = store.sweep(sweep_id)
@@ -233,8 +238,8 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
     storage_path = storage_path or options.get("storage_path")
     local = connect(address, num_cpus)
     from . import worker
-    from .config import TrainConfig
-    from .trainer import CheckpointMismatch, check_checkpoint, load_checkpoint
+    from ..engine.config import TrainConfig
+    from ..engine.trainer import CheckpointMismatch
 
     Task = ray.remote(train_cell)
     mailbox = ray.remote(Mailbox).options(num_cpus=0).remote()
@@ -244,68 +249,49 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
     results: dict[int, str] = {}
     for row in queued.sort_values("id").itertuples():
         run_id = int(row.id)
+        host = RunHost(store, run_id, where=" (Ray)", placeholder="ray")
         cfg = TrainConfig.from_dict(store.run(run_id)["config"])
         if storage_path:
             ckpt = storage_checkpoint(store, run_id, storage_path)
         elif local:
             ckpt = worker.checkpoint_path(store, run_id)
         else:
-            ckpt = None
-        resume = ckpt is not None and ckpt.exists()
-        if resume:
-            try:
-                check_checkpoint(load_checkpoint(ckpt), cfg)
-            except CheckpointMismatch as exc:
-                store.claim_run(run_id, os.getpid(), "ray")
-                store.finish_run(run_id, "failed", f"cannot resume: {exc}")
-                results[run_id] = "failed"
-                continue
-            step = int(load_checkpoint(ckpt)["step"])
-            store.truncate_after(run_id, step)
-            store.add_event(run_id, "resumed", f"resuming on Ray from step {step} ({ckpt})")
-        elif int(row.step) > 0:  # it ran before but left no checkpoint this driver can reach
-            store.truncate_after(run_id, 0)
-            store.add_event(run_id, "restarted", "no checkpoint reachable (give the sweep a storage_path every Ray "
-                                                 "node sees): restarted from step 0")
+            ckpt = None  # no checkpoint this driver can reach: give the sweep a storage_path every node sees
+        try:
+            resume = host.resume_point(ckpt, cfg, hint=" (give the sweep a storage_path every Ray node sees)") > 0
+        except CheckpointMismatch as exc:
+            results[run_id] = host.end("failed", f"cannot resume: {exc}")
+            continue
         ref = Task.options(num_cpus=1, num_gpus=gpus_for(cfg, gpus_per_run), max_retries=0).remote(
             mailbox, run_id, cfg.to_dict(), str(ckpt) if ckpt else None, resume, threads)
-        cells[run_id] = _Cell(run_id, ref)
+        cells[run_id] = _Cell(host, ref)
 
     written: dict[int, int] = {}  # records written per run, in all: the mailbox drops those (Mailbox.take)
+
+    def drop(cell: _Cell) -> None:
+        """A cell whose run ended elsewhere (stopped while queued, deleted, lost): cancel its task, keep the verdict."""
+        ray.cancel(cell.ref, force=True)
+        row = store.run(cell.run_id)
+        results[cell.run_id] = row["status"] if row else "deleted"
+        del cells[cell.run_id]
 
     def deliver() -> None:
         """Take what the trials put in the mailbox and write it: a cell that started is claimed first."""
         devices, records = ray.get(mailbox.take.remote(dict(written)))
         for run_id, device in devices.items():
             cell = cells.get(run_id)
-            if cell is not None and not cell.running:
-                try:
-                    store.claim_run(run_id, os.getpid(), f"ray:{device}")
-                except (lifecycle.TransitionRefused, lifecycle.NoSuchRun):  # stopped or deleted while queued
-                    ray.cancel(cell.ref, force=True)
-                    row = store.run(run_id)
-                    results[run_id] = row["status"] if row else "deleted"
-                    del cells[run_id]
+            if cell is not None and not cell.host.claimed:
+                if not cell.host.claim(f"ray:{device}"):
+                    drop(cell)
                     continue
-                store.add_event(run_id, "started", f"started on Ray ({device})")
-                cell.running = True
+                cell.host.started(device)
         for run_id, batch in records.items():
-            if not (run_id in cells and cells[run_id].running):  # a cancelled cell's records belong to no run
+            if not (run_id in cells and cells[run_id].host.claimed):  # a cancelled cell's records belong to no run
                 written[run_id] = written.get(run_id, 0) + len(batch)
                 continue
             for record in batch:
-                store.log(run_id, record)
+                cells[run_id].host.log(record)
                 written[run_id] = written.get(run_id, 0) + 1  # counted once in the store: a Ctrl-C loses none
-
-    def end(cell, status, error=None):
-        if not cell.running:
-            try:
-                store.claim_run(cell.run_id, os.getpid(), "ray")
-            except lifecycle.TransitionRefused:
-                pass
-        store.finish_run(cell.run_id, status, error)
-        store.add_event(cell.run_id, status, error or f"{status} on Ray")
-        results[cell.run_id] = status
 
     interrupted = False
     while cells:
@@ -316,10 +302,7 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
             active = store.queue("ray").set_index("id")  # one query a poll, whatever the number of cells
             for cell in list(cells.values()):
                 if cell.run_id not in active.index:  # stopped while queued, deleted, or lost
-                    ray.cancel(cell.ref, force=True)
-                    row = store.run(cell.run_id)
-                    results[cell.run_id] = row["status"] if row else "deleted"
-                    del cells[cell.run_id]
+                    drop(cell)
                     continue
                 row = active.loc[cell.run_id]
                 if (interrupted or row["stop_requested"]) and not cell.stop_sent:
@@ -327,19 +310,20 @@ def drive(store, sweep_id: int, *, address: str | None = None, storage_path=None
                     cell.stop_sent = True
                 if cell.ref in done:
                     try:
-                        end(cell, ray.get(cell.ref)["status"])
+                        ended = cell.host.end(ray.get(cell.ref)["status"])
                     except ray.exceptions.RayTaskError as exc:  # the trainer raised on the worker
                         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                        end(cell, "failed", f"{type(cause).__name__}: {cause}")
+                        ended = cell.host.end("failed", f"{type(cause).__name__}: {cause}")
                     except ray.exceptions.RayError as exc:  # the worker process died (crash, node lost, OOM kill)
-                        if cell.running:
-                            store.lose(cell.run_id, f"the Ray worker died ({type(exc).__name__})")
-                            results[cell.run_id] = "failed"
+                        if cell.host.claimed:
+                            ended = cell.host.lose(f"the Ray worker died ({type(exc).__name__})")
                         else:
-                            end(cell, "failed", f"the Ray worker died before starting ({type(exc).__name__})")
+                            ended = cell.host.end("failed", f"the Ray worker died before starting "
+                                                            f"({type(exc).__name__})")
+                    results[cell.run_id] = ended
                     del cells[cell.run_id]
-                elif cell.running:
-                    store.heartbeat(cell.run_id)
+                elif cell.host.claimed:
+                    cell.host.beat()
             if on_update is not None:
                 on_update(results)
         except KeyboardInterrupt:

@@ -22,9 +22,10 @@ import traceback
 from pathlib import Path
 
 from . import devices, lifecycle
-from .config import TrainConfig
+from ..engine.config import TrainConfig
 from .lifecycle import HEARTBEAT_EVERY, LOST_AFTER, PROCESS_LOST, NoSuchRun, TransitionRefused  # noqa: F401 (re-exported)
-from .prepare import prepare, run_info
+from ..engine.prepare import prepare, run_info
+from .host import RunHost
 from .store import RunStore, StoreError
 
 # torch, the trainer and the models are imported inside the functions that run a model (run_worker, the warm
@@ -35,7 +36,7 @@ STARTUP_GRACE = 60.0  # a new worker may stay silent this long while importing t
 WARM_ENV = "SSLVIZ_WARM_WORKER"  # "0" turns the warm worker off (the tests do); on otherwise
 SPARE_IDLE_S = 900.0  # an unused warm worker exits after this long
 HAND_POLL_S = 0.1  # how often a warm worker looks for runs handed to it (an idle one costs ~0.7% of a core)
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def device_slots(device_type: str) -> int:
@@ -92,7 +93,7 @@ def record(store: RunStore, cfg: TrainConfig, pid: int | None = None, *, dataset
     prepared = prepare(cfg, cache_dir(store), dataset=dataset)
     model = None
     if cfg.model != "auto":
-        from .models import build_model
+        from ..engine.models import build_model
 
         ds = prepared.dataset
         build_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)  # raises for a wrong shape
@@ -109,7 +110,7 @@ def evaluate_now(store: RunStore, run_id: int, splits=("test",)) -> dict:
     ckpt = checkpoint_path(store, run_id)
     if not ckpt.exists():
         raise ValueError(f"Run {run_id} has no checkpoint yet (one is written every checkpoint_every steps).")
-    from .trainer import evaluate_checkpoint
+    from ..engine.trainer import evaluate_checkpoint
 
     record = evaluate_checkpoint(TrainConfig.from_dict(store.run(run_id)["config"]), ckpt, splits, cache_dir(store))
     store.log_metrics(run_id, record)
@@ -136,7 +137,7 @@ def check_resumable(store: RunStore, run_id: int) -> None:
         if never_started(row):
             return  # resuming queues it again, from step 0 (as a sweep's resume does)
         raise ValueError(f"Run {run_id} has no checkpoint to resume from; start a new run with its config instead.")
-    from .trainer import CheckpointMismatch, check_checkpoint, load_checkpoint
+    from ..engine.trainer import CheckpointMismatch, check_checkpoint, load_checkpoint
 
     try:
         check_checkpoint(load_checkpoint(ckpt), TrainConfig.from_dict(row["config"]))
@@ -325,7 +326,7 @@ def warm_up() -> None:
 
     import torch._dynamo  # noqa: F401
 
-    from . import trainer  # noqa: F401
+    from ..engine import trainer  # noqa: F401
 
 
 def _fork_run(store_path: Path, run_id: int) -> int:
@@ -410,26 +411,6 @@ def _reap_children(block: bool = False) -> int | None:
     return pid or None
 
 
-class _Heartbeat(threading.Thread):
-    """Beats every HEARTBEAT_EVERY s; sets ``lost`` if the store no longer lists this process as the run's worker
-    (a reaper gave up on it), so the trainer stops instead of writing into a run marked failed."""
-
-    def __init__(self, store: RunStore, run_id: int):
-        super().__init__(daemon=True)
-        self.store, self.run_id = store, run_id
-        self.done, self.lost = threading.Event(), threading.Event()
-
-    def run(self):
-        while not self.done.wait(HEARTBEAT_EVERY):
-            try:
-                self.store.heartbeat(self.run_id)
-                row = self.store.run(self.run_id)
-            except StoreError:
-                continue  # the main thread reports store failures
-            if row is None or row["status"] != "running" or row["pid"] != os.getpid():
-                self.lost.set()
-
-
 def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     """Train stored run ``run_id`` in this process; resumes from its checkpoint when one exists.
 
@@ -437,8 +418,9 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     """
     import torch
 
-    from .models import default_model_name
-    from .trainer import CheckpointMismatch, Diverged, check_checkpoint, load_checkpoint, resolve_device, train
+    from ..engine.device import resolve_device
+    from ..engine.models import model_name
+    from ..engine.trainer import CheckpointMismatch, Diverged, train
 
     row = store.run(run_id)
     if row is None:
@@ -452,14 +434,13 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     elif device.type == "cpu":
         # Share the cores between the runs allowed to train at once.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, device_slots("cpu"))))
-    store.claim_run(run_id, os.getpid(), str(device))
+    host = RunHost(store, run_id)
+    host.claim(str(device), strict=True)  # raises for a run this process may not take
     prepared = prepare(cfg, cache_dir(store))
     if not row["info"].get("model") or not row["info"].get("device"):  # recorded by a server without torch
-        ds = prepared.dataset
-        model = default_model_name(ds.input_shape, device.type) if cfg.model == "auto" else cfg.model
+        model = model_name(cfg.model, prepared.dataset.input_shape, device.type)
         store.update_run(run_id, info={**row["info"], "model": model, "device": str(device)})
     ckpt = checkpoint_path(store, run_id)
-    resume_from = ckpt.exists()
 
     terminate = threading.Event()
 
@@ -471,24 +452,18 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, graceful) for sig in (signal.SIGTERM, signal.SIGINT)}
-    heartbeat = _Heartbeat(store, run_id)
-    heartbeat.start()
+    heartbeat = host.keep_alive()
     status, error = "failed", None
     try:
         # Inside the try: an unreadable or foreign checkpoint fails the run with its reason (never a silent
         # restart from step 0, nor "process lost").
-        if resume_from:
-            saved = load_checkpoint(ckpt)
-            check_checkpoint(saved, cfg)
-            step = int(saved["step"])
-            store.truncate_after(run_id, step)
-            store.add_event(run_id, "resumed", f"resumed from step {step}")
-        else:
-            store.add_event(run_id, "started", f"started on {device}")
+        resume_from = host.resume_point(ckpt, cfg) > 0
+        if not resume_from:
+            host.started(str(device))
         summary = train(
             cfg,
-            on_log=lambda record: store.log(run_id, record),
-            should_stop=lambda: terminate.is_set() or heartbeat.lost.is_set() or store.stop_requested(run_id),
+            on_log=host.log,
+            should_stop=lambda: terminate.is_set() or host.lost.is_set() or host.stop_requested(),
             checkpoint_path=ckpt,
             resume=resume_from,
             cache_dir=cache_dir(store),
@@ -512,13 +487,8 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
         heartbeat.done.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if heartbeat.lost.is_set():  # already marked failed by a reader's liveness check; leave its verdict
-        return "failed"
-    try:
-        store.finish_run(run_id, status, error)
-    except TransitionRefused:  # marked lost between the heartbeat's last look and now: that verdict stays
-        return store.run(run_id)["status"]
-    store.add_event(run_id, status, error or status)
-    start_queued(store)
-    store.roll_up(run_id)  # after the queue moved on: a long run's pages then open from its rollup files
-    return status
+    ended = host.end(status, error)
+    if ended == status:  # this process ended it (not a reader's verdict meanwhile): the queue moves on
+        start_queued(store)
+        store.roll_up(run_id)  # after the queue moved on: a long run's pages then open from its rollup files
+    return ended

@@ -12,7 +12,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import Dataset, default_counts, load_dataset
-from .lazy import pd  # imported on first use: see sslviz/lazy.py
+from .lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 from .splits import Split, counts_frame, make_split, split_counts
 
 

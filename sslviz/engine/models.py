@@ -306,6 +306,15 @@ def build_model(name: str, *, input_shape: tuple, num_classes: int) -> Classifie
     return Classifier(nn.Sequential(*body), fc)
 
 
+def model_name(name: str, input_shape: tuple, device: str) -> str:
+    """The model a run builds: the config's ``model``, or for ``auto`` the default for its data and device.
+
+    >>> model_name("auto", (2,), "cpu"), model_name("mlp", (1, 8, 8), "cpu")
+    ('mlp', 'mlp')
+    """
+    return default_model_name(input_shape, device) if name == "auto" else name
+
+
 def default_model_name(input_shape: tuple, device: str) -> str:
     """Pick a model for the data: MLP for points, small CNN for tiny images, WRN-28-2 and the text CNN only on CUDA.
 

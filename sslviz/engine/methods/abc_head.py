@@ -5,7 +5,7 @@ Named ``abc_head`` so that the module never shadows the standard library's ``abc
 from __future__ import annotations
 
 
-from ..lazy import F, nn, torch  # torch on first use: see sslviz/lazy.py
+from ..lazy import F, nn, torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, real
