@@ -105,7 +105,9 @@ class FlexMatch(Technique):
     paper = "Zhang et al., FlexMatch, NeurIPS 2021"
     implemented = ("Curriculum pseudo-labelling: `tau_c = beta_c / (2 - beta_c) * tau` (convex mapping) from each "
                    "unlabeled sample's latest prediction above tau, with the threshold warm-up; equals USB to 6e-8.")
-    differs = "Batches are drawn with replacement (no epochs); the mask uses the state before this batch's update, as USB."
+    differs = ("Batches are drawn with replacement (no epochs); the mask uses the state before this batch's update, "
+               "as USB. A sample drawn twice in one batch keeps its last draw's prediction (indexing leaves the "
+               "winner undefined).")
     fields = (Field("flexmatch_warmup", True, (Bool(),),
                     "FlexMatch: count not-yet-predicted samples as a class (threshold warm-up)", "Thresholds"),)
 
@@ -120,7 +122,8 @@ class FlexMatch(Technique):
     def observe(self, _, u):
         # Remember each sample's latest prediction that clears the base threshold.
         pred = self.state["predicted"]
-        pred[u.idx] = torch.where(u.conf > self.cfg.threshold, u.pseudo, pred[u.idx])
+        latest = torch.where(u.conf > self.cfg.threshold, u.pseudo, pred[u.idx])
+        pred[u.idx] = latest[fx.last_positions(u.idx, len(pred))]  # a sample drawn twice: its last draw, always
 
     def metrics(self, out):
         pred = self.state["predicted"]

@@ -144,6 +144,20 @@ def confidence_mask(probs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor, 
 
 
 # -- supervised loss ----------------------------------------------------------
+def last_positions(idx: Tensor, size: int) -> Tensor:
+    """For each entry of ``idx`` (indices into a table of ``size`` rows), the position of the last entry with the same
+    index. A batch drawn with replacement repeats samples, and PyTorch leaves which duplicate wins
+    ``table[idx] = values`` undefined (CPU runs differed from one run to the next); ``table[idx] =
+    values[last_positions(idx, size)]`` writes the same value for every copy, the last one's, with no host sync.
+
+    >>> last_positions(torch.tensor([3, 1, 3, 2, 1]), 4).tolist()
+    [2, 4, 2, 3, 4]
+    """
+    pos = torch.arange(len(idx), device=idx.device)
+    last = torch.zeros(size, dtype=torch.long, device=idx.device).scatter_reduce_(0, idx, pos, reduce="amax")
+    return last[idx]
+
+
 def class_weights(class_counts: Tensor, scheme: str, beta: float = 0.999) -> Tensor:
     """Per-class loss weights normalised to mean 1.
 

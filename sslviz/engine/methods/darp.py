@@ -26,7 +26,8 @@ class DARP(Technique):
                "all classes at once with the derivative in float64 to 1e-6 (reference: scipy's secant per class to "
                "0.1); entropies are floored at 1e-6. The target omits the reference's `+ labeled counts` (its "
                "FixMatch reuses labeled images as unlabeled ones; sslviz keeps them disjoint). USB differs from both "
-               "by masking with the raw confidence.")
+               "by masking with the raw confidence. A sample drawn twice in one batch keeps its last draw's prediction "
+               "(indexing leaves the winner undefined).")
     fields = (
         Field("darp", False, (Bool(),), "DARP: refine the pseudo-labels of the whole unlabeled set so their class "
               "distribution matches the labeled one scaled to the unlabeled set", "Imbalanced-SSL methods",
@@ -70,7 +71,8 @@ class DARP(Technique):
         self.state["marginal_error"] = (refined.sum(0) - self.target).abs().sum().cpu() / max(1, len(orig))
 
     def transform_probs(self, probs, u):
-        self.state["orig"][u.idx] = probs  # each sample's latest prediction (the reference's pseudo_orig)
+        orig = self.state["orig"]  # each sample's latest prediction (the reference's pseudo_orig); drawn twice: the last
+        orig[u.idx] = probs[fx.last_positions(u.idx, len(orig))]
         t = self.t
         self.t += 1
         self.state["step"] = torch.tensor(self.t)
