@@ -1,6 +1,4 @@
 """runfilter: which runs a picker offers (pure pandas)."""
-import json
-
 import pandas as pd
 
 from sslviz.dashboard.runfilter import RunFilter, choices, dataset_label, filter_runs
@@ -13,7 +11,7 @@ def _runs(sweep=False) -> pd.DataFrame:
         dict(id=2, name="toy a", preset="fixmatch", status="failed", archived=0, config={"dataset": "toy2d"}),
         dict(id=1, name="Old", preset="freematch", status="stopped", archived=0, config={"dataset": "digits"}),
     ]
-    df = pd.DataFrame([{**r, "config": json.dumps(r["config"])} for r in rows])
+    df = pd.DataFrame(rows)  # as RunStore.runs() gives them: config decoded
     if sweep:
         df["sweep"] = ["g1", None, "g1", "g2"]
     return df

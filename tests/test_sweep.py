@@ -350,7 +350,7 @@ def test_a_setup_sweep_over_presets_trains_each_cells_preset(home, monkeypatch):
     at.text_input(key="sweep_seeds").set_value("0").run()
     at.button(key="start_sweep").click().run()
     assert not at.exception, at.exception
-    configs = {c["preset"]: c for c in map(json.loads, RunStore(home / "runs.db").runs().config)}
+    configs = {c["preset"]: c for c in RunStore(home / "runs.db").runs().config}
     assert configs["balanced"] | {"preset": "x", "name": "", "lr": 0} == preset_values("balanced") | {
         "preset": "x", "name": "", "lr": 0}
     assert configs["balanced"]["threshold_class_alpha"] == 0.5 and configs["fixmatch"]["threshold_class_alpha"] == 0.0

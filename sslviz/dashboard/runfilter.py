@@ -6,7 +6,6 @@ for; nothing is ever deleted here.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,20 +21,11 @@ def dataset_label(dataset) -> str:
     return dataset if dataset in BUILTIN_DATASETS else Path(dataset).name
 
 
-def _config(value) -> dict:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    return value if isinstance(value, dict) else {}
-
-
 def with_dataset(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` with a ``dataset`` column (the label of each run's config dataset), added when missing."""
     if "dataset" in runs.columns:
         return runs
-    labels = [dataset_label(_config(c).get("dataset")) for c in runs["config"]] if "config" in runs.columns else []
+    labels = [dataset_label((c or {}).get("dataset")) for c in runs["config"]] if "config" in runs.columns else []
     return runs.assign(dataset=pd.Series(labels, index=runs.index, dtype=object))
 
 

@@ -6,7 +6,6 @@ state), the only modules besides ``app.py`` and ``pages/`` that import Streamlit
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import re
 import threading
@@ -236,16 +235,8 @@ def text_views(cfg, per_class: int, seed: int) -> pd.DataFrame:
 # -- runs ------------------------------------------------------------------
 def run_label(row, status: bool = True) -> str:
     """'#3 balanced · toy2d (running)' for a runs() row or run() dict; without the status if ``status`` is False."""
-    cfg = row.get("config")
-    if isinstance(cfg, str):
-        try:
-            cfg = json.loads(cfg)
-        except ValueError:
-            cfg = {}
-    cfg = cfg or {}
     name = row.get("name") or row.get("preset") or "run"
-    dataset = cfg.get("dataset", "")
-    dataset = dataset if dataset in BUILTIN_DATASETS else Path(str(dataset)).name
+    dataset = runfilter.dataset_label(run_config(row).get("dataset"))
     label = f"#{int(row['id'])} {name} · {dataset}"
     if row.get("archived") in (1, True):
         label += " · archived"
@@ -253,10 +244,9 @@ def run_label(row, status: bool = True) -> str:
 
 
 def run_config(row) -> dict:
+    """A ``runs()`` row's or ``run()`` dict's config (the store decodes it), {} when there is none."""
     cfg = row.get("config") if hasattr(row, "get") else None
-    if isinstance(cfg, str):
-        return json.loads(cfg)
-    return cfg or {}
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def class_names_of(run: dict, num_classes: int | None = None) -> list[str]:

@@ -162,6 +162,11 @@ def _explain(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(f"Run store {path} {why}.")
 
 
+def _decoded(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` rows with ``config`` as a dict: the one place a run's config JSON is decoded for the readers."""
+    return runs.assign(config=[json.loads(c) for c in runs["config"]]) if "config" in runs else runs
+
+
 class RunStore:
     """Registry of runs and their metrics in one SQLite file; readers return DataFrames."""
 
@@ -462,11 +467,11 @@ class RunStore:
         return df
 
     def queue(self, executor: str = lifecycle.DEFAULT_EXECUTOR) -> pd.DataFrame:
-        """The queued and running runs of ``executor`` (id, status, device, stop_requested, config as JSON), oldest
+        """The queued and running runs of ``executor`` (id, status, device, stop_requested, config as a dict), oldest
         first: what the queue pump reads on every dashboard refresh (and the Ray driver every poll), in one query
         whose cost does not grow with the finished runs."""
-        return self._read("SELECT id, status, device, stop_requested, config FROM runs WHERE status IN "
-                          "('queued', 'running') AND executor = ? ORDER BY id", (executor,))
+        return _decoded(self._read("SELECT id, status, device, stop_requested, config FROM runs WHERE status IN "
+                                   "('queued', 'running') AND executor = ? ORDER BY id", (executor,)))
 
     def runs(self, include_archived: bool = False) -> pd.DataFrame:
         """All runs, newest first (archived ones only with ``include_archived``), with how each executes
@@ -485,7 +490,7 @@ class RunStore:
             f"{'' if include_archived else ' WHERE r.archived = 0'} ORDER BY r.id DESC"
         )
         # NULL -> NaN even when no run has that split; the sweep id stays an integer (pd.NA without one)
-        return self._lost_checked(df.astype({**{k: float for k in metrics}, "sweep": "Int64"}))
+        return _decoded(self._lost_checked(df.astype({**{k: float for k in metrics}, "sweep": "Int64"})))
 
     # -- sweeps (sslviz.sweep): a grid of runs defined together ----------------------------------------
     def create_sweep(self, spec: dict, *, name: str = "", executor: str = lifecycle.DEFAULT_EXECUTOR,

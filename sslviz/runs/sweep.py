@@ -300,7 +300,7 @@ def step_seconds(dataset: str, store=None) -> tuple[float, str]:
         runs = store.runs(include_archived=True)
         done = runs[(runs.status == "finished") & runs.started.notna() & runs.finished.notna()]
         rates = [(r.finished - r.started) / max(1, r.total_steps) for r in done.itertuples()
-                 if json.loads(r.config).get("dataset") == dataset]
+                 if r.config.get("dataset") == dataset]
         if rates:
             return float(np.median(rates)), f"median of {len(rates)} finished {dataset} run(s) in the store"
     if dataset in DEFAULT_STEP_SECONDS:
@@ -450,7 +450,7 @@ def results(store, sweep_id: int) -> pd.DataFrame:
     keys = varied(spec)
     rows = []
     for r in sweep_runs(store, sweep_id).itertuples():
-        cfg = json.loads(r.config)
+        cfg = r.config
         summary = bias.run_bias_summary(store, int(r.id))
         rows.append({"run": int(r.id), "status": r.status, "step": int(r.step), **{k: cfg.get(k) for k in keys},
                      "seed": cfg.get("seed"), "val_balanced_accuracy": r.val_balanced_accuracy,

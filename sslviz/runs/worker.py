@@ -11,7 +11,6 @@ alone; ``reap`` is the dashboard's pump: mark lost runs, then start queued ones.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -188,7 +187,7 @@ def start_queued(store: RunStore) -> list[int]:
     busy = list(runs.loc[runs.status == "running", "device"].dropna())
     started = []
     for row in queued.itertuples():
-        device = devices.resolve_type(TrainConfig.from_dict(json.loads(row.config)).device, cuda_count)
+        device = devices.resolve_type(TrainConfig.from_dict(row.config).device, cuda_count)
         if device == "cuda":
             device = devices.least_loaded(busy, cuda_count)
         # Claim and slot count in one transaction: two workers reaping at once cannot both start it.
