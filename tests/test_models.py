@@ -4,7 +4,8 @@ import re
 import pytest
 import torch
 
-from sslviz.engine.models import MODELS, build_model, count_parameters, default_model_name
+from sslviz.engine.device import default_model_name
+from sslviz.engine.models import MODELS, build_model, count_parameters
 
 INPUTS = {"mlp": (2,), "cnn_digits": (1, 8, 8), "cnn32": (3, 32, 32), "wrn28_2": (3, 32, 32)}
 

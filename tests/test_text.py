@@ -9,7 +9,8 @@ import torch
 from sslviz.engine import augment, text
 from sslviz.engine.config import from_preset
 from sslviz.engine.data import DatasetError, load_dataset
-from sslviz.engine.models import build_model, default_model_name
+from sslviz.engine.device import default_model_name
+from sslviz.engine.models import build_model
 from sslviz.engine.registry import Pipeline, Run
 from sslviz.engine.trainer import prepare, preview_text_views, train
 

@@ -306,35 +306,6 @@ def build_model(name: str, *, input_shape: tuple, num_classes: int) -> Classifie
     return Classifier(nn.Sequential(*body), fc)
 
 
-def model_name(name: str, input_shape: tuple, device: str) -> str:
-    """The model a run builds: the config's ``model``, or for ``auto`` the default for its data and device.
-
-    >>> model_name("auto", (2,), "cpu"), model_name("mlp", (1, 8, 8), "cpu")
-    ('mlp', 'mlp')
-    """
-    return default_model_name(input_shape, device) if name == "auto" else name
-
-
-def default_model_name(input_shape: tuple, device: str) -> str:
-    """Pick a model for the data: MLP for points, small CNN for tiny images, WRN-28-2 and the text CNN only on CUDA.
-
-    >>> default_model_name((2,), "cpu"), default_model_name((1, 8, 8), "cpu")
-    ('mlp', 'cnn_digits')
-    >>> default_model_name((3, 32, 32), "cpu"), default_model_name((3, 32, 32), "cuda:0")
-    ('cnn32', 'wrn28_2')
-    >>> default_model_name((32, 20002), "cpu"), default_model_name((32, 20002), "cuda")
-    ('text_bow', 'text_cnn')
-    """
-    if len(input_shape) == 2:  # text: (tokens, vocabulary)
-        return "text_cnn" if str(device).startswith("cuda") else "text_bow"
-    if len(input_shape) == 1:
-        return "mlp"
-    if max(input_shape[1:]) <= 16:
-        return "cnn_digits"
-    # WRN-28-2 takes seconds per step on a CPU; the small CNN keeps CPU runs interactive.
-    return "wrn28_2" if str(device).startswith("cuda") else "cnn32"
-
-
 def count_parameters(model: nn.Module) -> int:
     """Total number of parameters (trainable or not)."""
     return sum(p.numel() for p in model.parameters())

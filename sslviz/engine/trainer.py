@@ -27,8 +27,8 @@ from . import augment, registry, techniques, text
 from .technique import PSEUDO_MEAN
 from .config import RetiredKeyWarning, TrainConfig
 from .meter import IntervalMeter
-from .device import resolve_device
-from .models import build_model, model_name
+from .device import model_name, resolve_device
+from .models import build_model
 from .prepare import Prepared, prepare
 
 SNAPSHOT_GRID = 60  # decision-region resolution for 2-D datasets

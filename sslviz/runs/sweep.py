@@ -262,13 +262,13 @@ def cell_config(spec: SweepSpec, i: int, cell: dict) -> TrainConfig:
 
 
 def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) -> Plan:
-    """Check every cell as ``worker.record`` would (config fields, split against the data, model against the input
-    shape) before anything starts; SweepError naming the first bad cell ("cell 3 of 8 (gamma=500, seed=0): gamma:
-    ...") and its field. Returns the :class:`Plan` with the time estimate for ``parallel`` runs at once."""
+    """Check every cell as a single run is checked (``worker.check``: config fields, split against the data, a
+    named model against the input shape) before anything starts; SweepError naming the first bad cell ("cell 3 of
+    8 (gamma=500, seed=0): gamma: ...") and its field. Returns the :class:`Plan` with the time estimate for
+    ``parallel`` runs at once."""
     from ..engine.data import DatasetError, load_dataset
-    from ..engine.models import build_model, model_name
     from ..engine.splits import SplitError
-    from ..engine.prepare import prepare, run_info
+    from .worker import check
 
     cuda_count = _cuda_count(store)
     cells = spec.cells()
@@ -280,16 +280,12 @@ def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) 
             cfg = cell_config(spec, i, cell)
             if cfg.dataset not in datasets:
                 datasets[cfg.dataset] = load_dataset(cfg.dataset, cache_dir)
-            prepared = prepare(cfg, cache_dir, dataset=datasets[cfg.dataset])
             device = devices.resolve_type(cfg.device, cuda_count)
-            ds = prepared.dataset
-            model = model_name(cfg.model, ds.input_shape, device)
-            build_model(model, input_shape=ds.input_shape, num_classes=ds.num_classes)
+            infos.append(check(cfg, cache_dir, dataset=datasets[cfg.dataset], device=device))
         except (InvalidParameterError, SplitError, DatasetError, ValueError) as exc:
             blamed = _blame(exc, cell)
             raise SweepError(f"{where}: {blamed + ': ' if blamed else ''}{exc}", cell=i, field=blamed) from None
         configs.append(cfg)
-        infos.append(run_info(prepared, model, str(device)))
     seconds, basis = estimate_seconds(configs, parallel=parallel, store=store)
     return Plan(spec, cells, configs, infos, seconds, basis)
 

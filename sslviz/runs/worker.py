@@ -84,20 +84,27 @@ def submit(store: RunStore, cfg: TrainConfig, *, dataset=None) -> int:
     return run_id
 
 
-def record(store: RunStore, cfg: TrainConfig, pid: int | None = None, *, dataset=None) -> int:
-    """Check ``cfg`` against its data (so mistakes surface now, not in a background process) and store the run:
-    queued, or running in ``pid``. Numpy only for the default model: the worker that trains it resolves the
-    device and the model and fills them into the run's info; a model named in the config is built here once to
-    check it fits the data's shape (that imports torch)."""
-    prepared = prepare(cfg, cache_dir(store), dataset=dataset)
-    model = None
+def check(cfg: TrainConfig, cache_dir=None, *, dataset=None, device: str | None = None) -> dict:
+    """``cfg`` checked against its data before anything is recorded (mistakes surface now, not in a background
+    process): the split (DatasetError, SplitError) and a model named in the config, built once to check it fits
+    the data's shape (that imports torch; ValueError). Returns the run's info (``prepare.run_info``): the model
+    and device are filled in for ``device`` (a type) when given, else left to the worker that trains it, so the
+    default model costs numpy only."""
+    prepared = prepare(cfg, cache_dir, dataset=dataset)
+    ds = prepared.dataset
     if cfg.model != "auto":
         from ..engine.models import build_model
 
-        ds = prepared.dataset
         build_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)  # raises for a wrong shape
-        model = cfg.model
-    run_id = store.create_run(cfg.to_dict(), info=run_info(prepared, model), pid=pid)
+    from ..engine.device import model_name
+
+    model = model_name(cfg.model, ds.input_shape, device) if device is not None or cfg.model != "auto" else None
+    return run_info(prepared, model, device)
+
+
+def record(store: RunStore, cfg: TrainConfig, pid: int | None = None, *, dataset=None) -> int:
+    """``check`` ``cfg`` and store the run: queued, or running in ``pid``."""
+    run_id = store.create_run(cfg.to_dict(), info=check(cfg, cache_dir(store), dataset=dataset), pid=pid)
     # A new run has no checkpoint: one under its name is left from an older store file of the same name.
     checkpoint_path(store, run_id).unlink(missing_ok=True)
     return run_id
@@ -418,7 +425,7 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     import torch
 
     from ..engine.device import resolve_device
-    from ..engine.models import model_name
+    from ..engine.device import model_name
     from ..engine.trainer import CheckpointMismatch, Diverged, train
 
     row = store.run(run_id)
