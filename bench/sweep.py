@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from sslviz.runs import sweep  # noqa: E402
+from sslviz.runs import sweep, sweep_spec  # noqa: E402
 from sslviz.runs.store import RunStore  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of serial,local,ray to skip")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    spec = sweep.SweepSpec(grid=sweep.parse_grid([f"preset={args.presets}", f"gamma={args.gammas}"]),
+    spec = sweep_spec.SweepSpec(grid=sweep_spec.parse_grid([f"preset={args.presets}", f"gamma={args.gammas}"]),
                            seeds=tuple(int(s) for s in args.seeds.split(",")),
                            base={"dataset": "digits", "steps": args.steps, "device": "cpu"})
     home = Path(tempfile.mkdtemp(prefix="sslviz-bench-sweep-"))

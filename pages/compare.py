@@ -7,7 +7,7 @@ from sslviz.dashboard import router
 
 router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz.runs import bias, sweep  # noqa: E402
+from sslviz.runs import bias, sweep_spec  # noqa: E402
 from sslviz.dashboard import charts, ui  # noqa: E402
 from sslviz.runs.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
 from sslviz.runs.store import VIEW_POINTS  # noqa: E402
@@ -94,7 +94,7 @@ else:
         ev = store.evals(i, steps=steps, max_points=COMPARE_POINTS)
         curves[short[i]] = charts.attach_wall(ev, ev) if x == "wall" else ev
     # Runs that differ only by seed (a sweep's cell, or repeated single runs) as one line with a band.
-    seed_groups = [g for g in sweep.seed_groups({i: configs[i] for i in chosen}).values()]
+    seed_groups = [g for g in sweep_spec.seed_groups({i: configs[i] for i in chosen}).values()]
     grouped = x == "step" and any(len(g) > 1 for g in seed_groups) and st.toggle(
         "Group seeds", value=True, key="compare_group_seeds",
         help="Runs whose configs differ only by seed become one line: the mean over seeds, with a band from the "
@@ -106,7 +106,7 @@ else:
         title = f"{label.capitalize()}: validation (lines), test (◆)"
         if grouped:
             labels_of = {(short[g[0]] if len(g) == 1 else
-                          f"{sweep.without_seed(short[g[0]])} · seeds {', '.join(str(configs[i].get('seed')) for i in g)}"):
+                          f"{sweep_spec.without_seed(short[g[0]])} · seeds {', '.join(str(configs[i].get('seed')) for i in g)}"):
                          g for g in seed_groups}
             groups = {name: [curves[short[i]] for i in g] for name, g in labels_of.items()}
             fig = charts.make_seed_groups_figure(groups, metric, x=x, smoothing=smoothing, title=title, y_title=label,

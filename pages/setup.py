@@ -134,13 +134,13 @@ with st.expander("Sweep: run this config over a grid", icon=":material/grid_on:"
     sweep_plan, sweep_error = None, None
     grid_lines = [ln for ln in (st.session_state.get("sweep_grid") or "").splitlines() if ln.strip()]
     if grid_lines and cfg is not None:
-        from sslviz.runs import sweep as sw
+        from sslviz.runs import sweep as sw, sweep_spec
 
         try:
-            grid = sw.parse_grid(grid_lines)
-            seeds = sw.parse_seeds(st.session_state.get("sweep_seeds") or "0")
-            base = sw.shared_base(cfg.to_dict(), grid)
-            spec = sw.SweepSpec(grid=grid, seeds=seeds, base=base, name=st.session_state.get("sweep_name") or "")
+            grid = sweep_spec.parse_grid(grid_lines)
+            seeds = sweep_spec.parse_seeds(st.session_state.get("sweep_seeds") or "0")
+            base = sweep_spec.shared_base(cfg.to_dict(), grid)
+            spec = sweep_spec.SweepSpec(grid=grid, seeds=seeds, base=base, name=st.session_state.get("sweep_name") or "")
             sweep_plan = sw.validate(spec, ui.dataset_cache_dir(), store=store)
             parallel = sw.local_parallelism(sweep_plan.configs, store)
             seconds, _ = sw.estimate_seconds(sweep_plan.configs, parallel=parallel, store=store)

@@ -7,7 +7,7 @@ from sslviz.dashboard import router
 
 router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz.runs import lifecycle, sweep  # noqa: E402
+from sslviz.runs import lifecycle, sweep, sweep_results, sweep_spec  # noqa: E402
 from sslviz.dashboard import charts, ui  # noqa: E402
 
 store = ui.get_store()
@@ -33,8 +33,8 @@ sweep_id = st.selectbox("Sweep", ids, key="sweep_pick", format_func=names.get)
 if str(st.query_params.get("sweep")) != str(sweep_id):
     st.query_params["sweep"] = str(sweep_id)
 row = store.sweep(sweep_id)
-keys = sweep.varied(row["spec"])
-res = sweep.results(store, sweep_id)
+keys = sweep_spec.varied(row["spec"])
+res = sweep_results.results(store, sweep_id)
 counts = res["status"].value_counts()
 done = int(counts.get(lifecycle.FINISHED, 0))
 st.progress(done / max(1, len(res)), text=f"{done} of {len(res)} runs finished · "
@@ -51,7 +51,7 @@ stopped_early = res[res["early_stop"].notna()]
 if len(stopped_early):
     st.info(f"ASHA stopped {len(stopped_early)} run(s) early; their cells show the last validation before the stop "
             "and no test score:\n" + "\n".join(
-                f"- #{r.run} ({sweep.describe({**{k: getattr(r, k) for k in keys}, 'seed': r.seed})}): {r.early_stop}"
+                f"- #{r.run} ({sweep_spec.describe({**{k: getattr(r, k) for k in keys}, 'seed': r.seed})}): {r.early_stop}"
                 for r in stopped_early.itertuples()))
 
 # -- stop, resume, delete the whole sweep ----------------------------------------------------------
@@ -116,7 +116,7 @@ for k in keys:  # any other varied knob is fixed to one value
         values = list(dict.fromkeys(res[k]))
         pick = st.selectbox(f"{k}", values, key=f"sweep_fix_{k}")
         shown = shown[shown[k] == pick]
-cells = sweep.cell_table(shown, [k for k in keys if k in (rows_key, cols_key, facet)] if keys else [])
+cells = sweep_results.cell_table(shown, [k for k in keys if k in (rows_key, cols_key, facet)] if keys else [])
 if cols_key == ONE_COLUMN:
     cells = cells.assign(**{ONE_COLUMN: "all runs"})
 st.caption("Each cell: mean ± std over seeds of the latest evaluation, n = seeds with a value; on the validation "
@@ -125,28 +125,28 @@ st.caption("Each cell: mean ± std over seeds of the latest evaluation, n = seed
            "validation set (every eval_every steps) and the test set (end of each run); 3-rarest recall and head − "
            "tail gap from sslviz.bias.")
 figures = {}
-tabs = st.tabs([sweep.METRICS[m][0] for m in sweep.METRICS])
-for tab, metric in zip(tabs, sweep.METRICS):
+tabs = st.tabs([sweep_results.METRICS[m][0] for m in sweep_results.METRICS])
+for tab, metric in zip(tabs, sweep_results.METRICS):
     fig = charts.make_sweep_heatmap_figure(cells, metric, rows=rows_key, cols=cols_key, facet=facet) if keys else None
     if fig is not None:
-        figures[sweep.METRICS[metric][0]] = fig
+        figures[sweep_results.METRICS[metric][0]] = fig
         tab.plotly_chart(fig, key=f"sweep_heatmap_{metric}")
 
 st.subheader("Knobs against the metric")
-par_metric = st.selectbox("Metric", list(sweep.METRICS), format_func=lambda m: sweep.METRICS[m][0], key="sweep_par")
+par_metric = st.selectbox("Metric", list(sweep_results.METRICS), format_func=lambda m: sweep_results.METRICS[m][0], key="sweep_par")
 par = charts.make_sweep_parallel_figure(res, par_metric, keys)
 figures["parallel coordinates"] = par
 st.plotly_chart(par, key="sweep_parallel")
 
 # -- the cells as a table; pick one to open its runs in Compare ----------------------------------------------
 st.subheader("Cells")
-all_cells = sweep.cell_table(res, keys)
-table_cols = [*keys, "seeds", *(c for m in sweep.METRICS for c in (f"{m}_mean", f"{m}_std")), "runs"]
+all_cells = sweep_results.cell_table(res, keys)
+table_cols = [*keys, "seeds", *(c for m in sweep_results.METRICS for c in (f"{m}_mean", f"{m}_std")), "runs"]
 event = st.dataframe(all_cells[table_cols], hide_index=True, key="sweep_table", on_select="rerun",
                      selection_mode="single-row",
                      column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table_cols
                                     if c.endswith(("_mean", "_std"))})
-labels = [sweep.describe({k: r[k] for k in keys}) or "all" for _, r in all_cells.iterrows()]
+labels = [sweep_spec.describe({k: r[k] for k in keys}) or "all" for _, r in all_cells.iterrows()]
 selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
 if selected and st.session_state.get("sweep_table_pick") != selected[0]:
     st.session_state["sweep_table_pick"] = selected[0]
@@ -162,9 +162,9 @@ st.caption(f"Runs of this cell: {', '.join(f'#{i}' for i in cell_runs)}.")
 
 # -- exports -------------------------------------------------------------------------------------------------
 e1, e2, e3 = st.columns(3)
-e1.download_button("Table as CSV", data=sweep.export_table(all_cells, "csv"), file_name=f"sweep{sweep_id}.csv",
+e1.download_button("Table as CSV", data=sweep_results.export_table(all_cells, "csv"), file_name=f"sweep{sweep_id}.csv",
                    mime="text/csv", key="sweep_csv", on_click="ignore", icon=":material/download:")
-e2.download_button("Table as Parquet", data=lambda: sweep.export_table(all_cells, "parquet"),
+e2.download_button("Table as Parquet", data=lambda: sweep_results.export_table(all_cells, "parquet"),
                    file_name=f"sweep{sweep_id}.parquet", mime="application/octet-stream", key="sweep_parquet",
                    on_click="ignore", icon=":material/download:")
 e3.download_button("Figures as HTML", data=lambda: charts.sweep_figures_html(figures), file_name=f"sweep{sweep_id}.html",

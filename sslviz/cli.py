@@ -18,7 +18,7 @@ from .runs.lifecycle import PROCESS_LOST, NoSuchRun
 from .engine.params import InvalidParameterError
 from .engine.splits import SplitError
 from .runs.store import RunStore, StoreError
-from .runs.sweep import EARLY_STOP
+from .runs.sweep_spec import EARLY_STOP
 
 USER_ERRORS = (InvalidParameterError, DatasetError, SplitError, StoreError, ValueError, FileNotFoundError)
 
@@ -145,7 +145,7 @@ Every cell is validated before anything starts. Config flags (--steps, --dataset
 
 
 def _sweep_command(store: RunStore, args) -> int:
-    from .runs import sweep as sw
+    from .runs import sweep as sw, sweep_results, sweep_spec
 
     if args.action == "list":
         sweeps = store.sweeps()
@@ -159,7 +159,7 @@ def _sweep_command(store: RunStore, args) -> int:
             raise ValueError(f"sweep {args.action} needs a sweep id (python -m sslviz sweep list shows them).")
         row = store.sweep(args.sweep)
         if row is None:
-            raise sw.SweepError(f"There is no sweep {args.sweep} in {store.path}.")
+            raise sweep_spec.SweepError(f"There is no sweep {args.sweep} in {store.path}.")
         if args.action == "stop":
             print(f"stop requested for {len(sw.stop(store, args.sweep))} run(s) of sweep {args.sweep}")
         elif args.action == "delete":
@@ -172,41 +172,41 @@ def _sweep_command(store: RunStore, args) -> int:
 
                 print(drive(store, args.sweep, address=args.address, storage_path=args.storage_path))
         else:
-            res = sw.results(store, args.sweep)
-            cells = sw.cell_table(res, sw.varied(row["spec"]))
+            res = sweep_results.results(store, args.sweep)
+            cells = sweep_results.cell_table(res, sweep_spec.varied(row["spec"]))
             if args.action == "show":
                 print(f"sweep {args.sweep} {row['name']} ({row['executor']}): {len(res)} runs, "
                       + ", ".join(f"{n} {s}" for s, n in res.status.value_counts().items()))
-                cols = [*sw.varied(row["spec"]), "seeds", *(f"{m}_mean" for m in sw.METRICS)]
+                cols = [*sweep_spec.varied(row["spec"]), "seeds", *(f"{m}_mean" for m in sweep_results.METRICS)]
                 print(cells[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
                 for r in res[res.early_stop.notna()].itertuples():
                     print(f"run {r.run}: {r.early_stop}")
             else:
                 args.out.mkdir(parents=True, exist_ok=True)
                 path = args.out / f"sweep{args.sweep}_cells.{args.format}"
-                path.write_bytes(sw.export_table(cells, args.format))
+                path.write_bytes(sweep_results.export_table(cells, args.format))
                 print(path)
         return 0
-    spec = sw.SweepSpec.from_yaml(args.file.read_text()) if args.file else sw.SweepSpec()
+    spec = sweep_spec.SweepSpec.from_yaml(args.file.read_text()) if args.file else sweep_spec.SweepSpec()
     base = dict(spec.base)
     if args.config is not None:
         base.update(parse_yaml(args.config.read_text(), source=str(args.config)))
     base.update({name: getattr(args, name) for name in FIELDS if name != "preset" and hasattr(args, name)})
     if args.preset:
         base["preset"] = args.preset
-    grid = {**spec.grid, **sw.parse_grid(args.grid)}
-    seeds = sw.parse_seeds(args.seeds) if args.seeds else spec.seeds
-    spec = sw.SweepSpec(grid=grid, seeds=seeds, base={k: v for k, v in base.items() if k not in grid},
+    grid = {**spec.grid, **sweep_spec.parse_grid(args.grid)}
+    seeds = sweep_spec.parse_seeds(args.seeds) if args.seeds else spec.seeds
+    spec = sweep_spec.SweepSpec(grid=grid, seeds=seeds, base={k: v for k, v in base.items() if k not in grid},
                         name=args.sweep_name or spec.name)
     from .runs.worker import cache_dir
 
     if args.early_stop is None and (args.grace_period, args.reduction_factor) != (None, None):
-        raise sw.SweepError("--grace-period and --reduction-factor set ASHA's rungs; they need --early-stop asha.")
+        raise sweep_spec.SweepError("--grace-period and --reduction-factor set ASHA's rungs; they need --early-stop asha.")
     plan = sw.validate(spec, cache_dir(store), store=store)
     early_stop = None
     if args.early_stop:
         knobs = {"grace_period": args.grace_period, "reduction_factor": args.reduction_factor}
-        early_stop = sw.EarlyStop(args.early_stop, **{k: v for k, v in knobs.items() if v is not None}).options(
+        early_stop = sweep_spec.EarlyStop(args.early_stop, **{k: v for k, v in knobs.items() if v is not None}).options(
             args.executor, plan.configs)
     parallel = sw.default_parallel(args.executor, plan.configs, store)
     plan.seconds, _ = sw.estimate_seconds(plan.configs, parallel=parallel, store=store)

@@ -283,19 +283,19 @@ def _seed_sweep(store_path: Path) -> tuple[int, dict[str, int]]:
     returns its id and {cell label: run id}."""
     import json
 
-    from sslviz.runs import sweep
+    from sslviz.runs import sweep, sweep_spec
     from tests.test_app_pages import log_steps, make_run
 
     store = RunStore(store_path)
-    spec = sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [10.0, 50.0]},
+    spec = sweep_spec.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [10.0, 50.0]},
                            base={"dataset": "digits", "steps": 100}, name="map")
     sweep_id = store.create_sweep(spec.to_dict(), name="map")
     runs = {}
     for i, cell in enumerate(spec.cells()):
         rid = make_run(store, preset=cell["preset"], status="finished")
-        store.update_run(rid, sweep=sweep_id, config=json.dumps(sweep.cell_config(spec, i, cell).to_dict()))
+        store.update_run(rid, sweep=sweep_id, config=json.dumps(sweep_spec.cell_config(spec, i, cell).to_dict()))
         log_steps(store, rid, range(10, 101, 10), seed=i)
-        runs[sweep.describe({k: cell[k] for k in spec.grid})] = rid
+        runs[sweep_spec.describe({k: cell[k] for k in spec.grid})] = rid
     store.close()
     return sweep_id, runs
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st_
 
 from sslviz.dashboard import charts, setup_form as form
-from sslviz.runs import lifecycle, sweep
+from sslviz.runs import lifecycle, sweep, sweep_results, sweep_spec
 from sslviz.engine.config import preset_values
 from sslviz.runs.store import RunStore
 
@@ -34,20 +34,20 @@ def grids(draw):
 @settings(max_examples=60, deadline=None)
 def test_grid_expands_to_every_combination_times_every_seed(g):
     grid, seeds = g
-    spec = sweep.SweepSpec(grid=grid, seeds=seeds, base={"steps": 30})
+    spec = sweep_spec.SweepSpec(grid=grid, seeds=seeds, base={"steps": 30})
     cells = spec.cells()
     assert len(cells) == spec.size == math.prod(len(v) for v in grid.values()) * len(seeds)
     assert len({tuple(sorted(c.items())) for c in cells}) == len(cells)  # all distinct
     for c in cells:
         assert set(c) == {*grid, "seed"} and all(c[k] in grid[k] for k in grid) and c["seed"] in seeds
-    assert sweep.SweepSpec.from_dict(spec.to_dict()) == spec  # what the store keeps reads back the same
+    assert sweep_spec.SweepSpec.from_dict(spec.to_dict()) == spec  # what the store keeps reads back the same
 
 
 @given(grids())
 @settings(max_examples=25, deadline=None)
 def test_every_cell_of_a_valid_grid_validates_to_its_config(g):
     grid, seeds = g
-    spec = sweep.SweepSpec(grid=grid, seeds=seeds, base={"dataset": "toy2d", "steps": 30})
+    spec = sweep_spec.SweepSpec(grid=grid, seeds=seeds, base={"dataset": "toy2d", "steps": 30})
     plan = sweep.validate(spec)
     assert len(plan.configs) == spec.size and plan.seconds > 0
     for cell, cfg in zip(plan.cells, plan.configs):
@@ -60,31 +60,31 @@ def test_every_cell_of_a_valid_grid_validates_to_its_config(g):
 def test_an_impossible_split_names_its_cell_and_field(bad_at, n):
     gammas = [float(2 + i) for i in range(n)]
     gammas[min(bad_at, n - 1)] = 5000.0  # toy2d N_1 = 8 cannot give every class a labeled example at gamma 5000
-    spec = sweep.SweepSpec(grid={"gamma": gammas}, base={"dataset": "toy2d", "n1": 8})
-    with pytest.raises(sweep.SweepError, match=rf"^Cell {min(bad_at, n - 1) + 1} of {n} \(gamma=5000, seed=0\): "
+    spec = sweep_spec.SweepSpec(grid={"gamma": gammas}, base={"dataset": "toy2d", "n1": 8})
+    with pytest.raises(sweep_spec.SweepError, match=rf"^Cell {min(bad_at, n - 1) + 1} of {n} \(gamma=5000, seed=0\): "
                                                r"gamma: .*would get 0 labeled") as err:
         sweep.validate(spec)
     assert err.value.field == "gamma" and err.value.cell == min(bad_at, n - 1)
 
 
 def test_bad_values_and_specs_are_refused_before_anything_is_recorded(store):
-    with pytest.raises(sweep.SweepError, match=r"Cell 2 of 2 \(lr=-1, seed=0\): lr: The 'lr' parameter"):
-        sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, -1.0]}, base={"dataset": "toy2d"}))
-    with pytest.raises(sweep.SweepError, match="Unknown sweep field 'gama'"):
-        sweep.parse_grid(["gama=1,2"])
-    with pytest.raises(sweep.SweepError, match="must be ints"):
-        sweep.parse_grid(["mu=1,x"])
-    with pytest.raises(sweep.SweepError, match="--seeds"):
-        sweep.SweepSpec(grid={"seed": [1, 2]})
-    with pytest.raises(sweep.SweepError, match="repeats"):
-        sweep.SweepSpec(grid={"gamma": [10.0, 10.0]})
-    assert sweep.parse_grid(["gamma=10,50", "preset=fixmatch,balanced", "n1=none,5"]) == {
+    with pytest.raises(sweep_spec.SweepError, match=r"Cell 2 of 2 \(lr=-1, seed=0\): lr: The 'lr' parameter"):
+        sweep.validate(sweep_spec.SweepSpec(grid={"lr": [0.1, -1.0]}, base={"dataset": "toy2d"}))
+    with pytest.raises(sweep_spec.SweepError, match="Unknown sweep field 'gama'"):
+        sweep_spec.parse_grid(["gama=1,2"])
+    with pytest.raises(sweep_spec.SweepError, match="must be ints"):
+        sweep_spec.parse_grid(["mu=1,x"])
+    with pytest.raises(sweep_spec.SweepError, match="--seeds"):
+        sweep_spec.SweepSpec(grid={"seed": [1, 2]})
+    with pytest.raises(sweep_spec.SweepError, match="repeats"):
+        sweep_spec.SweepSpec(grid={"gamma": [10.0, 10.0]})
+    assert sweep_spec.parse_grid(["gamma=10,50", "preset=fixmatch,balanced", "n1=none,5"]) == {
         "gamma": [10.0, 50.0], "preset": ["fixmatch", "balanced"], "n1": [None, 5]}
     assert store.sweeps().empty and store.runs().empty
 
 
 def test_yaml_sweep_file():
-    spec = sweep.SweepSpec.from_yaml("name: map\ngrid:\n  preset: [fixmatch, balanced]\n  gamma: [10, 50]\n"
+    spec = sweep_spec.SweepSpec.from_yaml("name: map\ngrid:\n  preset: [fixmatch, balanced]\n  gamma: [10, 50]\n"
                                      "seeds: [0, 1]\nbase:\n  steps: 300\n")
     assert spec.size == 8 and spec.base == {"steps": 300} and spec.name == "map"
 
@@ -96,18 +96,18 @@ def test_early_stop_needs_ray_and_checks_its_knobs(store, capsys):
     from sslviz.engine.params import InvalidParameterError
 
     base = {"dataset": "toy2d", "steps": 50, "log_every": 5, "eval_every": 20}
-    configs = sweep.validate(sweep.SweepSpec(grid={"threshold": [0.8, 0.9]}, base=base)).configs
-    assert sweep.EarlyStop().options("ray", configs) == {"scheduler": "asha", "metric": "val_balanced_accuracy",
+    configs = sweep.validate(sweep_spec.SweepSpec(grid={"threshold": [0.8, 0.9]}, base=base)).configs
+    assert sweep_spec.EarlyStop().options("ray", configs) == {"scheduler": "asha", "metric": "val_balanced_accuracy",
                                                          "grace_period": 20, "reduction_factor": 3.0, "max_t": 50}
-    with pytest.raises(sweep.SweepError, match="needs --executor ray, not 'local'"):
-        sweep.EarlyStop().options("local", configs)
+    with pytest.raises(sweep_spec.SweepError, match="needs --executor ray, not 'local'"):
+        sweep_spec.EarlyStop().options("local", configs)
     for field, value, allowed in (("grace_period", 0, r"an int in the range \[1, inf\) or None"),
                                   ("grace_period", 60, r"an int in the range \[1, 50\] \(the cells' steps\)"),
                                   ("reduction_factor", 1.0, r"a float in the range \(1, inf\)"),
                                   ("scheduler", "median", r"a str among \{'asha'\}")):
         with pytest.raises(InvalidParameterError, match=rf"^The '{field}' parameter of EarlyStop must be {allowed}\. "
                                                         rf"Got {value!r} instead\.$") as err:
-            sweep.EarlyStop(**{field: value}).options("ray", configs)
+            sweep_spec.EarlyStop(**{field: value}).options("ray", configs)
         assert err.value.field == field
     argv = ["--store", str(store.path), "sweep", "--grid", "threshold=0.8,0.9", "--dataset", "toy2d", "--steps", "50"]
     assert cli.main([*argv, "--early-stop", "asha"]) == 2
@@ -127,7 +127,7 @@ def _wait_ended(store, sweep_id, wait_for, timeout=180):
 
 def test_heatmap_stars_the_best_on_validation_only_and_shares_it_on_a_tie():
     cells = pd.DataFrame({"preset": ["a", "b", "c"], "gamma": [10.0] * 3, "seeds": 2})
-    for m in sweep.METRICS:
+    for m in sweep_results.METRICS:
         cells[f"{m}_mean"], cells[f"{m}_std"], cells[f"{m}_n"] = [0.7104, 0.7096, 0.65], 0.01, 2
     starred = lambda metric: [r[0].startswith("★") for r in
                               charts.make_sweep_heatmap_figure(cells, metric, rows="preset", cols="gamma").data[0].text]
@@ -139,7 +139,7 @@ def test_heatmap_stars_the_best_on_validation_only_and_shares_it_on_a_tie():
 
 
 def test_local_sweep_2x2x2_end_to_end_through_the_store(store, tiny, wait_for):
-    spec = sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [5.0, 20.0]}, seeds=(0, 1), base=tiny,
+    spec = sweep_spec.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [5.0, 20.0]}, seeds=(0, 1), base=tiny,
                            name="tiny map")
     plan = sweep.validate(spec, store=store, parallel=2)
     sweep_id, run_ids = sweep.submit_local(store, plan)
@@ -147,9 +147,9 @@ def test_local_sweep_2x2x2_end_to_end_through_the_store(store, tiny, wait_for):
     _wait_ended(store, sweep_id, wait_for)
     runs = sweep.sweep_runs(store, sweep_id)
     assert runs.status.tolist() == ["finished"] * 8 and (runs.executor == "local").all()
-    res = sweep.results(store, sweep_id)
-    assert len(res) == 8 and res[list(sweep.METRICS)].notna().all().all()
-    cells = sweep.cell_table(res, ["preset", "gamma"])
+    res = sweep_results.results(store, sweep_id)
+    assert len(res) == 8 and res[list(sweep_results.METRICS)].notna().all().all()
+    cells = sweep_results.cell_table(res, ["preset", "gamma"])
     assert len(cells) == 4 and (cells.seeds == 2).all() and (cells.val_balanced_accuracy_n == 2).all()
     fig = charts.make_sweep_heatmap_figure(cells, "val_balanced_accuracy", rows="preset", cols="gamma")
     text = fig.data[0].text
@@ -159,7 +159,7 @@ def test_local_sweep_2x2x2_end_to_end_through_the_store(store, tiny, wait_for):
     assert all("±" in t and "n=2" in t for r in text for t in r)
     html = charts.sweep_figures_html({"map": fig, "par": charts.make_sweep_parallel_figure(res, "test_tail_recall", ["preset", "gamma"])})
     assert html.count("<h2>") == 2 and "plotly" in html
-    assert sweep.export_table(cells, "parquet")[:4] == b"PAR1"
+    assert sweep_results.export_table(cells, "parquet")[:4] == b"PAR1"
     # the page and the CLI read the same sweep
     from sslviz import cli
     assert cli.main(["--store", str(store.path), "sweep", "show", str(sweep_id)]) == 0
@@ -169,10 +169,10 @@ def test_local_sweep_2x2x2_end_to_end_through_the_store(store, tiny, wait_for):
 def test_stop_and_resume_a_whole_sweep(store, tiny, wait_for, monkeypatch):
     monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "1")  # one runs, two wait queued
     long = {**tiny, "steps": 2000, "eval_every": 1000, "checkpoint_every": 10}
-    plan = sweep.validate(sweep.SweepSpec(grid={"gamma": [5.0, 10.0, 20.0]}, base=long), store=store)
+    plan = sweep.validate(sweep_spec.SweepSpec(grid={"gamma": [5.0, 10.0, 20.0]}, base=long), store=store)
     sweep_id, run_ids = sweep.submit_local(store, plan)
     wait_for(lambda: store.run(run_ids[0])["step"] >= 10, 90)
-    with pytest.raises(sweep.SweepError, match="stop it first"):
+    with pytest.raises(sweep_spec.SweepError, match="stop it first"):
         sweep.delete(store, sweep_id)
     request_stop = store.request_stop
 
@@ -203,7 +203,7 @@ def test_stop_and_resume_a_whole_sweep(store, tiny, wait_for, monkeypatch):
 def test_runs_differing_only_by_seed_form_one_group():
     a = {"preset": "fixmatch", "gamma": 10.0, "seed": 0, "name": "x s0"}
     configs = {1: a, 2: {**a, "seed": 1, "name": "x s1"}, 3: {**a, "gamma": 50.0}, 4: {**a, "seed": 2}}
-    assert list(sweep.seed_groups(configs).values()) == [[1, 2, 4], [3]]
+    assert list(sweep_spec.seed_groups(configs).values()) == [[1, 2, 4], [3]]
 
 
 def test_seed_groups_figure_draws_a_mean_line_and_a_band():
@@ -246,18 +246,18 @@ def test_sweep_page_and_compare_grouping_under_apptest(home, monkeypatch):
 
     monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
     store = RunStore(home / "runs.db")
-    spec = sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [10.0, 50.0]}, seeds=(0, 1),
+    spec = sweep_spec.SweepSpec(grid={"preset": ["fixmatch", "balanced"], "gamma": [10.0, 50.0]}, seeds=(0, 1),
                            base={"dataset": "digits", "steps": 100})
     sweep_id = store.create_sweep(spec.to_dict(), name="synthetic")
     for i, cell in enumerate(spec.cells()):
         rid = make_run(store, preset=cell["preset"], status="finished")
-        cfg = {**sweep.cell_config(spec, i, cell).to_dict()}
+        cfg = {**sweep_spec.cell_config(spec, i, cell).to_dict()}
         store.update_run(rid, sweep=sweep_id, config=json.dumps(cfg), name=cfg["name"])
         log_steps(store, rid, range(10, 101, 10), seed=i)
     at = _at()
     at.switch_page("pages/sweep.py").run()
     assert not at.exception, at.exception
-    assert at.title[0].value == "Sweeps" and len(at.get("plotly_chart")) == len(sweep.METRICS) + 1
+    assert at.title[0].value == "Sweeps" and len(at.get("plotly_chart")) == len(sweep_results.METRICS) + 1
     cell = at.selectbox(key="sweep_cell")
     assert cell.options == ["preset=fixmatch, gamma=10", "preset=fixmatch, gamma=50", "preset=balanced, gamma=10",
                             "preset=balanced, gamma=50"]
@@ -285,11 +285,11 @@ def test_a_sweep_over_one_knob_is_one_column_not_knob_by_knob(home, monkeypatch)
 
     monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
     store = RunStore(home / "runs.db")
-    spec = sweep.SweepSpec(grid={"gamma": [10.0, 50.0]}, seeds=(0, 1), base={"dataset": "digits", "steps": 100})
+    spec = sweep_spec.SweepSpec(grid={"gamma": [10.0, 50.0]}, seeds=(0, 1), base={"dataset": "digits", "steps": 100})
     sweep_id = store.create_sweep(spec.to_dict(), name="one knob")
     for i, cell in enumerate(spec.cells()):
         rid = make_run(store, status="finished")
-        store.update_run(rid, sweep=sweep_id, config=json.dumps(sweep.cell_config(spec, i, cell).to_dict()))
+        store.update_run(rid, sweep=sweep_id, config=json.dumps(sweep_spec.cell_config(spec, i, cell).to_dict()))
         log_steps(store, rid, range(10, 101, 10), seed=i)
     at = _at()
     at.switch_page("pages/sweep.py").run()
@@ -306,7 +306,7 @@ def test_a_link_to_a_missing_sweep_or_run_says_so(home, monkeypatch):
 
     monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
     store = RunStore(home / "runs.db")
-    store.create_sweep(sweep.SweepSpec(grid={"gamma": [10.0, 50.0]}).to_dict(), name="one")
+    store.create_sweep(sweep_spec.SweepSpec(grid={"gamma": [10.0, 50.0]}).to_dict(), name="one")
     rid = make_run(store, status="finished")
     at = _at()
     at.query_params["sweep"] = "99"
@@ -365,10 +365,10 @@ def test_sweep_page_says_which_runs_asha_stopped(home, monkeypatch):
 
     monkeypatch.setenv("SSLVIZ_STORE", str(home / "runs.db"))
     store = RunStore(home / "runs.db")
-    spec = sweep.SweepSpec(grid={"lr": [0.03, 1e-6]}, base={"dataset": "digits", "steps": 100})
+    spec = sweep_spec.SweepSpec(grid={"lr": [0.03, 1e-6]}, base={"dataset": "digits", "steps": 100})
     configs = sweep.validate(spec).configs
     sweep_id = store.create_sweep(spec.to_dict(), name="tuned", executor="ray",
-                                  options={"early_stop": sweep.EarlyStop(grace_period=20).options("ray", configs)})
+                                  options={"early_stop": sweep_spec.EarlyStop(grace_period=20).options("ray", configs)})
     verdict = ("stopped early by ASHA at step 20 (validation balanced accuracy 0.120, below the cutoff 0.300 of the "
                "rung at step 20)")
     for cfg, status, last in zip(configs, ("finished", "stopped"), (100, 20)):

@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from sslviz.runs import lifecycle, ray_executor, sweep  # noqa: E402
+from sslviz.runs import lifecycle, ray_executor, sweep, sweep_results, sweep_spec  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +56,7 @@ def test_trial_processes_have_no_store(local_ray, tiny):
 
 
 def test_ray_sweep_streams_every_record_exactly_once(local_ray, store, tiny):
-    plan = sweep.validate(sweep.SweepSpec(grid={"preset": ["fixmatch", "balanced"]}, base=tiny), store=store)
+    plan = sweep.validate(sweep_spec.SweepSpec(grid={"preset": ["fixmatch", "balanced"]}, base=tiny), store=store)
     sweep_id, run_ids, results = sweep.submit_ray(store, plan)
     assert results == {run_ids[0]: "finished", run_ids[1]: "finished"}
     n_logs = tiny["steps"] // tiny["log_every"]
@@ -77,13 +77,13 @@ def test_ray_sweep_streams_every_record_exactly_once(local_ray, store, tiny):
         ev = store.evals(rid)
         assert sorted(ev[["step", "split"]].values.tolist()) == sorted(expected[rid])  # as the trainer emitted, once each
         assert store.events(rid).kind.tolist() == ["queued", "started", "finished"]
-    res = sweep.results(store, sweep_id)
-    assert res[list(sweep.METRICS)].notna().all().all()
+    res = sweep_results.results(store, sweep_id)
+    assert res[list(sweep_results.METRICS)].notna().all().all()
 
 
 def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
     long = {**tiny, "steps": 100_000, "eval_every": 50_000, "checkpoint_every": 10}  # never ends on its own here
-    plan = sweep.validate(sweep.SweepSpec(grid={"gamma": [5.0, 10.0]}, base=long), store=store)
+    plan = sweep.validate(sweep_spec.SweepSpec(grid={"gamma": [5.0, 10.0]}, base=long), store=store)
     sweep_id, run_ids = sweep.record(store, plan, executor="ray")
     out = {}
     with _driving(store, sweep_id, lambda: out.update(ray_executor.drive(store, sweep_id))) as driver:
@@ -109,7 +109,7 @@ def test_stop_and_resume_a_ray_sweep(local_ray, store, tiny, wait_for):
 def test_ctrl_c_halfway_through_writing_a_batch_loses_no_record(local_ray, store, tiny, monkeypatch):
     """Ctrl-C lands in the driver while it writes the third record: the trial is asked to stop and ends stopped,
     and its records are in the store without a gap (the mailbox keeps a record until it is written)."""
-    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.05]}, base={**tiny, "steps": 100_000, "eval_every": 50_000}),
+    plan = sweep.validate(sweep_spec.SweepSpec(grid={"lr": [0.05]}, base={**tiny, "steps": 100_000, "eval_every": 50_000}),
                           store=store)
     log, calls = store.log, []
 
@@ -153,15 +153,15 @@ def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(loca
     from sslviz.engine.trainer import Diverged, train
 
     base = {**tiny, "steps": 80, "eval_every": 20, "log_every": 2}
-    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05, 1e-6, 10.0]}, base=base), store=store)
-    early = sweep.EarlyStop(grace_period=20, reduction_factor=2).options("ray", plan.configs)
+    plan = sweep.validate(sweep_spec.SweepSpec(grid={"lr": [0.1, 0.05, 1e-6, 10.0]}, base=base), store=store)
+    early = sweep_spec.EarlyStop(grace_period=20, reduction_factor=2).options("ray", plan.configs)
     writes = _writes(store, monkeypatch)
     sweep_id, run_ids, results = sweep.submit_ray(store, plan, early_stop=early)
     good, bad, diverged = run_ids[:2], run_ids[2], run_ids[3]
     assert results[bad] == "stopped" and lifecycle.FINISHED in {results[r] for r in good}
     assert {results[r] for r in good} <= {"finished", "stopped"} and sorted(results) == run_ids
     assert len(writes) == len(set(writes))  # no record written twice
-    res = sweep.results(store, sweep_id).set_index("run")
+    res = sweep_results.results(store, sweep_id).set_index("run")
     for rid, cfg in zip(run_ids[:3], plan.configs):
         row, events = store.run(rid), store.events(rid)
         assert row["status"] == results[rid] and row["executor"] == "ray" and row["device"].startswith("ray:")
@@ -190,7 +190,7 @@ def test_asha_stops_the_bad_knob_early_and_the_store_gets_every_record_once(loca
     assert [r["step"] for r in logged] == [2, 4, 6] and "eval" not in logged[-1]
     assert [s for r, s in writes if r == diverged] == [2, 4, 6]  # its one report (step 2), then what its error carried
     assert store.scalars(diverged, None).step.tolist() == [2, 4, 6]
-    with pytest.raises(sweep.SweepError, match="tuned with early stopping"):  # ASHA's stops are final
+    with pytest.raises(sweep_spec.SweepError, match="tuned with early stopping"):  # ASHA's stops are final
         sweep.resume(store, sweep_id)
 
 
@@ -201,7 +201,7 @@ def test_a_folder_dataset_is_checked_on_every_ray_node_before_anything_is_record
     from tests.test_data import make_folder
 
     folder = make_folder(tmp_path / "images", train_per_class=20, test_per_class=2)
-    spec = sweep.SweepSpec(grid={"gamma": [1.0, 2.0]}, base={"dataset": str(folder), "steps": 10, "n1": 4, "m1": 8,
+    spec = sweep_spec.SweepSpec(grid={"gamma": [1.0, 2.0]}, base={"dataset": str(folder), "steps": 10, "n1": 4, "m1": 8,
                                                              "device": "cpu"})
     plan = sweep.validate(spec, tmp_path / "cache", store=store)
     sweep.check_folders_on_ray(plan.configs)  # the one node of the local Ray reads it
@@ -211,7 +211,7 @@ def test_a_folder_dataset_is_checked_on_every_ray_node_before_anything_is_record
     assert ray_executor.unreadable_on_nodes([folder, image]) == [f"{where}: {str(image)!r} is not a folder"]
 
     folder.rename(tmp_path / "moved")  # validated here, gone where the trials run
-    with pytest.raises(sweep.SweepError) as err:
+    with pytest.raises(sweep_spec.SweepError) as err:
         sweep.submit_ray(store, plan)
     assert str(err.value).startswith("A folder dataset must be readable at the same path on every Ray node")
     assert f"{where}: {str(folder)!r} does not exist" in str(err.value) and err.value.field == "dataset"
@@ -225,8 +225,8 @@ def test_stopping_a_tuned_sweep_stops_its_trials_through_tune(local_ray, store, 
     from sslviz.runs import ray_asha
 
     long = {**tiny, "steps": 100_000, "eval_every": 20}  # never ends on its own here
-    plan = sweep.validate(sweep.SweepSpec(grid={"lr": [0.1, 0.05]}, base=long), store=store)
-    early = sweep.EarlyStop(grace_period=50_000).options("ray", plan.configs)
+    plan = sweep.validate(sweep_spec.SweepSpec(grid={"lr": [0.1, 0.05]}, base=long), store=store)
+    early = sweep_spec.EarlyStop(grace_period=50_000).options("ray", plan.configs)
     sweep_id, run_ids = sweep.record(store, plan, executor="ray", options={"early_stop": early})
     out = {}
     with _driving(store, sweep_id, lambda: out.update(ray_asha.tune(store, sweep_id))) as driver:

@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from ..runs.bias import LABELS, PSEUDO_KEYS, RECALL_KEYS
 from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 from ..runs.records import NO_VAL_MESSAGE, SCALAR_CLS, SPLIT_LABELS
-from ..runs.sweep import METRICS as SWEEP_METRICS
+from ..runs.sweep_results import METRICS as SWEEP_METRICS
 
 PALETTE = tuple(qualitative.Plotly) + tuple(qualitative.Dark24)  # class k -> PALETTE[k % len]
 RUN_PALETTE = tuple(qualitative.Set2) + tuple(qualitative.Dark2)  # run series (Compare page)
@@ -822,7 +822,7 @@ def make_bias_figure(summary: pd.DataFrame, *, title: str = "Majority bias per r
     return fig
 
 
-# -- sweeps (runs.sweep.results / cell_table) ---------------------------------------------------
+# -- sweeps (runs.sweep_results.results / cell_table) ---------------------------------------------------
 def _sweep_axis_label(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
