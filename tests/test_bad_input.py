@@ -14,7 +14,6 @@ from PIL import Image
 
 from sslviz import cli
 from sslviz.runs import worker
-from sslviz.runs import store as store_mod
 from sslviz.engine.config import PRESETS, TrainConfig
 from sslviz.engine.registry import THRESHOLD_SCHEDULES
 from sslviz.engine.data import DatasetError, load_dataset
@@ -233,7 +232,7 @@ def test_read_only_store_via_cli(recorded, capsys, monkeypatch):
     store, rid = recorded
     store.close()
     real = sqlite3.connect
-    monkeypatch.setattr(store_mod.sqlite3, "connect",
+    monkeypatch.setattr(sqlite3, "connect",
                         lambda path, *a, **k: real(f"file:{path}?mode=ro", *a, uri=True, **k))
     line = cli_error(capsys, ["--store", str(store.path), "train", "--dataset", "toy2d", "--steps", "5"])
     assert f"Run store {store.path} is read-only; point SSLVIZ_HOME (or --store) at a writable folder." in line

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import sslviz
-from sslviz.runs import records, store as store_mod
+from sslviz.runs import records, run_table, series
 from sslviz.runs.lifecycle import TransitionRefused
 from sslviz.runs.store import RunStore, StoreError
 
@@ -42,7 +42,7 @@ def new_run(store, steps=100, **extra) -> int:
 def counts(store, run_id) -> dict:
     conn = store._conn()
     return {t: conn.execute(f"SELECT COUNT(*) FROM {t} WHERE run_id = ?", (run_id,)).fetchone()[0]
-            for t in (*store_mod.METRIC_TABLES, "events")}
+            for t in (*run_table.METRIC_TABLES, "events")}
 
 
 def test_wal_mode_and_busy_timeout(store):
@@ -240,17 +240,17 @@ def test_runs_show_the_latest_evaluation_of_each_split(store):
 def test_runs_record_the_code_version(store):
     rid = new_run(store)
     version = store.runs().set_index("id").code_version[rid]
-    assert version == store_mod.code_version() and version.startswith(sslviz.__version__)
+    assert version == run_table.code_version() and version.startswith(sslviz.__version__)
     assert store.run(rid)["code_version"] == version
 
 
 def test_code_version_without_git(monkeypatch):
-    store_mod.code_version.cache_clear()
-    monkeypatch.setattr(store_mod.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError("git")))
+    run_table.code_version.cache_clear()
+    monkeypatch.setattr(run_table.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError("git")))
     try:
-        assert store_mod.code_version() == sslviz.__version__
+        assert run_table.code_version() == sslviz.__version__
     finally:
-        store_mod.code_version.cache_clear()
+        run_table.code_version.cache_clear()
 
 
 def test_tables_are_the_record_declarations(store):
@@ -260,7 +260,7 @@ def test_tables_are_the_record_declarations(store):
         info = conn.execute(f"PRAGMA table_info({row.TABLE})").fetchall()
         assert [c["name"] for c in info if c["name"] != "id"] == list(records.columns(row))
         assert [c["name"] for c in sorted((c for c in info if c["pk"]), key=lambda c: c["pk"])] == list(row.KEY or ["id"])
-    assert set(store_mod.METRIC_TABLES) == {r.TABLE for r in records.ROWS} - {"events"}
+    assert set(run_table.METRIC_TABLES) == {r.TABLE for r in records.ROWS} - {"events"}
 
 
 def test_meter_produces_the_declared_columns():
@@ -277,7 +277,7 @@ def test_meter_produces_the_declared_columns():
 
 
 def test_export_is_unsampled(store, monkeypatch):
-    monkeypatch.setattr(store_mod, "MAX_POINTS", 3)
+    monkeypatch.setattr(series, "MAX_POINTS", 3)
     rid = new_run(store)
     for step in range(1, 11):
         store.log(rid, record(step))
@@ -305,7 +305,7 @@ def test_read_only_store_gives_clear_error_and_stays_readable(store, monkeypatch
     rid = new_run(store)
     store.log(rid, record(10, eval_=True))
     store.close()
-    monkeypatch.setattr(store_mod.sqlite3, "connect", _read_only_connect(sqlite3.connect))
+    monkeypatch.setattr(sqlite3, "connect", _read_only_connect(sqlite3.connect))
     ro = RunStore(store.path)  # opening and reading still work
     assert ro.runs().id.tolist() == [rid] and ro.evals(rid, "test").step.tolist() == [10]
     with pytest.raises(StoreError, match=r"is read-only; point SSLVIZ_HOME \(or --store\) at a writable folder"):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sslviz.runs import records, store as store_mod
-from sslviz.runs.store import SCHEMA_VERSION, RunStore, StoreError
+from sslviz.runs import database, records, schema as schema_mod
+from sslviz.runs.schema import SCHEMA_VERSION
+from sslviz.runs.store import RunStore, StoreError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v0"  # written by main f2d1b0a; see its README.md
 V0_TABLES = ("scalars", "class_train", "evals", "class_eval", "confusion", "snapshots", "events")
@@ -93,7 +94,7 @@ def test_a_broken_upgrade_leaves_the_file_at_its_old_version(v0_path, monkeypatc
         conn.execute("ALTER TABLE runs ADD COLUMN code_version TEXT")
         raise sqlite3.OperationalError("boom")
 
-    monkeypatch.setattr(store_mod, "UPGRADES", (half_then_fail,))
+    monkeypatch.setattr(database, "UPGRADES", (half_then_fail,))
     before = schema(v0_path)
     with pytest.raises(StoreError, match="boom"):
         RunStore(v0_path)
@@ -118,7 +119,7 @@ def test_a_newer_file_is_refused_and_left_unchanged(tmp_path):
 
 
 def test_one_upgrade_step_per_version():
-    assert len(store_mod.UPGRADES) == SCHEMA_VERSION
+    assert len(schema_mod.UPGRADES) == SCHEMA_VERSION
 
 
 def test_v0_run_cannot_resume_and_says_why_keeping_its_metrics(v0_path, monkeypatch, capsys):
@@ -149,7 +150,7 @@ def test_v0_run_cannot_resume_and_says_why_keeping_its_metrics(v0_path, monkeypa
 def test_v1_file_upgrades_to_v2_with_local_unarchived_runs(v0_path, tmp_path, monkeypatch):
     """A version-1 file (the v0 fixture taken through v0->v1 only, as sslviz 1 left it) gains ``executor`` and
     ``archived``: every old run executed locally and none is archived; the lifecycle works on it."""
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(database, "SCHEMA_VERSION", 1)
     RunStore(v0_path).close()
     monkeypatch.undo()
     assert raw(v0_path, "PRAGMA user_version") == [(1,)]
@@ -169,7 +170,7 @@ def test_v1_file_upgrades_to_v2_with_local_unarchived_runs(v0_path, tmp_path, mo
 def test_v2_file_upgrades_to_v3_with_sweeps(v0_path, tmp_path, monkeypatch):
     """A version-2 file gains the ``sweeps`` table and ``runs.sweep`` (NULL: no old run belongs to a sweep); a sweep
     can then be recorded and its runs tagged, and the schema equals a fresh one."""
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(database, "SCHEMA_VERSION", 2)
     RunStore(v0_path).close()
     monkeypatch.undo()
     assert raw(v0_path, "PRAGMA user_version") == [(2,)] and "sweeps" not in schema(v0_path)

@@ -21,7 +21,8 @@ from .charts import format_seconds
 from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 from .router import PAGES, read_only  # noqa: F401  (PAGES and read_only are part of this module's API)
 from ..runs.lifecycle import present  # noqa: F401  (the pages' ui.present)
-from ..runs.store import ACTIVE, RunStore, StoreError, default_store_path
+from ..runs.lifecycle import ACTIVE
+from ..runs.store import RunStore, StoreError, default_store_path
 
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/play_circle:", "finished": ":material/check_circle:",
                 "failed": ":material/error:", "stopped": ":material/stop_circle:"}
