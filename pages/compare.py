@@ -187,22 +187,15 @@ if not ui.read_only():
         active = [i for i in doomed if ui.is_active(runs.loc[runs["id"] == i, "status"].iloc[0])]
         if active:
             st.warning(f"Stop {', '.join(f'#{i}' for i in active)} on the Live page before deleting.")
-        if st.session_state.get("confirm_delete"):
-            pending = st.session_state["confirm_delete"]
-            st.warning(f"Delete {', '.join(f'#{i}' for i in pending)} with their metrics, checkpoints and logs? This cannot be undone.")
-            d1, d2 = st.columns(2)
-            if d1.button("Yes, delete", type="primary", key="delete_yes"):
-                errors = [e for e in (ui.delete(store, int(i)) for i in pending) if e is not None]
-                st.session_state["confirm_delete"] = None
-                st.session_state["delete_errors"] = errors
-                st.session_state.pop("delete_runs", None)
-                st.session_state.pop("compare_runs", None)
-                if len(errors) < len(pending):
-                    st.toast(f"Deleted {len(pending) - len(errors)} run(s).")
-                st.rerun()
-            if d2.button("Cancel", key="delete_no"):
-                st.session_state["confirm_delete"] = None
-                st.rerun()
-        elif st.button("Delete selected…", key="delete_ask", icon=":material/delete:", disabled=not doomed or bool(active)):
-            st.session_state["confirm_delete"] = list(doomed)
-            st.rerun()
+        def delete(pending):
+            errors = [e for e in (ui.delete(store, int(i)) for i in pending) if e is not None]
+            st.session_state["delete_errors"] = errors
+            st.session_state.pop("delete_runs", None)
+            st.session_state.pop("compare_runs", None)
+            if len(errors) < len(pending):
+                st.toast(f"Deleted {len(pending) - len(errors)} run(s).")
+
+        ui.confirm_delete("confirm_delete", list(doomed), f"Delete {', '.join(f'#{i}' for i in doomed)} with their "
+                          "metrics, checkpoints and logs? This cannot be undone.", ask=("Delete selected…", "delete_ask"),
+                          yes=("Yes, delete", "delete_yes"), no_key="delete_no", on_yes=delete,
+                          disabled=not doomed or bool(active))

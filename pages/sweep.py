@@ -72,24 +72,18 @@ if not ui.read_only():
         note = (f" Drive them with: python -m sslviz sweep resume {sweep_id}" if row["executor"] == "ray" else "")
         st.session_state["sweep_messages"] = [f"{len(resumed)} run(s) queued to resume.{note}"]
         st.rerun()
-    if st.session_state.get("sweep_confirm") == sweep_id:
-        st.warning(f"Delete sweep {sweep_id} and its {len(res)} runs with their metrics and checkpoints?")
-        d1, d2 = st.columns(2)
-        if d1.button("Yes, delete the sweep", type="primary", key="sweep_delete_yes"):
-            try:
-                sweep.delete(store, sweep_id)
-            except ValueError as exc:
-                st.session_state["sweep_messages"] = [str(exc)]
-            st.session_state["sweep_confirm"] = None
-            st.session_state.pop("sweep_pick", None)
-            st.query_params.pop("sweep", None)
-            st.rerun()
-        if d2.button("Cancel", key="sweep_delete_no"):
-            st.session_state["sweep_confirm"] = None
-            st.rerun()
-    elif b3.button("Delete sweep…", key="sweep_delete", icon=":material/delete:", disabled=bool(active)):
-        st.session_state["sweep_confirm"] = sweep_id
-        st.rerun()
+    def delete(sweep_id):
+        try:
+            sweep.delete(store, sweep_id)
+        except ValueError as exc:
+            st.session_state["sweep_messages"] = [str(exc)]
+        st.session_state.pop("sweep_pick", None)
+        st.query_params.pop("sweep", None)
+
+    ui.confirm_delete("sweep_confirm", sweep_id, f"Delete sweep {sweep_id} and its {len(res)} runs with their metrics "
+                      "and checkpoints?", ask=("Delete sweep…", "sweep_delete"),
+                      yes=("Yes, delete the sweep", "sweep_delete_yes"), no_key="sweep_delete_no", on_yes=delete,
+                      disabled=bool(active), container=b3)
 
 if res.empty:
     st.stop()

@@ -165,6 +165,26 @@ def set_archived(store: RunStore, run_id: int, archived: bool) -> str | None:
     return _attempt(store.set_archived, int(run_id), bool(archived))
 
 
+def confirm_delete(state: str, subject, question: str, *, ask: tuple[str, str], yes: tuple[str, str], no_key: str,
+                   on_yes, disabled: bool = False, container=None) -> None:
+    """A delete that asks first. ``ask`` (label, key) is a button, in ``container``, that keeps ``subject`` in
+    ``st.session_state[state]``; while it is kept, ``question`` is shown with ``yes`` (label, key), which calls
+    ``on_yes(subject)``, and Cancel (``no_key``). Either reruns the page with the question gone."""
+    if st.session_state.get(state) is not None and st.session_state[state] == subject:
+        st.warning(question)
+        d1, d2 = st.columns(2)
+        if d1.button(yes[0], type="primary", key=yes[1]):
+            st.session_state[state] = None
+            on_yes(subject)
+            st.rerun()
+        if d2.button("Cancel", key=no_key):
+            st.session_state[state] = None
+            st.rerun()
+    elif (container or st).button(ask[0], key=ask[1], icon=":material/delete:", disabled=disabled):
+        st.session_state[state] = subject
+        st.rerun()
+
+
 def all_runs(store: RunStore) -> pd.DataFrame:
     """Every run, archived ones too (``archived`` 0/1), newest first; the pickers filter them (``run_filters``)."""
     return store.runs(include_archived=True)
