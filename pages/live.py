@@ -7,9 +7,8 @@ from sslviz.dashboard import router
 
 router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz.dashboard import charts, ui  # noqa: E402
+from sslviz.dashboard import charts, ui, views  # noqa: E402
 from sslviz.runs.records import NO_VAL_MESSAGE  # noqa: E402
-from sslviz.engine.registry import UNLABELED_ESTIMATES  # noqa: E402
 from sslviz.runs.store import VIEW_POINTS  # noqa: E402
 from sslviz.runs.worker import never_started  # noqa: E402
 
@@ -17,9 +16,6 @@ from sslviz.runs.worker import never_started  # noqa: E402
 REFRESH_S = 1.5
 FIRST_POLL_S = 0.3  # while an active run has logged nothing yet, so its first chart shows at once
 LIVE_POINTS = VIEW_POINTS  # step bins per series (store.VIEW_POINTS: the worker bins a finished run so)
-TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"]
-CONFUSION_TITLES = {"val": "Validation-set confusion matrix", "test": "Test-set confusion matrix",
-                    "pseudo": "Pseudo-label confusion vs hidden truth"}  # store.confusion kind -> chart title
 
 store, runs = ui.runs_or_empty_state("Live run")
 
@@ -61,7 +57,15 @@ lo_step, hi_step = st.slider("Steps shown", 0, _total, (0, _total), key=f"live_s
                                   "counts per logging window). Narrow the window to see its steps one by one.")
 steps = None if (lo_step, hi_step) == (0, _total) else (lo_step, hi_step)
 
-def technique_panel(run: dict, tech, names, smoothing: float, kw: dict) -> None:
+def draw(rows, frames: views.Frames, style: views.Style) -> None:
+    """A tab's views (``views.rows``), each row side by side."""
+    for row in rows:
+        columns = st.columns(len(row)) if len(row) > 1 else [st]
+        for col, view in zip(columns, row):
+            col.plotly_chart(view.build(frames, style), key=f"live_{view.key}")
+
+
+def technique_panel(run: dict, tech, names, style: views.Style) -> None:
     """One chart per quantity the run's techniques report, whatever their names."""
     st.caption("What each technique is tracking, as it reports it every log step (names are "
                "`technique.quantity`): per-class vectors such as distribution alignment's running class "
@@ -71,18 +75,10 @@ def technique_panel(run: dict, tech, names, smoothing: float, kw: dict) -> None:
         st.info("No technique state recorded: this run's techniques report none (plain FixMatch), "
                 "or it was recorded before techniques reported their state.")
         return
-    quantities = sorted(tech["name"].unique())
-    # Estimates of the unlabeled class distribution, beside the hidden truth (which the run never sees).
-    truth = (run.get("info") or {}).get("unlabeled_counts")
-    estimates = [n for n in UNLABELED_ESTIMATES if n in quantities]
-    for i in range(0, len(estimates), 2):
-        for col, name in zip(st.columns(2), estimates[i:i + 2]):
-            col.plotly_chart(charts.make_estimate_vs_truth_figure(tech, name, truth, names, uirevision=kw.get(
-                "uirevision", "live")), key=f"live_truth_{name}")
-    for i in range(0, len(quantities), 2):
-        for col, name in zip(st.columns(2), quantities[i:i + 2]):
-            col.plotly_chart(charts.make_technique_figure(tech, name, names, smoothing=smoothing, **kw),
-                             key=f"live_tech_{name}")
+    figures = views.technique_figures(tech, names, (run.get("info") or {}).get("unlabeled_counts"), style)
+    for i in range(0, len(figures), 2):
+        for col, (key, fig) in zip(st.columns(2), figures[i:i + 2]):
+            col.plotly_chart(fig, key=f"live_{key}")
 
 
 _at_start = store.run(run_id) or {}
@@ -161,84 +157,44 @@ def live_panel():
                "ce": lambda: store.class_eval(run_id, max_points=LIVE_POINTS, steps=steps),
                "ev": lambda: store.evals(run_id, steps=steps, max_points=LIVE_POINTS),
                "tech": lambda: store.technique(run_id, LIVE_POINTS, steps)}
-    frames: dict = {}
+    cache: dict = {}
 
     clock = scal  # every frame's wall time counts from the same first log (attach_wall)
 
     def read(what: str):
         """A store frame, read once and only by the tab that draws it (the x axis mapped to wall time if asked)."""
-        if what not in frames:
+        if what not in cache:
             df = readers[what]()
-            frames[what] = charts.attach_wall(df, clock) if x == "wall" else df
-        return frames[what]
+            cache[what] = charts.attach_wall(df, clock) if x == "wall" else df
+        return cache[what]
 
     if x == "wall":
         scal = charts.attach_wall(scal, clock)
-    rev = f"run-{run_id}-{x}"  # keeps zoom across refreshes, resets it for another run or x axis
-    kw = dict(x=x, uirevision=rev)
+    style = views.Style(smoothing=smoothing, x=x, normalize=normalize,
+                        uirevision=f"run-{run_id}-{x}")  # keeps zoom across refreshes, resets it for another run or x
     num_classes = len((run.get("info") or {}).get("class_names") or ()) or None
     names = ui.class_names_of(run, num_classes or (int(read("ct")["cls"].max()) + 1 if not read("ct").empty else 0))
+    frames = views.Frames(read=lambda what: scal if what == "scal" else read(what), names=names,
+                          confusion=lambda kind: store.confusion(run_id, kind, None if steps is None else hi_step))
 
     # Keyed and bound to ?tab=: the server knows the open tab, so only its figures are built.
-    tabs = st.tabs(TABS, key="tab", bind="query-params")
-    t_pl, t_thr, t_conf, t_eval, t_tech, t_train = (t if t.open is not False else None for t in tabs)
-    if t_pl is not None:
-        with t_pl:
-            ct = read("ct")
-            c1, c2 = st.columns(2)
-            c1.plotly_chart(charts.make_confidence_heatmap(ct, "conf_pl", names, **kw), key="live_conf_pl")
-            c2.plotly_chart(charts.make_confidence_heatmap(ct, "conf_true", names, **kw), key="live_conf_true")
-            c1, c2 = st.columns(2)
-            c1.plotly_chart(charts.make_pseudo_counts_figure(ct, names, uirevision=rev), key="live_pl_now")
-            c2.plotly_chart(charts.make_precision_recall_figure(ct, names, uirevision=rev), key="live_pl_pr")
-            st.plotly_chart(charts.make_pseudo_counts_over_time_figure(ct, names, smoothing=smoothing, **kw),
-                            key="live_pl_time")
-    if t_thr is not None:
-        with t_thr:
-            ct = read("ct")
-            c1, c2 = st.columns(2)
-            c1.plotly_chart(charts.make_class_lines_figure(ct, "threshold", names, smoothing=0.0, title="Per-class threshold τ_c",
-                                                           y_title="threshold", y_range=(0, 1.02), **kw), key="live_threshold")
-            c2.plotly_chart(charts.make_scalars_figure(scal, ["mask_rate", "pl_accuracy"], smoothing=smoothing,
-                                                       labels={"mask_rate": "mask rate (accepted share)",
-                                                               "pl_accuracy": "pseudo-label accuracy"},
-                                                       title="Mask rate and pseudo-label accuracy", y_title="fraction",
-                                                       y_range=(0, 1.02), **kw), key="live_mask")
-            st.plotly_chart(charts.make_class_lines_figure(ct, "precision", names, smoothing=smoothing,
-                                                           title="Pseudo-label precision per class", y_title="precision",
-                                                           y_range=(0, 1.02), **kw), key="live_precision_time")
-    if t_conf is not None:
-        with t_conf:
-            ev = read("ev")
-            no_val = not ev.empty and not charts.has_validation(ev)  # a run recorded before the validation split
-            if no_val:
-                st.caption(NO_VAL_MESSAGE)
-            for col, (kind, label) in zip(st.columns(3), CONFUSION_TITLES.items()):
-                got = store.confusion(run_id, kind, None if steps is None else hi_step)  # the latest shown
-                title = f"{label} (step {got[0]})" if got else label
-                col.plotly_chart(charts.make_confusion_figure(got[1] if got else None, names, normalize=normalize,
-                                                              title=title, uirevision=rev), key=f"live_cm_{kind}")
-    if t_eval is not None:
-        with t_eval:
-            ev, ce = read("ev"), read("ce")
-            no_val = not ev.empty and not charts.has_validation(ev)
-            st.caption(f"Validation is evaluated every eval_every steps (the curve to watch); the test set at the end "
-                       f"of the run and on demand. {charts.SPLIT_LEGEND}." + (f" {NO_VAL_MESSAGE.capitalize()}." if no_val else ""))
-            c1, c2 = st.columns(2)
-            c1.plotly_chart(charts.make_eval_figure(ev, title="Accuracy: validation (lines), test (◆)", **kw), key="live_acc")
-            c2.plotly_chart(charts.make_class_recall_figure(ce, names, **kw), key="live_recall")
-    if t_tech is not None:
-        with t_tech:
-            technique_panel(run, read("tech"), names, smoothing, kw)
-    if t_train is not None:
-        with t_train:
-            c1, c2 = st.columns(2)
-            c1.plotly_chart(charts.make_scalars_figure(scal, ["loss", "loss_sup", "loss_unsup"], smoothing=smoothing,
-                                                       labels={"loss": "total", "loss_sup": "supervised",
-                                                               "loss_unsup": "unsupervised"},
-                                                       title="Losses", y_title="loss (cross-entropy)", **kw), key="live_loss")
-            c2.plotly_chart(charts.make_scalars_figure(scal, ["lr"], smoothing=0.0, labels={"lr": "learning rate"},
-                                                       title="Learning rate", y_title="learning rate", **kw), key="live_lr")
+    for tab, container in zip(views.TABS, st.tabs(list(views.TABS), key="tab", bind="query-params")):
+        if container.open is False:
+            continue
+        with container:
+            if tab == views.TECHNIQUE_TAB:
+                technique_panel(run, read("tech"), names, style)
+                continue
+            if tab in ("Confusion", "Validation & test"):
+                ev = read("ev")
+                no_val = not ev.empty and not charts.has_validation(ev)  # a run recorded before the validation split
+                if tab == "Confusion" and no_val:
+                    st.caption(NO_VAL_MESSAGE)
+                elif tab == "Validation & test":
+                    st.caption(f"Validation is evaluated every eval_every steps (the curve to watch); the test set at "
+                               f"the end of the run and on demand. {charts.SPLIT_LEGEND}."
+                               + (f" {NO_VAL_MESSAGE.capitalize()}." if no_val else ""))
+            draw(views.rows(tab), frames, style)
     events = store.events(run_id)
     if not events.empty:
         with st.expander(f"Events ({len(events)})"):

@@ -31,12 +31,25 @@ HOSTILE = "</script><script>window.__pwned = 1</script><img src=x onerror=window
 # [title, number of data traces] of every Plotly chart on the page, read from Plotly's own objects.
 PLOT_DATA_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd =>
   [(gd.layout && gd.layout.title && (gd.layout.title.text || gd.layout.title)) || '', (gd.data || []).length])"""
-RUN_TITLES = ["Accuracy: validation (lines), test (◆)", "Per-class recall: validation (lines), test (◆)",
-              "Pseudo-labels vs hidden truth (step 40)",
+# In the Live page's tab order (dashboard/views.py: one list of a run's views for both).
+RUN_TITLES = ["Pseudo-labels vs hidden truth (step 40)",
               "Accepted pseudo-labels (solid) vs hidden true counts (dashed)",
               "Per-class threshold τ_c", "Mask rate and pseudo-label accuracy",
               "Validation-set confusion matrix (step 40)", "Test-set confusion matrix (step 40)",
-              "Pseudo-label confusion vs hidden truth (step 40)", "<technique state>", "Losses", "Learning rate"]
+              "Pseudo-label confusion vs hidden truth (step 40)",
+              "Accuracy: validation (lines), test (◆)", "Per-class recall: validation (lines), test (◆)",
+              "<technique state>", "Losses", "Learning rate"]
+
+
+def _technique_titles(store, run_id: int) -> list[str]:
+    """The technique section's charts: each unlabeled-distribution estimate beside the truth, then every quantity."""
+    from sslviz.engine.registry import UNLABELED_ESTIMATES
+
+    tech = store.technique(run_id)
+    names = sorted(tech["name"].unique())
+    last = int(tech["step"].max())
+    return [*(f"{n} vs the hidden unlabeled distribution (step {last})" for n in UNLABELED_ESTIMATES if n in names),
+            *names]
 COMPARE_TITLES = ["Majority bias per run", "Balanced accuracy: validation (lines), test (◆)",
                   "Accuracy: validation (lines), test (◆)", "Per-class validation recall (latest)",
                   "Per-class test recall (latest)"]
@@ -119,8 +132,8 @@ def test_run_report_holds_title_config_split_and_the_stores_numbers(trained, rep
     assert bias_rows[0][1:] == [bias.column_label(k) for k in bias.SUMMARY_KEYS]
     assert "head − tail recall (validation)" in bias_rows[0] and "recall of the 3 rarest (test)" in bias_rows[0]
     assert bias_rows[1] == [f"#1 {NAME}", *(f"{summary[k]:.3f}" for k in bias.SUMMARY_KEYS)]
-    n_tech = trained.technique(1)["name"].nunique()
-    assert n_tech >= 1  # distribution alignment reports its state
+    n_tech = len(_technique_titles(trained, 1))
+    assert n_tech >= 2  # distribution alignment reports its state, and the mean pseudo-label beside the truth
     assert doc.count('class="plotly-graph-div"') == len(RUN_TITLES) - 1 + n_tech  # their titles: in Chromium below
 
 
@@ -252,7 +265,7 @@ def open_offline(browser, path) -> tuple[list[int], list[str], list[str]]:
 def test_report_renders_its_charts_offline(browser, trained, reports, kind, titles):
     if "<technique state>" in titles:  # one chart per quantity the run's techniques report
         at = titles.index("<technique state>")
-        titles = [*titles[:at], *sorted(trained.technique(1)["name"].unique()), *titles[at + 1:]]
+        titles = [*titles[:at], *_technique_titles(trained, 1), *titles[at + 1:]]
     charts, requests, errors = open_offline(browser, reports[kind])
     assert requests == [reports[kind].resolve().as_uri()]  # nothing but the file itself
     assert errors == []

@@ -21,15 +21,16 @@ import yaml
 from plotly.offline import get_plotlyjs
 
 from ..runs import bias
-from . import charts
+from . import charts, views
 from ..engine.config import TrainConfig
 from ..runs.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS
 from ..runs.store import RunStore, code_version
 
+SECTION_NOTES = {"Confusion": ('<p class="note">True class (rows) by predicted class (columns).</p>',)}
+NO_TECHNIQUE_STATE = ("No technique state recorded (plain FixMatch, or a run recorded before techniques reported "
+                      "their state).")
 REPORT_POINTS = 400  # steps kept per series: plenty for a static chart, ~10x smaller than the dashboard's cap
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-CONFUSION_TITLES = {"val": "Validation-set confusion matrix", "test": "Test-set confusion matrix",
-                    "pseudo": "Pseudo-label confusion vs hidden truth"}  # store.confusion kind -> title
 SPLIT_SETS = (("labeled_counts", "labeled"), ("unlabeled_counts", "unlabeled"), ("val_counts", "validation"),
               ("test_counts", "test"))  # run info key -> column header
 CSS = """
@@ -259,7 +260,6 @@ def run_report(store: RunStore, run_id: int) -> str:
     tech = thin(store.technique(rid, None))
     k = int(ct["cls"].max()) + 1 if not ct.empty else (int(ce["cls"].max()) + 1 if not ce.empty else 0)
     names = [plot_text(n) for n in class_names_of(run, k)]  # for the figures; tables escape with esc()
-    kw = dict(uirevision="report")
 
     title = f"sslviz report · run #{rid} {run.get('name') or run.get('preset') or ''}".rstrip()
     subtitle = (f"{esc(run['status'])} · step {int(run['step'])} / {int(run['total_steps'])} · dataset "
@@ -286,13 +286,15 @@ def run_report(store: RunStore, run_id: int) -> str:
     config += _details("Full config (YAML)", _yaml(cfg))
 
     summary = bias.run_bias_summary(store, rid)
-    confusion = []
-    for kind, label in CONFUSION_TITLES.items():
-        got = store.confusion(rid, kind)
-        if got is not None or kind != "pseudo":
-            confusion.append(fig(charts.make_confusion_figure(
-                got[1] if got else None, names, title=f"{label} (step {got[0]})" if got else label, **kw)))
-    quantities = sorted(tech["name"].unique()) if not tech.empty else []
+    frames = views.Frames(read={"scal": scal, "ct": ct, "ev": ev, "ce": ce, "tech": tech}.__getitem__,
+                          confusion=lambda kind: store.confusion(rid, kind), names=names)
+    style = views.Style()
+
+    def section(tab: str) -> list[str]:  # a Live tab's views that the report draws, as one grid
+        if tab == views.TECHNIQUE_TAB:
+            figures = views.technique_figures(tech, names, (run.get("info") or {}).get("unlabeled_counts"), style)
+            return [_grid(fig(f) for _, f in figures) if figures else f'<p class="note">{NO_TECHNIQUE_STATE}</p>']
+        return [_grid(fig(v.build(frames, style)) for v in views.views(tab, report=True) if v.shown(frames))]
 
     body = [
         meta,
@@ -305,33 +307,8 @@ def run_report(store: RunStore, run_id: int) -> str:
         config,
         "<h2>Split</h2>", '<p class="note">Examples per class (class 0 is the head of the long tail).</p>',
         _split_table(run),
-        "<h2>Accuracy and recall</h2>",
-        _grid([fig(charts.make_eval_figure(ev, title="Accuracy: validation (lines), test (◆)", **kw)),
-               fig(charts.make_class_recall_figure(ce, names, **kw))]),
-        "<h2>Pseudo-labels</h2>",
-        _grid([fig(charts.make_pseudo_counts_figure(ct, names, **kw)),
-               fig(charts.make_pseudo_counts_over_time_figure(ct, names, **kw))]),
-        "<h2>Thresholds</h2>",
-        _grid([fig(charts.make_class_lines_figure(ct, "threshold", names, title="Per-class threshold τ_c",
-                                                  y_title="threshold", y_range=(0, 1.02), **kw)),
-               fig(charts.make_scalars_figure(scal, ["mask_rate", "pl_accuracy"],
-                                              labels={"mask_rate": "mask rate (accepted share)",
-                                                      "pl_accuracy": "pseudo-label accuracy"},
-                                              title="Mask rate and pseudo-label accuracy", y_title="fraction",
-                                              y_range=(0, 1.02), **kw))]),
-        "<h2>Confusion matrices</h2>", '<p class="note">True class (rows) by predicted class (columns).</p>',
-        _grid(confusion),
-        "<h2>Technique state</h2>",
-        _grid(fig(charts.make_technique_figure(tech, q, names, **kw)) for q in quantities) if quantities else
-        '<p class="note">No technique state recorded (plain FixMatch, or a run recorded before techniques '
-        "reported their state).</p>",
-        "<h2>Training</h2>",
-        _grid([fig(charts.make_scalars_figure(scal, ["loss", "loss_sup", "loss_unsup"],
-                                              labels={"loss": "total", "loss_sup": "supervised",
-                                                      "loss_unsup": "unsupervised"},
-                                              title="Losses", y_title="loss (cross-entropy)", **kw)),
-               fig(charts.make_scalars_figure(scal, ["lr"], labels={"lr": "learning rate"}, title="Learning rate",
-                                              y_title="learning rate", **kw))]),
+        *(part for tab in views.TABS for part in (f"<h2>{esc(tab)}</h2>", *SECTION_NOTES.get(tab, ()),
+                                                  *section(tab))),
         f'<p class="note">Charts are unsmoothed, at most {REPORT_POINTS} evenly spaced logged steps per series '
         "(the last always kept).</p>",
     ]
