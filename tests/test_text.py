@@ -12,7 +12,8 @@ from sslviz.engine.data import DatasetError, load_dataset
 from sslviz.engine.device import default_model_name
 from sslviz.engine.models import build_model
 from sslviz.engine.registry import Pipeline, Run
-from sslviz.engine.trainer import prepare, preview_text_views, train
+from sslviz.engine.previews import preview_text_views
+from sslviz.engine.trainer import prepare, train
 
 needs_wordnet = pytest.mark.skipif(not text.wordnet_available(),
                                    reason=f"WordNet is not installed here ({text.WORDNET_INSTALL})")

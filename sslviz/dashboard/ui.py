@@ -246,10 +246,10 @@ def preview_split(cfg) -> pd.DataFrame:
 
 
 def text_views(cfg, per_class: int, seed: int) -> pd.DataFrame:
-    """``trainer.preview_text_views`` of ``cfg``'s split (a text dataset): head and rarest class, weak and strong."""
-    from ..engine.trainer import prepare, preview_text_views  # torch: only for a text dataset's Data page
+    """``previews.preview_text_views`` of ``cfg``'s split (a text dataset): head and rarest class, weak and strong."""
+    from ..engine.previews import preview_text_views  # torch: only for a text dataset's Data page
 
-    return pd.DataFrame(preview_text_views(cfg, prepare(cfg, dataset=load_dataset(cfg.dataset)), per_class, seed))
+    return pd.DataFrame(preview_text_views(cfg, prepare.prepare(cfg, dataset=load_dataset(cfg.dataset)), per_class, seed))
 
 
 # -- runs ------------------------------------------------------------------
