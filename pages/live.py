@@ -109,6 +109,11 @@ def live_panel():
     if status == "running":
         text += f" · ETA {charts.format_seconds(eta)}"
     s1.progress(min(1.0, int(run["step"]) / total), text=text)
+    phases, short = ui.method_phases(run)
+    for note in phases:  # which phase each method is in: warm-up, estimating, adapting
+        s1.caption(f":material/timeline: {note}")
+    for message in short:
+        s1.caption(f":material/hourglass_top: {message}")
     if status == "failed":
         st.error(f"Run failed: {run['error'] if ui.present(run.get('error')) else 'unknown error'}")
     elif status == "stopped":

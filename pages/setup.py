@@ -8,6 +8,7 @@ router.require_router()  # first, before the engine is imported: see sslviz/dash
 from sslviz.dashboard import charts, setup_form as form, ui  # noqa: E402
 from sslviz.engine import text  # noqa: E402
 from sslviz.engine.config import FIELDS, PRESET_DESCRIPTIONS, PRESETS  # noqa: E402
+from sslviz.engine.registry import budget_warnings  # noqa: E402
 
 
 def _widget(name: str, container) -> None:
@@ -146,6 +147,8 @@ with st.expander("Sweep: run this config over a grid", icon=":material/grid_on:"
             seconds, _ = sw.estimate_seconds(sweep_plan.configs, parallel=parallel, store=store)
             st.info(f"**{len(sweep_plan.configs)} runs**, about **{charts.format_seconds(seconds)}** with {parallel} "
                     f"at once on the local worker queue ({sweep_plan.basis}).")
+            for message in sweep_plan.warnings:
+                st.warning(message, icon=":material/hourglass_top:")
         except ui.ENGINE_ERRORS as exc:
             sweep_error = str(exc)
             st.error(sweep_error)
@@ -160,6 +163,8 @@ sc1, sc2 = st.columns([2, 1])
 sc1.text_input(FIELDS["name"].widget_label, key=form.key("name"), placeholder="e.g. fixmatch γ=50")
 if error is not None and error_field not in form.SECTION_FIELDS:
     st.error(str(error))
+for message in budget_warnings(cfg) if cfg is not None else ():  # before Start: the method's early phase only
+    st.warning(message, icon=":material/hourglass_top:")
 if ui.read_only():
     pass  # viewing only: no Start
 elif error is not None:

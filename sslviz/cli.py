@@ -16,6 +16,7 @@ from .runs import records
 from .engine.data import DatasetError
 from .runs.lifecycle import PROCESS_LOST, NoSuchRun
 from .engine.params import InvalidParameterError
+from .engine.registry import budget_warnings
 from .engine.splits import SplitError
 from .runs.store import RunStore, StoreError
 from .runs.sweep_spec import EARLY_STOP
@@ -214,6 +215,8 @@ def _sweep_command(store: RunStore, args) -> int:
           f"{len(seeds)} seed(s)), about {plan.seconds / 60:.1f} min with {parallel} at once ({plan.basis})"
           + (f"; at most that: ASHA stops trials behind at steps {early_stop['grace_period']} x "
              f"{early_stop['reduction_factor']:g}^k" if early_stop else ""))
+    for message in plan.warnings:
+        print(f"sslviz: warning: {message}", file=sys.stderr)
     if args.dry_run:
         return 0
     if args.executor == "local":
@@ -337,6 +340,8 @@ def main(argv=None) -> int:
                 cfg = _resolve_config(args)
             for w in retired:  # one line each, like the errors, not Python's file:line warning format
                 print(f"sslviz: warning: {w.message}", file=sys.stderr)
+            for message in budget_warnings(cfg):  # before it starts: a short run measures a method's early phase
+                print(f"sslviz: warning: {message}", file=sys.stderr)
             if args.save_config:
                 args.save_config.write_text(cfg.to_yaml())
                 print(f"wrote {args.save_config}")

@@ -151,16 +151,16 @@ class _ACRReference:
 def test_acr_equals_reference_step_by_step():
     K, d, B, uB, P, est = 5, 6, 16, 64, 4, 2
     counts = torch.tensor([50.0, 25, 12, 6, 3])
-    cfg = TrainConfig(acr=True, acr_tau1=2.0, acr_tau12=1.5, acr_tau2=1.0, acr_est_passes=est, acr_ema_u=0.8,
-                      threshold=0.7)
-    run = registry.Run(K, torch.device("cpu"), counts, P * uB, 40, pass_steps=P)
+    cfg = TrainConfig(acr=True, acr_tau1=2.0, acr_tau12=1.5, acr_tau2=1.0, acr_est_epochs=est, acr_ema_u=0.8,
+                      acr_epoch_steps=P, threshold=0.7)
+    run = registry.Run(K, torch.device("cpu"), counts, 3 * P * uB, 40)  # the unlabeled set's size moves no clock
     model, pipe = _model(d, K, cfg, run)
     acr, head = pipe.techniques[-1], model.heads["acr"]
     ref = _ACRReference(counts / counts.sum(), 2.0, 1.5, 1.0, est, 0.8, P, 0.7)
     g = torch.Generator().manual_seed(0)
     taus = []
     for step in range(1, 41):
-        if (step - 1) % P == 0:  # a pass starts: the reference chooses tau1 for it, sslviz did at the last step
+        if (step - 1) % P == 0:  # an epoch starts: the reference chooses tau1 for it, sslviz did at the last step
             ref.start_epoch((step - 1) // P)
             if (step - 1) // P > est:
                 assert float(acr.state["tau1"]) == pytest.approx(float(ref.tau), abs=1e-6)
@@ -184,12 +184,23 @@ def test_acr_equals_reference_step_by_step():
         assert float(extra.detach()) == pytest.approx(float(extra_ref.detach()), abs=1e-6)
         torch.testing.assert_close(acr.state["u_py"], ref.u_py, atol=1e-6, rtol=1e-5)
         taus.append(float(acr.state["tau1"]))  # after the step: the tau1 the next step uses
-    # tau1 stays tau_max until the first choice, then changes (the first uses the zero sums of pass `est`: 2/3)
+    # tau1 stays tau_max until the first choice, then changes (the first uses the zero sums of epoch `est`: 2/3)
     assert taus[: P * (est + 1) - 1] == [2.0] * (P * (est + 1) - 1)
     assert taus[P * (est + 1) - 1] == pytest.approx(2.0 / 3, abs=1e-6)
     assert len(set(np.round(taus, 6))) > 3
     metrics = pipe("metrics", {})
     assert {"acr.unlabeled_estimate", "acr.tau1", "acr.kl_reversed", "acr.loss_balanced"} <= set(metrics)
+
+
+def test_acr_runs_on_its_references_clock_by_default():
+    # Gank0078/ACR: eval_step 500, est_epoch 5: the estimate from iteration 3,000 (0-based), tau1 re-chosen at the
+    # start of every later epoch; the phases the Live page marks and the budget it declares follow.
+    cfg = TrainConfig(acr=True)
+    assert (cfg.acr_epoch_steps, cfg.acr_est_epochs) == (500, 5)
+    assert [(p.start, p.label.split(":")[0]) for p in next(t for t in registry.TECHNIQUES if t.name == "acr").phases(cfg)] == [
+        (1, "warm-up"), (3001, "estimating the unlabeled distribution"),
+        (3501, "adapting tau1 every epoch from the estimate")]
+    assert registry.budget_warnings(cfg.replace(steps=3999)) and not registry.budget_warnings(cfg.replace(steps=4000))
 
 
 def test_acr_reference_histogram_line_records_presence_not_counts():
@@ -243,7 +254,8 @@ def test_acr_estimate_follows_a_reversed_unlabeled_profile(tmp_path):
     # Share of the estimate on the three labeled-rarest classes (toy2d, taus 1: at the paper's 2 the toy's small
     # logit margins let the adjusted pseudo-labels collapse onto the rarest class within 300 steps):
     # consistent 0.04, reversed 0.56 (seed 0).
-    taus = dict(acr_tau1=1.0, acr_tau2=1.0, acr_tau12=1.0)
+    # ACR's epoch shortened to 10 steps (reference: 500), so that its estimate runs from step 61 of the 300.
+    taus = dict(acr_tau1=1.0, acr_tau2=1.0, acr_tau12=1.0, acr_epoch_steps=10)
     tail = {}
     for shape in ("consistent", "reversed"):
         _, _, records, _ = _run("fixmatch-acr", tmp_path, unlabeled_shape=shape, **taus)

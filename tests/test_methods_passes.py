@@ -91,7 +91,7 @@ def test_saw_weights_equal_usb():
 
 def test_saw_reweights_both_losses_from_the_pass():
     cfg = TrainConfig(saw=True)
-    pipe = registry.Pipeline(cfg, registry.Run(3, CPU, torch.tensor([60.0, 30.0, 10.0]), 6, 100, pass_steps=1))
+    pipe = registry.Pipeline(cfg, registry.Run(3, CPU, torch.tensor([60.0, 30.0, 10.0]), 6, 100))
     y = torch.tensor([0, 1, 2])
     torch.testing.assert_close(pipe("sup_weights", torch.ones(3), y), usb_effective_weights(torch.tensor([60., 30, 10])))
     u = registry.Unlabeled(torch.arange(3), torch.zeros(3, 3), torch.full((3, 3), 1 / 3), pseudo=y)
@@ -131,8 +131,7 @@ def test_adsh_edge_cases_keep_or_clamp():
 
 def test_adsh_schedule_takes_thresholds_from_the_pass():
     cfg = TrainConfig(threshold_schedule="adsh")
-    pipe = registry.Pipeline(cfg, registry.Run(2, CPU, torch.tensor([20.0, 5.0]), 6, 100, pass_steps=1))
-    assert pipe.needs_pass
+    pipe = registry.Pipeline(cfg, registry.Run(2, CPU, torch.tensor([20.0, 5.0]), 6, 100))
     u = registry.Unlabeled(torch.arange(2), torch.zeros(2, 2), torch.full((2, 2), 0.5))
     torch.testing.assert_close(pipe("thresholds", torch.full((2,), 0.95), u, 0), torch.full((2,), 0.95))
     probs_all = torch.tensor([[0.99, 0.01], [0.98, 0.02], [0.97, 0.03], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
@@ -166,7 +165,7 @@ def test_darp_refinement_equals_the_reference(seed):
 
 def test_darp_warms_up_then_refines_every_few_steps_and_resumes():
     cfg = TrainConfig(darp=True, darp_warmup=0.2, darp_every=3)
-    run = registry.Run(2, CPU, torch.tensor([30.0, 10.0]), 8, 10, pass_steps=1)
+    run = registry.Run(2, CPU, torch.tensor([30.0, 10.0]), 8, 10)
     pipe = registry.Pipeline(cfg, run)
     darp = pipe.techniques[-1]
     p0 = torch.linspace(0.95, 0.6, 8)
@@ -197,6 +196,9 @@ def _run(preset="fixmatch", seed=0, **knobs):
     return train(cfg, on_log=records.append), records
 
 
+TOY_EPOCH = 10  # SAW's and Adsh's epoch on the 300-step toy runs (USB: 1,024): 29 re-estimates, from step 11
+
+
 def _accepted(records) -> np.ndarray:
     return np.sum([[c["n_accepted"] for c in r["classes"]] for r in records if "classes" in r], axis=0)
 
@@ -207,16 +209,16 @@ def plain():
 
 
 def test_saw_raises_rare_class_recall(plain):
-    # rare-2 validation recall (toy2d gamma 50, 300 steps, seed 0): fixmatch 0.66 -> SAW 0.77
-    out, records = _run("fixmatch-saw")
+    # rare-2 validation recall (toy2d gamma 50, 300 steps, seed 0, epoch 10): fixmatch 0.66 -> SAW 0.765
+    out, records = _run("fixmatch-saw", saw_epoch_steps=TOY_EPOCH)
     state = records[-1]["technique"]
     assert state["saw.unsup_weights"][-1] > 3 * state["saw.unsup_weights"][0]
     assert np.mean(out["val_recall"][-2:]) >= np.mean(plain[0]["val_recall"][-2:]) + 0.05
 
 
 def test_adsh_lowers_rare_thresholds_and_admits_more_rare_pseudo_labels(plain):
-    # last-log thresholds [0.951, 0.875, 0.829, 0.824, 0.845, 0.72]; rare-2 accepted pseudo-labels 1.5x plain's
-    _, records = _run("fixmatch-adsh")
+    # last-log thresholds [0.953, 0.873, 0.814, 0.852, 0.825, 0.715] (epoch 10); rare-2 accepted pseudo-labels 5x plain's
+    _, records = _run("fixmatch-adsh", adsh_epoch_steps=TOY_EPOCH)
     th = [c["threshold"] for c in records[-1]["classes"]]
     assert th == pytest.approx(records[-1]["technique"]["adsh.thresholds"]) and max(th[1:]) < th[0] - 0.05
     assert _accepted(records)[-2:].sum() > 1.2 * _accepted(plain[1])[-2:].sum()
@@ -237,3 +239,19 @@ def test_darp_refined_pseudo_labels_are_closer_to_the_target(plain):
     # warm-up is near the target, unlike the model's own predictions
     seen = np.mean([r["technique"][PSEUDO_MEAN] for r in records if r["step"] > 150], axis=0)
     assert np.abs(seen - target).sum() < 0.5 * raw_gap, (np.abs(seen - target).sum(), raw_gap)
+
+
+@pytest.mark.parametrize("knobs, field", [(dict(saw=True), "saw_epoch_steps"),
+                                          (dict(threshold_schedule="adsh"), "adsh_epoch_steps")])
+def test_saw_and_adsh_re_estimate_on_their_references_epoch_clock(knobs, field):
+    # USB re-estimates after each 1,024-iteration epoch (after_train_epoch), never at step 1; the unlabeled set's
+    # size does not move the clock.
+    assert TrainConfig().to_dict()[field] == 1024
+    cfg = TrainConfig(**knobs, **{field: 4})
+    pipe = registry.Pipeline(cfg, registry.Run(2, CPU, torch.tensor([20.0, 5.0]), 6, 100))
+    calls = []
+    for step in range(1, 14):
+        pipe.on_pass(step, lambda: calls.append(step) or torch.tensor([[0.9, 0.1]] * 3 + [[0.2, 0.8]] * 3))
+    assert calls == [5, 9, 13]  # after steps 4, 8 and 12
+    technique = pipe.techniques[-1]
+    assert [p.start for p in technique.phases(cfg)] == [1, 5] and technique.min_steps(cfg) == 8

@@ -280,6 +280,22 @@ def is_active(status: str) -> bool:
     return status in ACTIVE
 
 
+def method_phases(run: dict) -> tuple[list[str], list[str]]:
+    """Where a stored run stands in its techniques' phases (``registry.phase_notes`` at its step), and the budget
+    warnings its config draws (``registry.budget_warnings``); empty for a config this version cannot read."""
+    import warnings
+
+    from ..engine.registry import budget_warnings, phase_notes
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", cfgmod.RetiredKeyWarning)
+            cfg = cfgmod.TrainConfig.from_dict(run_config(run))
+    except (ValueError, TypeError):
+        return [], []
+    return phase_notes(cfg, int(run.get("step") or 0)), budget_warnings(cfg)
+
+
 def status_line(run: dict, wall: float | None = None) -> str:
     """'▶️ **running** · step 340 / 1000 · device `cpu` · elapsed 1m 05s'.
 

@@ -63,6 +63,8 @@ FIELD_NAMES = tuple(FIELDS)
 RETIRED_KEYS = {
     "dist_align_momentum": (None, "distribution alignment now averages the last `dist_align_window` batches "
                                   "(ReMixMatch) instead of an EMA; the value is ignored"),
+    "acr_est_passes": ("acr_est_epochs", "ACR now counts its own epochs of `acr_epoch_steps` steps (Gank0078/ACR: "
+                                         "500) instead of passes over the unlabeled set; renamed acr_est_epochs"),
 }
 
 

@@ -14,13 +14,20 @@ The formulas themselves are pure functions in ``techniques.py`` with doctests.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from .lazy import F, nn, torch  # torch on first use: see sslviz/engine/lazy.py
 from . import augment
 from . import techniques as fx
 from .fields import Field
 from .methods import METHODS
 from .params import Bool, Options, integer, real
-from .technique import GROUPS, PHASES, PSEUDO_MEAN, Batch, Run, Technique, Unlabeled  # noqa: F401  (the registry's API)
+from .technique import (GROUPS, PHASES, PSEUDO_MEAN, Batch, Phase, Run, Technique, Unlabeled,  # noqa: F401  (the
+                        ema_settled_steps, phase_at)  # registry's API)
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # -- pseudo-label distribution -------------------------------------------------
 class DebiasPL(Technique):
@@ -38,6 +45,15 @@ class DebiasPL(Technique):
         Field("debias_momentum", 0.999, (real(0, 1, "left"),), "EMA momentum of DebiasPL's running mean "
               "prediction p_hat", "Pseudo-label distribution", step=0.001),
     )
+
+    @classmethod
+    def phases(cls, cfg):
+        return (Phase(1, "warm-up: p_hat near uniform, little debiasing"),
+                Phase(ema_settled_steps(cfg.debias_momentum) + 1, "debiasing with a settled p_hat"))
+
+    @classmethod
+    def min_steps(cls, cfg):
+        return ema_settled_steps(cfg.debias_momentum, 4)  # one more time constant with p_hat settled
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -73,6 +89,14 @@ class DistributionAlignment(Technique):
         Field("dist_align_window", 128, (integer(1, 100_000),), "batches averaged into DA's running model "
               "distribution p_model", "Pseudo-label distribution"),
     )
+
+    @classmethod
+    def phases(cls, cfg):
+        return (Phase(1, "filling its window of batches"), Phase(cfg.dist_align_window + 1, "full window"))
+
+    @classmethod
+    def min_steps(cls, cfg):
+        return 2 * cfg.dist_align_window  # as long again on a full window
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -149,6 +173,15 @@ class FreeMatch(Technique):
         Field("freematch_fairness_weight", 0.01, (real(0, 10),), "FreeMatch weight of the self-adaptive fairness "
               "loss (0 = thresholds only)", "Unsupervised loss", step=0.001),
     )
+
+    @classmethod
+    def phases(cls, cfg):
+        return (Phase(1, "warm-up: EMAs near 1/K, thresholds low"),
+                Phase(ema_settled_steps(cfg.freematch_momentum) + 1, "self-adapted thresholds (EMAs settled)"))
+
+    @classmethod
+    def min_steps(cls, cfg):
+        return ema_settled_steps(cfg.freematch_momentum, 4)  # one more time constant with the EMAs settled
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -337,7 +370,6 @@ class Pipeline:
     def __init__(self, cfg, run: Run):
         self.run = run
         self.techniques = [t(cfg, run) for t in TECHNIQUES if t.active(cfg)]
-        self.needs_pass = any(t.needs_pass for t in self.techniques)
 
     def attach_heads(self, model: nn.Module) -> None:
         """Add each technique's own head to ``model.heads`` (before the optimiser and the EMA copy see it)."""
@@ -351,6 +383,16 @@ class Pipeline:
             value = getattr(t, phase)(value, *context)
         return value
 
+    def on_pass(self, step: int, predictions: Callable[[], Tensor]) -> None:
+        """Before ``step``: every technique whose epoch just ended (its own clock, ``epoch_steps``) re-estimates from
+        the model's predictions on the whole unlabeled set, computed once and only when one is due. As USB's
+        ``after_train_epoch``: nothing at step 1, the first estimate after the first epoch."""
+        due = [t for t in self.techniques if t.needs_pass and step > 1 and (step - 1) % t.epoch_steps() == 0]
+        if due:
+            probs = predictions()
+            for t in due:
+                t.on_pass(None, probs)
+
     def state_dict(self) -> dict:
         return {t.name: {k: v.cpu() for k, v in t.state.items()} for t in self.techniques if t.state}
 
@@ -360,6 +402,37 @@ class Pipeline:
                 if t.name not in state:
                     raise KeyError(f"the checkpoint has no state for {t.title}")
                 t.load_state(state[t.name])
+
+
+# -- budgets and phases, from the declarations ------------------------------------------
+def budget_warnings(cfg) -> list[str]:
+    """One sentence per active technique whose declared minimum budget (``Technique.min_steps``) ``cfg.steps`` is
+    below: its numbers would measure its early phase, not the method."""
+    out = []
+    for t in TECHNIQUES:
+        need = t.min_steps(cfg) if t.active(cfg) else 0
+        if need > cfg.steps:
+            later = "; ".join(f"{p.label} from step {p.start:,}" for p in t.phases(cfg) if p.start > 1)
+            out.append(f"{t.title}: needs about {need:,} steps to be itself, and this run has {cfg.steps:,}, so its "
+                       f"numbers show the method's early phase only ({later}).")
+    return out
+
+
+def phase_notes(cfg, step: int) -> list[str]:
+    """Where a run of ``cfg`` at ``step`` stands in each active technique's phases ("ACR (adaptive consistency
+    regularizer): estimating the unlabeled distribution (since step 3,001; adapting tau1 every epoch from step
+    3,501)"), for the Live page."""
+    out = []
+    for t in TECHNIQUES:
+        phases = t.phases(cfg) if t.active(cfg) else ()
+        if not phases:
+            continue
+        now, later = phase_at(phases, max(1, step))
+        parts = [f"since step {now.start:,}"] if now.start > 1 else []
+        if later is not None:
+            parts.append(f"{later.label} from step {later.start:,}")
+        out.append(f"{t.title}: {now.label}" + (f" ({'; '.join(parts)})" if parts else ""))
+    return out
 
 
 # -- docs derived from the declarations ----------------------------------------------

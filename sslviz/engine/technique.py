@@ -22,7 +22,7 @@ from .fields import Field
 
 # The step, in order (trainer.train): each name is a Technique method.
 PHASES = (
-    "on_pass",  # every pass over the unlabeled set (pass_steps steps): the model's predictions on all of it
+    "on_pass",  # after each of a technique's epochs (its own clock): the model's predictions on the unlabeled set
     "transform_probs",  # weak-view probabilities -> the distribution pseudo-labels are read from
     "thresholds",  # per-class confidence thresholds for this batch
     "observe",  # after the mask: state updates that must see the accepted pseudo-labels
@@ -49,7 +49,35 @@ class Run:
     labeled_counts: Tensor  # (K,) float, on device
     num_unlabeled: int
     steps: int  # the whole budget
-    pass_steps: int = 1  # steps in one pass over the unlabeled set (n_u / unlabeled batch): the papers' "epoch"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of a run in which a technique behaves one way: from ``start`` (a step, 1-based) on, ``label``."""
+
+    start: int
+    label: str
+
+
+def phase_at(phases: tuple[Phase, ...], step: int) -> tuple[Phase | None, Phase | None]:
+    """(the phase ``step`` is in, the next one) of ``phases`` (ordered by start); None where there is none.
+
+    >>> ph = (Phase(1, "warm-up"), Phase(101, "adapting"))
+    >>> [(a and a.label, b and b.start) for a, b in (phase_at(ph, 1), phase_at(ph, 100), phase_at(ph, 101))]
+    [('warm-up', 101), ('warm-up', 101), ('adapting', None)]
+    """
+    now = [p for p in phases if p.start <= step]
+    later = [p for p in phases if p.start > step]
+    return (now[-1] if now else None), (later[0] if later else None)
+
+
+def ema_settled_steps(momentum: float, time_constants: float = 3.0) -> int:
+    """Steps until an EMA of ``momentum`` has forgotten its start to within e^-3 (5 %): three time constants.
+
+    >>> ema_settled_steps(0.999), ema_settled_steps(0.9)
+    (3000, 30)
+    """
+    return int(round(time_constants / max(1e-12, 1.0 - momentum)))
 
 
 @dataclass
@@ -91,6 +119,9 @@ class Technique:
     schedule: ClassVar[str | None] = None  # a threshold schedule answers to threshold_schedule=<schedule>
     off: ClassVar[tuple[str, object] | None] = None  # (field, value): the technique is off when field == value
     needs_pass: ClassVar[bool] = False  # whether on_pass needs the model's predictions on the whole unlabeled set
+    # The knob holding this technique's epoch in steps, for a technique whose reference counts epochs (ACR, SAW,
+    # Adsh): its re-estimates follow that clock, whatever the size of the unlabeled set.
+    epoch_field: ClassVar[str | None] = None
     # Metrics (per-class shares) that estimate the unlabeled set's class distribution: views set them beside the
     # hidden truth.
     estimates_unlabeled: ClassVar[tuple[str, ...]] = ()
@@ -101,6 +132,22 @@ class Technique:
         if cls.schedule is not None:
             return cfg.threshold_schedule == cls.schedule
         return cls.off is None or getattr(cfg, cls.off[0]) != cls.off[1]
+
+    @classmethod
+    def phases(cls, cfg) -> tuple[Phase, ...]:
+        """The phases a run of ``cfg`` takes this technique through, in order (none: it is itself from step 1).
+        The Live page marks the current one."""
+        return ()
+
+    @classmethod
+    def min_steps(cls, cfg) -> int:
+        """The budget this technique needs to be itself (its last phase reached and run for a while); shorter runs
+        measure its early phase, and Setup, the CLI and sweep validation say so before they start."""
+        return 0
+
+    def epoch_steps(self) -> int | None:
+        """This technique's epoch in steps (``epoch_field``), or None."""
+        return int(getattr(self.cfg, self.epoch_field)) if self.epoch_field else None
 
     @classmethod
     def acts_at(cls) -> tuple[str, ...]:

@@ -141,10 +141,8 @@ def build_run(cfg: TrainConfig, p: Prepared, device: torch.device):
     name = model_name(cfg.model, ds.input_shape, device.type)
     model = build_model(name, input_shape=ds.input_shape, num_classes=ds.num_classes).to(device)
     n_u = len(split.unlabeled_idx)
-    u_batch = cfg.mu * cfg.batch_size if n_u else 0
-    pass_steps = max(1, -(-n_u // u_batch)) if u_batch else 1  # one pass over the unlabeled set: the papers' "epoch"
     counts = torch.as_tensor(split.labeled_counts, dtype=torch.float32, device=device)
-    tech = registry.Pipeline(cfg, registry.Run(ds.num_classes, device, counts, n_u, cfg.steps, pass_steps))
+    tech = registry.Pipeline(cfg, registry.Run(ds.num_classes, device, counts, n_u, cfg.steps))
     tech.attach_heads(model)
     return name, model, tech
 
@@ -186,7 +184,6 @@ def train(
     # The techniques of this run, called phase by phase below (registry.PHASES); their heads join the model
     # before the optimiser and the EMA copy are made.
     model_name, model, tech = build_run(cfg, p, device)
-    pass_steps = tech.run.pass_steps
     channels_last = kind == "image"  # faster convolutions on both CPU and CUDA (bench/RESULTS.md)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -258,9 +255,8 @@ def train(
         xl = _views(xl, kind, ds.hflip, None, gen, synonyms)  # one weak view for every class: no label in the view
 
         if uB:
-            # -- once a pass: the model's predictions on the whole unlabeled set (SAW, Adsh, DARP) --------
-            if tech.needs_pass and (step - 1) % pass_steps == 0:
-                tech("on_pass", None, predict(model, x_u, kind))
+            # -- after a technique's epoch: the model's predictions on the whole unlabeled set (SAW, Adsh) ----
+            tech.on_pass(step, lambda: predict(model, x_u, kind))
             iu = torch.randint(n_u, (uB,), generator=gen, device=device)
             xu, yu = x_u[iu], y_u[iu]
             # -- pseudo-labels from the weak view --------------------------------

@@ -64,6 +64,19 @@ class Plan:
     seconds: float  # estimated wall time on the executor's parallelism
     basis: str  # what the estimate is based on
 
+    @property
+    def warnings(self) -> list[str]:
+        """The budget warnings of its cells (``registry.budget_warnings``), each once, with how many cells it
+        concerns: a sweep of short ACR runs says so before it starts, as a single run does."""
+        from ..engine.registry import budget_warnings
+
+        counts: dict[str, int] = {}
+        for cfg in self.configs:
+            for message in budget_warnings(cfg):
+                counts[message] = counts.get(message, 0) + 1
+        n = len(self.configs)
+        return [f"{c} of {n} cells: {m}" if c < n else m for m, c in counts.items()]
+
 
 def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) -> Plan:
     """Check every cell as a single run is checked (``worker.check``: config fields, split against the data, a

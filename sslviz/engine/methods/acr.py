@@ -7,7 +7,7 @@ from ..lazy import F, nn, torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, integer, real
-from ..technique import Technique
+from ..technique import Phase, Technique
 
 GROUP = "Imbalanced-SSL methods"
 
@@ -16,21 +16,23 @@ class ACR(Technique):
     name, title = "acr", "ACR (adaptive consistency regularizer)"
     estimates_unlabeled = ("acr.unlabeled_estimate",)
     off = ("acr", False)
+    epoch_field = "acr_epoch_steps"
     paper = ("Wei & Gan, Towards Realistic Long-Tailed Semi-Supervised Learning: Consistency Is All You Need, "
              "CVPR 2023")
     implemented = (
         "Main branch: pseudo-labels from `softmax(f_w - log(p_l^tau1))` (p_l the labeled prior), accepted where "
         "that or the raw confidence reaches `threshold`. Balanced branch, a linear head of its own: labeled CE on "
         "`g + log(p_l^tau2)`; consistency of its strong-view logits with the main head's `f_w - log(p_l^tau12)` "
-        "pseudo-labels, accepted where those or its own weak-view confidence reach `threshold`. After "
-        "`acr_est_passes` passes, the unlabeled distribution is estimated each step as an EMA (`acr_ema_u`) of the "
-        "balanced head's accepted weak-view pseudo-label histogram; its symmetric KL to the consistent, uniform and "
-        "reversed anchors is averaged over a pass, and at each pass start `tau1 = acr_tau1 * softmax(KL)[consistent]`. "
+        "pseudo-labels, accepted where those or its own weak-view confidence reach `threshold`. ACR counts epochs of "
+        "`acr_epoch_steps` steps (Gank0078/ACR: eval_step 500). After `acr_est_epochs` epochs (reference: 5, so from "
+        "step 3,001), the unlabeled distribution is estimated each step as an EMA (`acr_ema_u`) of the balanced "
+        "head's accepted weak-view pseudo-label histogram; its symmetric KL to the consistent, uniform and reversed "
+        "anchors is averaged over an epoch, and at each epoch start `tau1 = acr_tau1 * softmax(KL)[consistent]` "
+        "(the first, from an epoch of zero sums, is 2/3 of the maximum, as in the reference). "
         "Predictions from the balanced head. Live: the estimate (against the hidden truth), tau1, the three KLs."
     )
     differs = (
-        "A pass (unlabeled set / unlabeled batch steps; the trainer has no epochs) stands for ACR's epoch, which in "
-        "Gank0078/ACR is 500 steps. One strong view (the paper averages two). The estimate's histogram counts every "
+        "One strong view (the paper averages two). The estimate's histogram counts every "
         "accepted pseudo-label: the reference's `now_mask[targets_u_b] += mask_b` keeps one write per class when "
         "classes repeat in a batch (PyTorch indexing does not accumulate), so it records which classes appeared, "
         "not how often. `lambda_u` weighs both branches' consistency losses (reference: 1). The acceptance OR is "
@@ -47,9 +49,22 @@ class ACR(Technique):
               step=0.1),
         Field("acr_ema_u", 0.9, (real(0, 1, "left"),), "ACR: EMA momentum of the unlabeled distribution estimate "
               "(per step)", GROUP, step=0.01),
-        Field("acr_est_passes", 5, (integer(0),), "ACR: passes over the unlabeled set before the estimate starts",
-              GROUP),
+        Field("acr_est_epochs", 5, (integer(0),), "ACR: epochs before the estimate of the unlabeled distribution "
+              "starts (reference: 5)", GROUP),
+        Field("acr_epoch_steps", 500, (integer(1, 1_000_000),), "ACR: steps in one of its epochs, the clock of its "
+              "estimate and of tau1's updates (Gank0078/ACR: eval_step 500)", GROUP),
     )
+
+    @classmethod
+    def phases(cls, cfg):
+        E, est = cfg.acr_epoch_steps, cfg.acr_est_epochs
+        return (Phase(1, "warm-up: tau1 at its maximum, no estimate yet"),
+                Phase((est + 1) * E + 1, "estimating the unlabeled distribution"),
+                Phase((est + 2) * E + 1, "adapting tau1 every epoch from the estimate"))
+
+    @classmethod
+    def min_steps(cls, cfg):
+        return (cfg.acr_est_epochs + 3) * cfg.acr_epoch_steps  # one whole epoch on an adapted tau1
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
@@ -92,8 +107,8 @@ class ACR(Technique):
         return loss + loss_b
 
     def _estimate(self, step: int, pseudo_b, mask_b) -> None:
-        s, P, est = self.state, self.run.pass_steps, self.cfg.acr_est_passes
-        if (step - 1) // P > est:  # the pass this step belongs to (0-based) is past the start
+        s, P, est = self.state, self.cfg.acr_epoch_steps, self.cfg.acr_est_epochs
+        if (step - 1) // P > est:  # the epoch this step belongs to (0-based) is past the start
             with torch.no_grad():
                 hist = fx.accepted_histogram(pseudo_b, mask_b, self.run.num_classes)
                 n = hist.sum()
@@ -101,7 +116,7 @@ class ACR(Technique):
                 s["u_py"] = torch.where(any_, fx.ema(s["u_py"], hist / n.clamp(min=1), self.cfg.acr_ema_u), s["u_py"])
                 d = fx.acr_anchor_distances(s["u_py"], self.prior)
                 s["count_kl"] = s["count_kl"] + torch.where(any_, d, torch.zeros_like(d))
-        if step % P == 0:  # a pass ends: the next one's tau1 from this one's mean distances
+        if step % P == 0:  # an epoch ends: the next one's tau1 from this one's mean distances
             if step // P > est:
                 s["kl_mean"] = s["count_kl"] / P
                 tau = fx.acr_tau(s["kl_mean"], self.cfg.acr_tau1)

@@ -8,7 +8,7 @@ from ..lazy import torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, integer, real
-from ..technique import Technique
+from ..technique import Phase, Technique
 
 
 class DARP(Technique):
@@ -41,6 +41,11 @@ class DARP(Technique):
         Field("darp_alpha", 2.0, (real(0, 100, "neither"),), "DARP estimate: the alpha * q_k most confident samples "
               "of class k take part in its rescaling (reference 2)", "Imbalanced-SSL methods", step=0.1),
     )
+
+    @classmethod
+    def phases(cls, cfg):  # its warm-up is a fraction of the budget: every run reaches the refining phase
+        return (Phase(1, "warm-up: the model's own pseudo-labels"),
+                Phase(math.ceil(cfg.darp_warmup * cfg.steps) + 1, f"refining every {cfg.darp_every} steps"))
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)

@@ -5,26 +5,38 @@ from __future__ import annotations
 from ..lazy import torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..fields import Field
-from ..params import Bool
-from ..technique import Technique
+from ..params import Bool, integer
+from ..technique import Phase, Technique
 
 
 class SAW(Technique):
     name, title = "saw", "SAW"
     off = ("saw", False)
     needs_pass = True
+    epoch_field = "saw_epoch_steps"
     paper = "Lai et al., Smoothed Adaptive Weighting for Imbalanced Semi-Supervised Learning, ICML 2022"
     implemented = ("As USB's port: the supervised loss weighted per class by effective-number weights "
                    "`(1-beta)/(1-beta^n_c)` with `beta = (N-1)/N`, N the mean labeled count, normalised to sum K; "
                    "the consistency loss weighted by the same formula over the counts of each predicted class "
-                   "(argmax, at least 1) on the whole unlabeled set, re-estimated once a pass (weights 1 before "
-                   "the first).")
-    differs = ("USB re-estimates after each of its 'epochs' (1,024 iterations) from the EMA model; here once a pass "
-               "over the unlabeled set (`pass_steps` steps, no epochs since batches are drawn with replacement) "
-               "from the training model in eval mode. The paper's N is a hyperparameter; USB's mean count is used.")
+                   "(argmax, at least 1) on the whole unlabeled set, re-estimated after each epoch of `saw_epoch_steps` "
+                   "steps (USB: 1,024 iterations), consistency weights 1 until the first epoch ends.")
+    differs = ("The estimate comes from the training model in eval mode (USB: the EMA model). The paper's N is a "
+               "hyperparameter; USB's mean count is used.")
     fields = (Field("saw", False, (Bool(),), "SAW: weight the supervised and consistency losses per class from "
-                    "the labeled counts and the pseudo-label counts over the unlabeled set (re-estimated each pass)",
-                    "Imbalanced-SSL methods", label="SAW loss weights"),)
+                    "the labeled counts and the pseudo-label counts over the unlabeled set (re-estimated each epoch)",
+                    "Imbalanced-SSL methods", label="SAW loss weights"),
+              Field("saw_epoch_steps", 1024, (integer(1, 1_000_000),), "SAW: steps between its re-estimates of the "
+                    "consistency weights (USB's epoch: 1,024 iterations)", "Imbalanced-SSL methods"))
+
+    @classmethod
+    def phases(cls, cfg):
+        E = cfg.saw_epoch_steps
+        return (Phase(1, "warm-up: consistency weights 1 until the first epoch ends"),
+                Phase(E + 1, "adapting: consistency weights from the pseudo-label counts, re-estimated every epoch"))
+
+    @classmethod
+    def min_steps(cls, cfg):
+        return 2 * cfg.saw_epoch_steps  # one whole epoch on its own estimate
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
