@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from sslviz.engine.config import from_preset  # noqa: E402
 from sslviz.runs.store import home_dir  # noqa: E402
 from sslviz.engine.prepare import prepare  # noqa: E402
-from sslviz.engine.trainer import resolve_device, train  # noqa: E402
+from sslviz.engine.device import resolve_device  # noqa: E402
+from sslviz.engine.trainer import train  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/synthetic.py, from any working directory
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from sslviz.dashboard.views import TABS  # noqa: E402  (the Live page's tabs)
 from synthetic import trainer_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +46,6 @@ LOG_EVERY, EVAL_EVERY = 10, 100
 SPIKE_CLASS = 7
 LIVE_TARGET_MS, LIVE_TARGET_KB = 150.0, 300.0
 COMPARE_TARGET_MS, COMPARE_TARGET_KB = 300.0, 1000.0
-TABS = ["Pseudo-labels", "Thresholds", "Confusion", "Validation & test", "Technique state", "Training"]
 
 
 def fill(store, steps: int) -> int:
