@@ -78,7 +78,7 @@ def log_steps(store: RunStore, rid: int, steps, *, k=10, snapshot=False, seed=0,
         store.log(rid, record)
 
 
-def open_page(page: str, **query) -> "AppTest":
+def open_page(page: str, **query):
     """The app opened on ``pages/<page>.py`` with ``query`` as its URL's query parameters, drawn without error."""
     at = _at().run()
     for key, value in query.items():

@@ -122,6 +122,9 @@ class Technique:
     # The knob holding this technique's epoch in steps, for a technique whose reference counts epochs (ACR, SAW,
     # Adsh): its re-estimates follow that clock, whatever the size of the unlabeled set.
     epoch_field: ClassVar[str | None] = None
+    # For a technique that re-estimates once an epoch (SAW, Adsh): what it does before its first estimate and after;
+    # its phases and budget follow (two phases, at least two epochs).
+    epoch_labels: ClassVar[tuple[str, str] | None] = None
     # Metrics (per-class shares) that estimate the unlabeled set's class distribution: views set them beside the
     # hidden truth.
     estimates_unlabeled: ClassVar[tuple[str, ...]] = ()
@@ -137,13 +140,15 @@ class Technique:
     def phases(cls, cfg) -> tuple[Phase, ...]:
         """The phases a run of ``cfg`` takes this technique through, in order (none: it is itself from step 1).
         The Live page marks the current one."""
-        return ()
+        if cls.epoch_labels is None:
+            return ()
+        return (Phase(1, cls.epoch_labels[0]), Phase(getattr(cfg, cls.epoch_field) + 1, cls.epoch_labels[1]))
 
     @classmethod
     def min_steps(cls, cfg) -> int:
         """The budget this technique needs to be itself (its last phase reached and run for a while); shorter runs
         measure its early phase, and Setup, the CLI and sweep validation say so before they start."""
-        return 0
+        return 2 * getattr(cfg, cls.epoch_field) if cls.epoch_labels is not None else 0  # a whole epoch adapted
 
     def epoch_steps(self) -> int | None:
         """This technique's epoch in steps (``epoch_field``), or None."""

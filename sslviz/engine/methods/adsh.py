@@ -9,34 +9,27 @@ from ..lazy import torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import integer
-from ..technique import Phase, Technique
+from ..technique import Technique
 
 
 class Adsh(Technique):
     name, title, schedule = "adsh", "Adsh thresholds", "adsh"
     needs_pass = True
     epoch_field = "adsh_epoch_steps"
+    epoch_labels = ("warm-up: thresholds at `threshold` until the first epoch ends",
+                    "adapting: thresholds from the unlabeled set's confidence quantiles, every epoch")
     paper = "Guo & Li, Class-Imbalanced Semi-Supervised Learning with Adaptive Thresholding, ICML 2022"
-    implemented = ("After each epoch of `adsh_epoch_steps` steps (USB: 1,024 iterations), the confidences of the whole unlabeled set are sorted per predicted class; rho = "
-                   "the head class's fraction above `threshold` (USB: `(m-1)/n_head`), and class k's threshold is its "
-                   "confidence at position `floor(n_k * rho) - 1` (USB's `exp(-s_k)`), so every class admits the "
-                   "head class's fraction; equals a port of USB's hook where it is defined.")
-    differs = ("From the training model in eval mode (USB: the EMA model). Starts at `threshold` (USB starts at `exp(-tau)` = 0.39). Where "
-               "USB's index wraps to -1 the class's top confidence is used instead of its lowest, and when no "
-               "head-class sample clears `threshold` the thresholds stay (USB sets rho = 1 and admits everything).")
-
+    implemented = ("After each epoch of `adsh_epoch_steps` steps (USB: 1,024 iterations), the confidences of the whole "
+                   "unlabeled set are sorted per predicted class; rho = the head class's fraction above `threshold` "
+                   "(USB: `(m-1)/n_head`), and class k's threshold is its confidence at position "
+                   "`floor(n_k * rho) - 1` (USB's `exp(-s_k)`), so every class admits the head class's fraction; "
+                   "equals a port of USB's hook where it is defined.")
+    differs = ("From the training model in eval mode (USB: the EMA model). Starts at `threshold` (USB starts at "
+               "`exp(-tau)` = 0.39). Where USB's index wraps to -1 the class's top confidence is used instead of its "
+               "lowest, and when no head-class sample clears `threshold` the thresholds stay (USB sets rho = 1 and "
+               "admits everything).")
     fields = (Field("adsh_epoch_steps", 1024, (integer(1, 1_000_000),), "Adsh: steps between its re-estimates of "
                     "the thresholds (USB's epoch: 1,024 iterations)", "Thresholds"),)
-
-    @classmethod
-    def phases(cls, cfg):
-        E = cfg.adsh_epoch_steps
-        return (Phase(1, "warm-up: thresholds at `threshold` until the first epoch ends"),
-                Phase(E + 1, "adapting: thresholds from the unlabeled set's confidence quantiles, every epoch"))
-
-    @classmethod
-    def min_steps(cls, cfg):
-        return 2 * cfg.adsh_epoch_steps  # one whole epoch on its own thresholds
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)

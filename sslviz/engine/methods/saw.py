@@ -6,7 +6,7 @@ from ..lazy import torch  # torch on first use: see sslviz/engine/lazy.py
 from .. import techniques as fx
 from ..fields import Field
 from ..params import Bool, integer
-from ..technique import Phase, Technique
+from ..technique import Technique
 
 
 class SAW(Technique):
@@ -14,6 +14,8 @@ class SAW(Technique):
     off = ("saw", False)
     needs_pass = True
     epoch_field = "saw_epoch_steps"
+    epoch_labels = ("warm-up: consistency weights 1 until the first epoch ends",
+                    "adapting: consistency weights from the pseudo-label counts, re-estimated every epoch")
     paper = "Lai et al., Smoothed Adaptive Weighting for Imbalanced Semi-Supervised Learning, ICML 2022"
     implemented = ("As USB's port: the supervised loss weighted per class by effective-number weights "
                    "`(1-beta)/(1-beta^n_c)` with `beta = (N-1)/N`, N the mean labeled count, normalised to sum K; "
@@ -27,16 +29,6 @@ class SAW(Technique):
                     "Imbalanced-SSL methods", label="SAW loss weights"),
               Field("saw_epoch_steps", 1024, (integer(1, 1_000_000),), "SAW: steps between its re-estimates of the "
                     "consistency weights (USB's epoch: 1,024 iterations)", "Imbalanced-SSL methods"))
-
-    @classmethod
-    def phases(cls, cfg):
-        E = cfg.saw_epoch_steps
-        return (Phase(1, "warm-up: consistency weights 1 until the first epoch ends"),
-                Phase(E + 1, "adapting: consistency weights from the pseudo-label counts, re-estimated every epoch"))
-
-    @classmethod
-    def min_steps(cls, cfg):
-        return 2 * cfg.saw_epoch_steps  # one whole epoch on its own estimate
 
     def __init__(self, cfg, run):
         super().__init__(cfg, run)
