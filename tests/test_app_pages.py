@@ -565,6 +565,22 @@ def test_read_only_mode_offers_no_actions(store, monkeypatch):
     assert store.run(queued)["status"] == "queued"  # viewing a read-only server starts nothing
 
 
+def test_a_run_id_past_64_bits_is_no_run_not_a_traceback(store):
+    make_run(store, status="finished")
+    at = _at()
+    at.query_params["run"] = "99999999999999999999"
+    at.switch_page("pages/live.py").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["There is no run 99999999999999999999 in this store."]
+
+
+def test_the_served_app_shows_no_tracebacks_and_no_deploy_button():
+    import tomllib
+
+    client = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())["client"]
+    assert client["showErrorDetails"] == "none" and client["toolbarMode"] == "minimal"
+
+
 def _page_text(at) -> str:
     """Everything a page shows as text (messages, markdown, captions, tables' cells)."""
     parts = [e.value for kind in ("error", "warning", "info", "success", "markdown", "caption", "text", "code")

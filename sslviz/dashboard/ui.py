@@ -368,7 +368,7 @@ def missing_run_error(store: RunStore, raw) -> bool:
         return False
     try:
         found = store.run(int(raw)) is not None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # not a number, or past SQLite's 64-bit ids
         found = False
     if not found:
         st.error(f"There is no run {raw} in this store.")
