@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("run", type=int)
     spare = sub.add_parser("spare", help=argparse.SUPPRESS)  # a warm worker: forks runs' workers (worker.run_spare)
     spare.add_argument("--idle", type=float, default=None, help="seconds without a run before it exits")
+    spare.add_argument("--owner", type=int, default=None, help="leave when this process (the server) is gone")
     return parser
 
 
@@ -414,7 +415,7 @@ def main(argv=None) -> int:
         elif args.command == "spare":
             from .runs.worker import SPARE_IDLE_S, run_spare
 
-            run_spare(store, SPARE_IDLE_S if args.idle is None else args.idle)
+            run_spare(store, SPARE_IDLE_S if args.idle is None else args.idle, owner=args.owner)
         return 0
     except USER_ERRORS as exc:
         print(f"sslviz: error: {exc}", file=sys.stderr)

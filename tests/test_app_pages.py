@@ -578,7 +578,7 @@ def test_the_served_app_shows_no_tracebacks_and_no_deploy_button():
     import tomllib
 
     client = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())["client"]
-    assert client["showErrorDetails"] == "none" and client["toolbarMode"] == "minimal"
+    assert client["showErrorDetails"] == "none" and client["toolbarMode"] == "viewer"
 
 
 def _page_text(at) -> str:

@@ -132,37 +132,40 @@ def server(tmp_path_factory):
     store_path.parent.mkdir()
     seeded = _seed(store_path)
     # The server keeps a warm worker, as in use (conftest turns them off for everything else); stopped below.
-    env = {**os.environ, "SSLVIZ_HOME": str(tmp_path / "home"), "SSLVIZ_STORE": str(store_path),
-           "SSLVIZ_WARM_WORKER": "1"}
+    proc, url = _serve(tmp_path / "home", tmp_path / "server.log", port)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield url, store_path, seeded, browser, tmp_path
+            browser.close()
+    finally:
+        _stop_leftover_runs(store_path)
+        proc.terminate()
+        proc.wait(timeout=20)
+        for pid in sum(worker._spare_files(RunStore(store_path)), []):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _serve(home: Path, log_path: Path, port: int) -> tuple[subprocess.Popen, str]:
+    """A real ``streamlit run app.py`` on ``home``'s store, with a warm worker as in use (conftest turns them off
+    for everything else); returns (process, url) once it answers its health check."""
+    env = {**os.environ, "SSLVIZ_HOME": str(home), "SSLVIZ_STORE": str(home / "runs.db"), "SSLVIZ_WARM_WORKER": "1"}
     env.pop("SSLVIZ_READ_ONLY", None)
-    with open(tmp_path / "server.log", "wb") as log:
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
              "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
         try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                try:
-                    if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.3)
-            else:
-                pytest.fail("streamlit did not become healthy: " + (tmp_path / "server.log").read_text()[-2000:])
-            with sync_api.sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                yield url, store_path, seeded, browser, tmp_path
-                browser.close()
-        finally:
-            _stop_leftover_runs(store_path)
-            proc.terminate()
-            proc.wait(timeout=20)
-            for pid in sum(worker._spare_files(RunStore(store_path)), []):
-                os.kill(pid, signal.SIGTERM)
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    pytest.fail("streamlit did not become healthy: " + log_path.read_text()[-2000:])
 
 
 def _wait_idle(page, timeout=60_000):
@@ -283,7 +286,7 @@ def _seed_sweep(store_path: Path) -> tuple[int, dict[str, int]]:
     returns its id and {cell label: run id}."""
     import json
 
-    from sslviz.runs import sweep, sweep_spec
+    from sslviz.runs import sweep_spec
     from tests.test_app_pages import log_steps, make_run
 
     store = RunStore(store_path)
@@ -381,3 +384,50 @@ def test_start_watch_stop_in_chromium(server):
     print(f"Start -> first chart {first_chart_s:.1f} s, first confusion matrix {confusion_s:.1f} s; "
           f"screenshots in {tmp_path}")
     assert first_chart_s < 10  # a hang guard: the target (about 2 s) is measured by bench/live.py --browser
+
+
+def _sslviz_processes(home: Path) -> list[int]:
+    """Pids of the processes whose command line names this server's store folder (its warm worker, its runs)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(home) in cmdline and "sslviz" in cmdline:
+                out.append(int(proc.name))
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_server_leaves_no_warm_worker_behind(tmp_path, sig):
+    """A warm worker held ~800 MB for 15 minutes after its server was stopped; now it leaves with the server."""
+    home = tmp_path / "home"
+    home.mkdir()
+    proc, url = _serve(home, tmp_path / "server.log", _free_port())
+    try:
+        with sync_api.sync_playwright() as p:  # a session opens the store: the warm worker starts 1.5 s later
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(url)
+            _wait_idle(page)
+            store = RunStore(home / "runs.db")
+            deadline = time.time() + 60
+            while time.time() < deadline and not worker.spares(store):  # ready: imported and waiting for runs
+                time.sleep(0.2)
+            spares = worker.spares(store)
+            browser.close()
+        assert spares, (tmp_path / "server.log").read_text()[-2000:]
+        assert set(spares) <= set(_sslviz_processes(home))
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+        deadline = time.time() + 5
+        while time.time() < deadline and _sslviz_processes(home):
+            time.sleep(0.1)
+        assert _sslviz_processes(home) == [], "a process of the stopped server is still alive"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _sslviz_processes(home):
+            os.kill(pid, signal.SIGKILL)

@@ -788,6 +788,23 @@ def test_a_warm_worker_forks_each_run_its_own_process_and_a_dead_one_is_replaced
                 pass
 
 
+def test_a_warm_worker_leaves_with_the_server_that_started_it(store, wait_for, monkeypatch):
+    # The dashboard passes its own pid (ui.py); a stopped server left its warm worker idle for 15 minutes before.
+    monkeypatch.setenv(worker.WARM_ENV, "1")
+    owner = subprocess.Popen(["sleep", "120"])
+    spare = worker.ensure_spare(store, owner=owner.pid)
+    try:
+        assert wait_for(lambda: worker.spares(store) == [spare], timeout=60)  # imported, waiting for runs
+        owner.kill()
+        owner.wait()
+        assert wait_for(lambda: not lifecycle_alive(spare), timeout=5)
+        assert worker.spares(store) == []
+    finally:
+        owner.kill()
+        if lifecycle_alive(spare):
+            os.kill(spare, signal.SIGKILL)
+
+
 def lifecycle_alive(pid):
     from sslviz.runs.lifecycle import pid_alive
 

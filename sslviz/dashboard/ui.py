@@ -45,7 +45,7 @@ def _open_store(path: str) -> RunStore:
         # A warm worker for the first Start (SSLVIZ_WARM_WORKER=0: none), started FIRST_PAINT_S after the store
         # opens: on 2 cores its 3-4 s of imports took 0.2-0.5 s from the first paint (bench/live.py --browser:
         # 2.04-2.44 s with, 1.84-1.90 s without). A Start before then goes to a cold worker.
-        timer = threading.Timer(FIRST_PAINT_S, worker.ensure_spare, args=(store,))
+        timer = threading.Timer(FIRST_PAINT_S, worker.ensure_spare, args=(store,), kwargs={"owner": os.getpid()})
         timer.daemon = True
         timer.start()
     return store
@@ -86,7 +86,7 @@ ENGINE_ERRORS = (ValueError, StoreError)
 def reap(store: RunStore) -> None:
     """Let the worker mark dead runs failed and start queued ones (a read-only server only marks: it starts nothing)."""
     try:
-        worker.reap(store, spawn=not read_only())
+        worker.reap(store, spawn=not read_only(), owner=os.getpid())  # its warm worker leaves with this server
     except ENGINE_ERRORS as exc:
         st.warning(str(exc))
 

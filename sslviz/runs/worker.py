@@ -172,12 +172,13 @@ def mark_lost(store: RunStore) -> dict[int, str]:
     return store.mark_lost()
 
 
-def reap(store: RunStore, *, spawn: bool = True) -> None:
-    """The dashboard's queue pump: mark lost runs, then (``spawn``) start queued runs while slots are free."""
+def reap(store: RunStore, *, spawn: bool = True, owner: int | None = None) -> None:
+    """The dashboard's queue pump: mark lost runs, then (``spawn``) start queued runs while slots are free, and keep
+    a warm worker that leaves with process ``owner`` (the server)."""
     mark_lost(store)
     if spawn:
         start_queued(store)
-        ensure_spare(store)  # a warm worker that died is replaced here
+        ensure_spare(store, owner=owner)  # a warm worker that died is replaced here
 
 
 def start_queued(store: RunStore) -> list[int]:
@@ -275,8 +276,10 @@ def _spare_files(store: RunStore) -> tuple[list[int], list[int]]:
     return ready, starting
 
 
-def ensure_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> int | None:
-    """Start a warm worker for ``store`` unless one runs already (or warm workers are off); its pid, or None."""
+def ensure_spare(store: RunStore, idle_s: float = SPARE_IDLE_S, *, owner: int | None = None) -> int | None:
+    """Start a warm worker for ``store`` unless one runs already (or warm workers are off); its pid, or None. With
+    ``owner`` (the dashboard's server) it leaves within ``HAND_POLL_S`` once that process is gone, instead of idling
+    for ``idle_s`` with ~800 MB resident; a local sweep's has no owner (the CLI that starts it exits at once)."""
     if not warm_enabled():
         return None
     ready, starting = _spare_files(store)
@@ -286,7 +289,8 @@ def ensure_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> int | None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "spares.log", "ab") as out:
         pid = subprocess.Popen(
-            [sys.executable, "-m", "sslviz", "--store", str(store.path), "spare", "--idle", str(idle_s)],
+            [sys.executable, "-m", "sslviz", "--store", str(store.path), "spare", "--idle", str(idle_s),
+             *(["--owner", str(owner)] if owner else [])],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=_child_env(),
         ).pid
     (folder / f"{pid}.starting").touch()  # renamed to <pid> by the process once it is ready; removed if it dies
@@ -357,10 +361,11 @@ def _fork_run(store_path: Path, run_id: int) -> int:
         os._exit(code)
 
 
-def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> None:
+def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S, owner: int | None = None) -> None:
     """Be the warm worker: fork a worker process for every run handed over (``spares/queue``), until no run came
-    for ``idle_s`` seconds or this process's marker was removed. Runs handed over while it still imports are
-    picked up once it is ready."""
+    for ``idle_s`` seconds, this process's marker was removed, or process ``owner`` (the server that started it)
+    is gone. Runs handed over while it still imports are picked up once it is ready; runs it forked keep
+    training after it stops taking new ones (it waits for them, their parent)."""
     folder, queue = spare_dir(store), handed_dir(store)
     queue.mkdir(parents=True, exist_ok=True)
     starting, marker = folder / f"{os.getpid()}.starting", folder / str(os.getpid())
@@ -378,7 +383,7 @@ def run_spare(store: RunStore, idle_s: float = SPARE_IDLE_S) -> None:
         marker.touch()
     deadline = time.monotonic() + idle_s
     try:
-        while marker.exists() and time.monotonic() < deadline:
+        while marker.exists() and time.monotonic() < deadline and (owner is None or lifecycle.pid_alive(owner)):
             while _reap_children():
                 pass
             if _fork_handed(queue, store_path):
