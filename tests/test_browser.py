@@ -401,23 +401,21 @@ def _sslviz_processes(home: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stopped_server_leaves_no_warm_worker_behind(tmp_path, sig):
+def test_a_stopped_server_leaves_no_warm_worker_behind(tmp_path, sig, server):
     """A warm worker held ~800 MB for 15 minutes after its server was stopped; now it leaves with the server."""
     home = tmp_path / "home"
     home.mkdir()
     proc, url = _serve(home, tmp_path / "server.log", _free_port())
     try:
-        with sync_api.sync_playwright() as p:  # a session opens the store: the warm worker starts 1.5 s later
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.goto(url)
-            _wait_idle(page)
-            store = RunStore(home / "runs.db")
-            deadline = time.time() + 60
-            while time.time() < deadline and not worker.spares(store):  # ready: imported and waiting for runs
-                time.sleep(0.2)
-            spares = worker.spares(store)
-            browser.close()
+        page = server[3].new_page()  # the module's Chromium (one Playwright per thread) on this other server
+        page.goto(url)  # a session opens the store: the warm worker starts 1.5 s later
+        _wait_idle(page)
+        store = RunStore(home / "runs.db")
+        deadline = time.time() + 60
+        while time.time() < deadline and not worker.spares(store):  # ready: imported and waiting for runs
+            time.sleep(0.2)
+        spares = worker.spares(store)
+        page.close()
         assert spares, (tmp_path / "server.log").read_text()[-2000:]
         assert set(spares) <= set(_sslviz_processes(home))
         proc.send_signal(sig)
