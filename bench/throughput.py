@@ -5,7 +5,7 @@
     reflect padding, RandAugment(num_ops=2) + Cutout for the strong view,
     ToTensor, Normalize) in a DataLoader with ``num_workers = cpu count``,
     fp32, ``.to(device)`` every step.
-(b) sslviz: ``sslviz.trainer.train`` itself. Data lives on the device as uint8,
+(b) sslviz: ``sslviz.engine.trainer.train`` itself. Data lives on the device as uint8,
     indices are sampled and gathered there and augmented batched
     (``sslviz.augment``); bf16 autocast + channels_last on CUDA. Steps are timed
     through its ``progress`` callback (called every ``log_every`` steps), so the
@@ -187,7 +187,7 @@ def run_conventional(p: Prepared, model_name: str, device: torch.device, *, batc
 # -- (b) sslviz ---------------------------------------------------------------
 def run_sslviz(p: Prepared, model_name: str, device: torch.device, *, batch: int, mu: int,
                warmup: int, steps: int, log_every: int) -> float:
-    """Steps/s of ``sslviz.trainer.train`` between the progress call after ``warmup`` steps and the last interval."""
+    """Steps/s of ``sslviz.engine.trainer.train`` between the progress call after ``warmup`` steps and the last interval."""
     warm = max(log_every, math.ceil(warmup / log_every) * log_every)
     measured = max(log_every, math.ceil(steps / log_every) * log_every)
     total = warm + measured + log_every  # the final interval also runs an eval: not timed

@@ -5,7 +5,7 @@ names, and every per-class series uses ``class_color(k)`` so class k has the
 same colour in every chart. Figures carry a ``uirevision`` so a live refresh
 keeps the user's zoom.
 
-Data come from `sslviz.store.RunStore` readers (long format: one row per
+Data come from `runs.store.RunStore` readers (long format: one row per
 step and class) and from `preview_split` frames (``class, class_name, set, count``).
 """
 from __future__ import annotations

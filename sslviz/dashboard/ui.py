@@ -217,7 +217,7 @@ def _load_dataset(source: str, cache_dir: str) -> data.Dataset:
 
 
 def load_dataset(source: str) -> data.Dataset:
-    """``sslviz.data.load_dataset``, loaded once per source and cache dir."""
+    """``engine.data.load_dataset``, loaded once per source and cache dir."""
     return _load_dataset(source, str(dataset_cache_dir()))
 
 

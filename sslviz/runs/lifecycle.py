@@ -177,7 +177,7 @@ DEFAULT_EXECUTOR = "local"
 
 
 def ray_lost(row: Mapping, now: float) -> str | None:
-    """Why a Ray run (a cell of a sweep on Ray, ``sslviz.ray_executor``) is lost, or None while it lives.
+    """Why a Ray run (a cell of a sweep on Ray, ``ray_executor``) is lost, or None while it lives.
 
     The trial is a Ray task (or Tune trial), possibly on another node; the driver process that owns the store
     (``pid``, on this machine) asks Ray for the task's state and records a crash itself ("the Ray worker died"),

@@ -1,5 +1,5 @@
 """Sweeps on Ray: each cell a Ray task with its CPU/GPU request; records stream back to the store's process.
-(A tuning sweep's cells are Ray Tune trials instead: ``sslviz.ray_asha``.)
+(A tuning sweep's cells are Ray Tune trials instead: ``ray_asha``.)
 
 ``ray`` is imported lazily (the ``sslviz[ray]`` extra; the dashboard's install has none). ``drive(store, sweep)``
 is the driver: it connects to Ray (``address``, else ``$RAY_ADDRESS``, else a local Ray started here), submits one

@@ -293,7 +293,7 @@ class RunTable:
 
     # -- metrics ----------------------------------------------------------
     def log(self, run_id: int, record: dict) -> None:
-        """Write one trainer record (`sslviz.records`) and the run's progress, in a single transaction."""
+        """Write one trainer record (`records.py`) and the run's progress, in a single transaction."""
         self._write([("UPDATE runs SET step = ?, heartbeat = ? WHERE id = ?", (int(record["step"]), time.time(), run_id)),
                      *self._metric_statements(run_id, record)])
 

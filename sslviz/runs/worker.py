@@ -1,6 +1,6 @@
 """Local execution of runs: launch them in their own OS process, heartbeat, stop, resume, queue.
 
-The statuses and the transitions between them are ``sslviz.lifecycle``'s; this module drives them for runs
+The statuses and the transitions between them are ``lifecycle``'s; this module drives them for runs
 executed by a local process (``executor = 'local'``). ``submit`` validates the config against the data (so a
 bad split fails at Start, not in a background process), records the run as ``queued`` and calls
 ``start_queued``, which claims queued runs while the device has free slots and spawns their workers. Each
