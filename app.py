@@ -8,16 +8,18 @@ import streamlit as st
 
 from sslviz.dashboard import router  # Streamlit only: the first paint does not wait for torch
 
-pages = [
-    st.Page(router.PAGES["setup"], title="Setup", icon=":material/tune:", default=True),
-    st.Page(router.PAGES["live"], title="Live run", icon=":material/monitoring:"),
-    st.Page(router.PAGES["compare"], title="Compare runs", icon=":material/compare_arrows:"),
-    st.Page(router.PAGES["sweep"], title="Sweeps", icon=":material/grid_on:"),
-    st.Page(router.PAGES["data"], title="Data", icon=":material/dataset:"),
-    st.Page(router.PAGES["teaching"], title="Teaching (toy 2-D)", icon=":material/school:"),
-]
-pg = st.navigation(pages)  # Streamlit's own menu is hidden (.streamlit/config.toml); router.sidebar draws ours
-st.set_page_config(page_title=router.page_title(pg.title), page_icon=":material/balance:", layout="wide")
+# No icon on the pages themselves: Streamlit makes a page's Material icon the tab's favicon, fetched from
+# fonts.gstatic.com (a call out of a local tool); router.sidebar draws the icons from the bundled font instead.
+pages = {
+    "setup": st.Page(router.PAGES["setup"], title="Setup", default=True),
+    "live": st.Page(router.PAGES["live"], title="Live run"),
+    "compare": st.Page(router.PAGES["compare"], title="Compare runs"),
+    "sweep": st.Page(router.PAGES["sweep"], title="Sweeps"),
+    "data": st.Page(router.PAGES["data"], title="Data"),
+    "teaching": st.Page(router.PAGES["teaching"], title="Teaching (toy 2-D)"),
+}
+pg = st.navigation(list(pages.values()))  # Streamlit's own menu is hidden (.streamlit/config.toml)
+st.set_page_config(page_title=router.page_title(pg.title), page_icon=router.FAVICON, layout="wide")
 router.sidebar(pages)
 
 from sslviz.dashboard import ui  # noqa: E402  (seconds on a cold server: after the first paint)

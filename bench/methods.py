@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     cells.sort(key=lambda c: (settings.index(c[1]), c[0], sorted(c[4].items()), c[2]))  # a table row's seeds together
     processes = 1 if args.device == "cuda" else args.processes
     t0 = time.time()
-    rows = bench_presets.run_cells(one_cell, cells, processes)
+    rows = bench_presets.run_cells(one_cell, cells, processes, args.journal)
     if args.json:
         args.json.write_text(__import__("json").dumps(rows, indent=1))
     print(bench_presets.summarise(rows))

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -140,15 +141,21 @@ def cell_parser(doc: str, settings: str, steps_help: str) -> argparse.ArgumentPa
     ap.add_argument("--processes", type=int, default=2, help="CPU processes (1: every run in this one)")
     ap.add_argument("--cifar", metavar="PATH", help="a local CIFAR-10 folder: makes the cifar-* settings available")
     ap.add_argument("--json", type=Path, help="also write every run's numbers here")
+    ap.add_argument("--journal", type=Path, help="append each run's numbers here as it finishes (JSON lines)")
     return ap
 
 
-def run_cells(fn, cells: list[tuple], processes: int) -> list[dict]:
-    """``fn(*cell)`` for every cell, in a pool of ``processes`` (1: in this process, no pickling, easy to debug)."""
-    if processes == 1:
-        return [fn(*c) for c in cells]
-    with ProcessPoolExecutor(processes) as pool:
-        return list(pool.map(fn, *zip(*cells)))
+def run_cells(fn, cells: list[tuple], processes: int, journal: Path | None = None) -> list[dict]:
+    """``fn(*cell)`` for every cell, in a pool of ``processes`` (1: in this process, no pickling, easy to debug).
+    Each row is appended to ``journal`` (JSON lines) as it arrives, so a long table stopped half-way keeps its runs."""
+    rows: list[dict] = []
+    with ProcessPoolExecutor(processes) if processes > 1 else nullcontext() as pool:
+        for row in (pool.map(fn, *zip(*cells)) if pool else (fn(*c) for c in cells)):
+            rows.append(row)
+            if journal:
+                with journal.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return rows
 
 
 def main(argv=None) -> None:
@@ -168,7 +175,7 @@ def main(argv=None) -> None:
     cells = [(p, s, int(seed), overrides, v, "cpu", args.cifar) for s in args.settings.split(",")
              for p in args.presets.split(",") for v in variants for seed in args.seeds.split(",")]
     t0 = time.time()
-    rows = run_cells(one_run, cells, args.processes)
+    rows = run_cells(one_run, cells, args.processes, args.journal)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(summarise(rows))

@@ -210,6 +210,29 @@ def test_first_paint_is_ours_on_a_fresh_server(server):
         assert shown[-1]["links"] == NAV_TITLES and shown[-1]["title"] == title, (path, paints)
 
 
+def test_no_page_calls_another_host_and_there_is_no_deploy_button(server):
+    """A tour of every page (Live and Compare on the seeded runs, their charts drawn) requests nothing from any
+    host but the server: no icon from fonts.gstatic.com, no font, no script. The toolbar offers no Deploy."""
+    url, _, (first, second), browser, _ = server
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    own = re.escape(url)
+    for path in ("/", f"/live?run={first}", f"/compare?runs={first},{second}", "/sweep", "/data", "/teaching"):
+        page.goto(url + path)
+        _wait_idle(page)
+        page.locator("h1").first.wait_for(timeout=60_000)
+        if path.startswith(("/live", "/compare")):  # a page with charts: let Plotly draw them
+            page.wait_for_selector(".js-plotly-plot", state="attached", timeout=60_000)
+        page.wait_for_timeout(500)  # a favicon or a lazy chunk asked for after the page went idle
+        assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, path
+        assert page.get_by_role("button", name="Deploy").count() == 0, path
+    page.close()
+    elsewhere = [u for u in requested if not re.match(rf"({own}/|data:|blob:|about:)", u)]
+    assert not elsewhere, elsewhere
+    assert any(u.startswith(url + "/_stcore/") for u in requested)  # the listener saw the server's own requests
+
+
 def _widget_text(page, key: str) -> str:
     """What a keyed widget shows: its text and the values of its inputs (a selectbox shows its choice in one)."""
     return page.locator(f".st-key-{key}").evaluate(

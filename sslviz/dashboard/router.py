@@ -32,6 +32,17 @@ PAGES = {
     "data": "pages/data.py",
     "teaching": "pages/teaching.py",
 }
+# Drawn from the Material Symbols font Streamlit bundles (no request leaves the machine).
+ICONS = {
+    "setup": ":material/tune:",
+    "live": ":material/monitoring:",
+    "compare": ":material/compare_arrows:",
+    "sweep": ":material/grid_on:",
+    "data": ":material/dataset:",
+    "teaching": ":material/school:",
+}
+# An emoji favicon is drawn in the browser (an inline SVG); a Material one would be fetched from fonts.gstatic.com.
+FAVICON = "⚖️"
 APP_TITLE = "sslviz"
 READ_ONLY_NOTE = ":material/visibility: read-only: viewing only"
 
@@ -43,11 +54,12 @@ def page_title(title: str) -> str:
     return f"{title} · {APP_TITLE}"
 
 
-def sidebar(pages) -> None:
-    """The app's own navigation: one link per page in the sidebar, and the read-only note when it applies."""
+def sidebar(pages: dict) -> None:
+    """The app's own navigation: one link per page (``pages``: key of :data:`PAGES` -> ``st.Page``) with its
+    icon, and the read-only note when it applies."""
     with st.sidebar:
-        for page in pages:
-            st.page_link(page)
+        for key, page in pages.items():
+            st.page_link(page, icon=ICONS[key])
         if read_only():
             st.caption(READ_ONLY_NOTE)
 
