@@ -349,6 +349,37 @@ def test_stopping_a_queued_run_stops_it_and_it_never_starts(store, tiny, monkeyp
         store.request_stop(rid)  # nothing left to stop
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU-only host's refusal")
+def test_a_run_that_cannot_start_here_fails_with_its_own_reason_and_never_blocks_the_queue(store, tiny, monkeypatch,
+                                                                                         capsys):
+    """A 'device: cuda' run queued on a CPU-only host (the store moved, or another host queued it) fails with its
+    own reason, and the run behind it starts; submitting one, in the background or the foreground, is refused
+    before anything is recorded; a bad SSLVIZ_CPU_SLOTS is named, not a CUDA error."""
+    spawned = []
+    monkeypatch.setattr(worker, "_spawn", lambda s, rid, device: spawned.append(rid))
+    blocked = store.create_run(TrainConfig(**{**tiny, "device": "cuda"}).to_dict())  # queued as by another host
+    behind = store.create_run(TrainConfig(**tiny).to_dict())
+    assert worker.start_queued(store) == [behind] and spawned == [behind]
+    row = store.run(blocked)
+    assert row["status"] == "failed"
+    assert row["error"] == ("cannot start here: The 'device' parameter is 'cuda' but no CUDA GPU is available here; "
+                            "use 'auto' or 'cpu'.")
+    assert store.events(blocked).message.iloc[-1] == row["error"]
+
+    for background in (["--background"], []):
+        code = cli.main(["--store", str(store.path), "train", "--preset", "fixmatch", "--dataset", "toy2d",
+                         "--device", "cuda", "--steps", "20", *background])
+        assert code == 2
+        assert "'device' parameter is 'cuda' but no CUDA GPU" in capsys.readouterr().err
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "abc")
+    assert cli.main(["--store", str(store.path), "train", "--dataset", "toy2d", "--steps", "20", "--background"]) == 2
+    assert "SSLVIZ_CPU_SLOTS must be a whole number >= 0 (simultaneous runs); got 'abc'" in capsys.readouterr().err
+    assert sorted(store.runs().id) == [blocked, behind]  # nothing more was recorded
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "2")
+    with pytest.raises(ValueError, match=f"Run {blocked} cannot resume here: The 'device' parameter is 'cuda'"):
+        worker.resume(store, blocked)
+
+
 def test_checkpoint_of_another_config_is_not_resumed(store, tiny):
     """A checkpoint of another config under a run's name is never continued from: a stale one (left by an
     older store file of the same name, at the id the next run gets) is deleted when the run is recorded, and
@@ -419,14 +450,14 @@ MACHINE = {
     ("queued", "claim"): "running",
     **{("running", a): s for a, s in (("finish", "finished"), ("stop", "stopped"), ("fail", "failed"),
                                       ("lose", "failed"))},
-    ("queued", "request_stop"): "stopped", ("running", "request_stop"): "running",
+    ("queued", "request_stop"): "stopped", ("running", "request_stop"): "running", ("queued", "refuse"): "failed",
     ("stopped", "resume"): "queued", ("failed", "resume"): "queued",
     ("stopped", "resume_foreground"): "running", ("failed", "resume_foreground"): "running",
     **{(s, a): "deleted" if a == "delete" else s for s in ("finished", "failed", "stopped")
        for a in ("delete", "archive", "unarchive")},
 }
 NEEDS = {"claim": "start needs a queued run", "finish": "finish needs a running run", "stop": "stop needs a running run",
-         "fail": "fail needs a running run", "lose": None, "request_stop": "stop needs a queued or running run",
+         "fail": "fail needs a running run", "lose": None, "refuse": None, "request_stop": "stop needs a queued or running run",
          "resume": "resume needs a stopped or failed run", "resume_foreground": "resume needs a stopped or failed run",
          "delete": "delete needs a finished, failed or stopped run", "archive": "archive needs a finished, failed or "
          "stopped run", "unarchive": "unarchive needs a finished, failed or stopped run"}
@@ -483,6 +514,7 @@ STORE_ACTIONS = {
     "stop": lambda s, rid: s.finish_run(rid, "stopped"),
     "fail": lambda s, rid: s.finish_run(rid, "failed", "boom"),
     "lose": lambda s, rid: s.lose(rid, "test") or None,
+    "refuse": lambda s, rid: s.refuse_queued(rid, "test") or None,
     "request_stop": lambda s, rid: s.request_stop(rid),
     "resume": lambda s, rid: worker.resume(s, rid),
     "resume_foreground": lambda s, rid: s.resume(rid, pid=os.getpid()),
@@ -506,8 +538,8 @@ def test_every_status_action_pair_through_the_store(store, tiny, checkpoint_byte
     rid = in_status(store, tiny, status, checkpoint_bytes)
     before = raw_row(store, rid)
     expected = MACHINE.get((status, action))
-    if action == "lose" and expected is None:  # losing an ended run is no error: another reader got there first
-        assert store.lose(rid, "test") is False and raw_row(store, rid) == before
+    if action in ("lose", "refuse") and expected is None:  # no error: another reader got there first
+        assert STORE_ACTIONS[action](store, rid) is None and raw_row(store, rid) == before
         return
     if expected is None:
         with pytest.raises(lifecycle.TransitionRefused) as info:

@@ -61,6 +61,8 @@ TRANSITIONS: dict[str, Transition] = {t.action: t for t in (
     _t("start_foreground", {NEW: RUNNING}, "record a run already running in this process (CLI train)"),
     _t("claim", {QUEUED: RUNNING}, "a free device slot takes a queued run (the worker process is then spawned)",
        "start"),
+    _t("refuse", {QUEUED: FAILED}, "the queue cannot start it on this machine (a device it lacks, a bad "
+       "SSLVIZ_*_SLOTS setting): the error says why, and the queue goes on", "cannot start"),
     _t("finish", {RUNNING: FINISHED}, "the trainer reached its last step"),
     _t("stop", {RUNNING: STOPPED}, "the trainer honoured a stop request (or SIGTERM / Ctrl-C)"),
     _t("fail", {RUNNING: FAILED}, "the trainer raised (divergence, foreign checkpoint, OOM, any error)"),

@@ -154,6 +154,15 @@ class RunTable:
             raise ValueError(f"A run ends as one of {list(ENDING)}, not {status!r}.")
         self._apply(run_id, ENDING[status], dict(error=error, finished=time.time()))
 
+    def refuse_queued(self, run_id: int, why: str) -> bool:
+        """``refuse``: fail queued ``run_id`` that cannot start here, with ``why`` as its error (and an event). False
+        when it was no longer queued (stopped, or claimed by another reaper meanwhile)."""
+        try:
+            self._apply(run_id, "refuse", dict(error=why, finished=time.time()), event=("failed", why))
+        except (TransitionRefused, NoSuchRun):
+            return False
+        return True
+
     def lose(self, run_id: int, why: str) -> bool:
         """``lose``: fail running ``run_id`` with "process lost" (and an event saying ``why``). False when it was no
         longer running (another reader marked it first, or it ended meanwhile)."""

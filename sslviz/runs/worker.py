@@ -102,8 +102,18 @@ def check(cfg: TrainConfig, cache_dir=None, *, dataset=None, device: str | None 
     return run_info(prepared, model, device)
 
 
+def device_type_here(store: RunStore, cfg: TrainConfig) -> str:
+    """The device type ``cfg`` gets on this machine, its slot setting read: ValueError naming the ``device``
+    parameter (e.g. 'cuda' where there is no GPU) or the bad ``SSLVIZ_*_SLOTS`` variable, so a run that cannot
+    start here is refused before it is recorded instead of waiting in the queue."""
+    device = devices.resolve_type(cfg.device, devices.known(store.path.parent)["cuda"])
+    device_slots(device)
+    return device
+
+
 def record(store: RunStore, cfg: TrainConfig, pid: int | None = None, *, dataset=None) -> int:
-    """``check`` ``cfg`` and store the run: queued, or running in ``pid``."""
+    """``check`` ``cfg`` and store the run: queued, or running in ``pid``; ValueError when it cannot run here."""
+    device_type_here(store, cfg)
     run_id = store.create_run(cfg.to_dict(), info=check(cfg, cache_dir(store), dataset=dataset), pid=pid)
     # A new run has no checkpoint: one under its name is left from an older store file of the same name.
     checkpoint_path(store, run_id).unlink(missing_ok=True)
@@ -132,12 +142,16 @@ def never_started(row: dict) -> bool:
 
 def check_resumable(store: RunStore, run_id: int) -> None:
     """Raise saying why ``run_id`` cannot be resumed, if it cannot: NoSuchRun, TransitionRefused (its status),
-    or a ValueError / CheckpointMismatch about its checkpoint."""
+    or a ValueError about this machine (``device_type_here``) or its checkpoint (CheckpointMismatch)."""
     row = store.run(run_id)
     if row is None:
         raise NoSuchRun(run_id, store.path)
     if not lifecycle.allowed("resume", row["status"]):
         raise TransitionRefused(run_id, row["status"], "resume")
+    try:
+        device_type_here(store, TrainConfig.from_dict(row["config"]))
+    except ValueError as exc:
+        raise ValueError(f"Run {run_id} cannot resume here: {exc}") from None
     ckpt = checkpoint_path(store, run_id)
     if not ckpt.exists():
         if never_started(row):
@@ -195,11 +209,16 @@ def start_queued(store: RunStore) -> list[int]:
     busy = list(runs.loc[runs.status == "running", "device"].dropna())
     started = []
     for row in queued.itertuples():
-        device = devices.resolve_type(TrainConfig.from_dict(row.config).device, cuda_count)
+        try:  # queued before the machine or the environment changed, or by another host on a shared store
+            device = devices.resolve_type(TrainConfig.from_dict(row.config).device, cuda_count)
+            slots = device_slots(device)
+        except ValueError as exc:  # this run fails with its own reason; the runs behind it still start
+            store.refuse_queued(int(row.id), f"cannot start here: {exc}")
+            continue
         if device == "cuda":
             device = devices.least_loaded(busy, cuda_count)
         # Claim and slot count in one transaction: two workers reaping at once cannot both start it.
-        if store.claim_queued(int(row.id), device, device_slots(device.partition(":")[0])):
+        if store.claim_queued(int(row.id), device, slots):
             _spawn(store, int(row.id), device)
             started.append(int(row.id))
             busy.append(device)
