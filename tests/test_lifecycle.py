@@ -156,18 +156,68 @@ def test_checkpoints_every_n_steps_and_load_weights_only(store, tiny, monkeypatc
     assert not list(path.parent.glob("*.tmp"))
 
 
-def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+class _FullDisk:
+    """``open`` for :mod:`sslviz.engine.files` on a disk that fills up after ``room`` files: a file written then
+    takes 100 bytes and gets ENOSPC (as a 2 MB tmpfs does); the rest of the machine's files are untouched."""
+
+    def __init__(self, real_open, room: int = 0):
+        self.real_open, self.room = real_open, room
+
+    def __call__(self, path, mode="r", *args, **kwargs):
+        f = self.real_open(path, mode, *args, **kwargs)
+        self.room -= 1
+        if self.room >= 0:
+            return f
+        write = f.write
+
+        def full(data):
+            write(bytes(data)[:100])
+            raise OSError(28, "No space left on device")
+
+        f.write = full
+        return f
+
+
+def test_checkpoint_write_is_atomic_and_a_full_disk_is_named(tmp_path, monkeypatch):
+    from sslviz.engine import files
+
     path = tmp_path / "run.pt"
     trainer.save_checkpoint(path, {"step": 10, "w": torch.ones(3)})
-
-    def crash(obj, f):
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(trainer.torch, "save", crash)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(files, "open", _FullDisk(open), raising=False)
+    with pytest.raises(files.DiskFull) as info:
         trainer.save_checkpoint(path, {"step": 20, "w": torch.zeros(3)})
+    assert re.fullmatch(rf"The disk is full: cannot write in {re.escape(str(tmp_path))} \([0-9.]+ MiB free\)\. "
+                        r"Free some space there, then try again\.", str(info.value)), str(info.value)
     assert trainer.load_checkpoint(path)["step"] == 10  # the previous one is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no temporary file keeps the space
+
+
+def test_a_full_disk_fails_the_run_with_that_message_and_leaves_no_temporary_file(store, tiny, monkeypatch,
+                                                                                  capsys):
+    """The run fails with 'The disk is full ...' (not torch's 'unexpected pos', not 'process lost'); no
+    ``*.tmp`` is left by the checkpoint or devices.json; resume on the full disk says the same, no traceback;
+    ``delete`` removes a temporary checkpoint a killed writer left."""
+    from sslviz.engine import files
+
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    monkeypatch.setattr(files, "open", _FullDisk(open, room=2), raising=False)  # devices.json, the first checkpoint
+    assert worker.run_worker(store, rid) == "failed"
+    assert trainer.load_checkpoint(worker.checkpoint_path(store, rid))["step"] == tiny["checkpoint_every"]
+    row = store.run(rid)
+    assert row["error"].startswith(f"The disk is full: cannot write in {worker.checkpoint_path(store, rid).parent} (")
+    assert not list(store.path.parent.rglob("*.tmp"))
+    assert cli.main(["--store", str(store.path), "resume", str(rid)]) == 1
+    out = capsys.readouterr()
+    assert f"run {rid} failed: The disk is full: cannot write in" in out.out and "Traceback" not in out.out + out.err
+    assert store.run(rid)["status"] == "failed"
+
+    monkeypatch.undo()
+    ckpt = worker.checkpoint_path(store, rid)
+    stale = [files.temporary_name(ckpt), ckpt.with_name(ckpt.name + ".tmp")]  # this version's and an older one's
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    worker.delete(store, rid)
+    assert not any(path.exists() for path in stale)
 
 
 class Payload:

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from . import text
+from .files import write_atomically
 from .access import READ_ONLY_ENV, read_only
 
 BUILTIN = ("digits", "toy2d", "wordnet")
@@ -600,8 +601,4 @@ def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _write_cache(path: Path, **arrays: np.ndarray) -> None:
     """Write the cache atomically so a concurrent reader never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: np.savez(f, **arrays))

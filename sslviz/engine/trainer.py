@@ -11,10 +11,10 @@ and are copied to the host once per log interval.
 from __future__ import annotations
 
 import copy
+import io
 import os
 import time
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
 
-from . import augment, registry, techniques
+from . import augment, files, registry, techniques
 from .technique import PSEUDO_MEAN
 from .config import RetiredKeyWarning, TrainConfig
 from .meter import IntervalMeter
@@ -123,12 +123,11 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write atomically: a crash or a full disk mid-write leaves the previous checkpoint intact (``files.DiskFull``
+    for a full disk, no temporary file left)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # serialised first: a full disk is then the file's own ENOSPC, not torch's "unexpected pos"
+    files.write_atomically(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from ..engine import files
+
 FILE = "devices.json"
 
 
@@ -25,11 +27,10 @@ def probe() -> dict:
 def write(folder: str | os.PathLike) -> dict:
     """Probe and record the result in ``folder`` (atomically: readers never see half a file)."""
     found = probe()
-    path = Path(folder) / FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(found))
-    os.replace(tmp, path)
+    try:
+        files.write_atomically(Path(folder) / FILE, lambda f: f.write(json.dumps(found).encode()))
+    except OSError:
+        pass  # a cache for the server's queue: a full or read-only disk costs it a probe, never the run that wrote it
     return found
 
 

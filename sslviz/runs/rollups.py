@@ -9,10 +9,10 @@ planted pickle would run code in the dashboard.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from pathlib import Path
 
+from ..engine import files
 from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 
 ROLLUPS_KEPT = 256  # series kept in memory per store object (an LRU)
@@ -78,12 +78,9 @@ class RollupCache:
     def _save(self, run_id: int, key: tuple, done: int, frame: pd.DataFrame) -> None:
         """Keep the finished bins on disk (atomic rename; a read-only folder only loses the speed-up)."""
         path = self.file(run_id, key)
+        saved = frame.copy(deep=False)
+        saved.attrs["done"] = done  # in the file's metadata: the bins below this step are complete
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            saved = frame.copy(deep=False)
-            saved.attrs["done"] = done  # in the file's metadata: the bins below this step are complete
-            saved.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
+            files.write_atomically(path, lambda f: saved.to_parquet(f, index=False))
         except OSError:
             pass

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import devices, lifecycle
 from ..engine.config import TrainConfig
+from ..engine.files import DiskFull, leftovers
 from .lifecycle import HEARTBEAT_EVERY, LOST_AFTER, PROCESS_LOST, NoSuchRun, TransitionRefused  # noqa: F401 (re-exported)
 from ..engine.prepare import prepare, run_info
 from .host import RunHost
@@ -68,11 +69,13 @@ def cache_dir(store: RunStore) -> Path:
 
 
 def delete(store: RunStore, run_id: int) -> None:
-    """``delete`` an ended run: its rows, checkpoint and log file (TransitionRefused while queued or running)."""
+    """``delete`` an ended run: its rows, checkpoint (and a temporary one a killed writer left) and log file
+    (TransitionRefused while queued or running)."""
     store.run(run_id)  # the liveness check first: a run whose process is gone is ended, hence deletable
     store.delete_run(run_id)
-    checkpoint_path(store, run_id).unlink(missing_ok=True)
-    log_path(store, run_id).unlink(missing_ok=True)
+    ckpt = checkpoint_path(store, run_id)
+    for path in (ckpt, *leftovers(ckpt), log_path(store, run_id)):  # a killed writer's temporary file too
+        path.unlink(missing_ok=True)
 
 
 def submit(store: RunStore, cfg: TrainConfig, *, dataset=None) -> int:
@@ -466,10 +469,6 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, device_slots("cpu"))))
     host = RunHost(store, run_id)
     host.claim(str(device), strict=True)  # raises for a run this process may not take
-    prepared = prepare(cfg, cache_dir(store))
-    if not row["info"].get("model") or not row["info"].get("device"):  # recorded by a server without torch
-        model = model_name(cfg.model, prepared.dataset.input_shape, device.type)
-        store.update_run(run_id, info={**row["info"], "model": model, "device": str(device)})
     ckpt = checkpoint_path(store, run_id)
 
     terminate = threading.Event()
@@ -485,8 +484,12 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
     heartbeat = host.keep_alive()
     status, error = "failed", None
     try:
-        # Inside the try: an unreadable or foreign checkpoint fails the run with its reason (never a silent
-        # restart from step 0, nor "process lost").
+        # Inside the try: data that cannot be prepared (a full disk for its cache), an unreadable or foreign
+        # checkpoint fail the run with their reason (never a silent restart from step 0, nor "process lost").
+        prepared = prepare(cfg, cache_dir(store))
+        if not row["info"].get("model") or not row["info"].get("device"):  # recorded by a server without torch
+            model = model_name(cfg.model, prepared.dataset.input_shape, device.type)
+            store.update_run(run_id, info={**row["info"], "model": model, "device": str(device)})
         resume_from = host.resume_point(ckpt, cfg) > 0
         if not resume_from:
             host.started(str(device))
@@ -501,7 +504,7 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
             progress=progress,
         )
         status = summary["status"]
-    except (Diverged, CheckpointMismatch) as exc:
+    except (Diverged, CheckpointMismatch, DiskFull) as exc:
         error = str(exc)
     except torch.OutOfMemoryError:
         error = (f"CUDA out of memory with batch_size={cfg.batch_size}, mu={cfg.mu}: lower batch_size or mu, "
