@@ -335,6 +335,10 @@ def main(argv=None) -> int:
         return 0
     try:
         store = RunStore(args.store)
+        if args.command not in ("worker", "spare"):
+            from .runs.worker import cold_start_handed
+
+            cold_start_handed(store)  # a run a dead warm worker never forked goes on now, as the dashboard's pump does
         if args.command == "train":
             with warnings.catch_warnings(record=True) as retired:
                 warnings.simplefilter("always", RetiredKeyWarning)

@@ -430,6 +430,36 @@ def test_a_run_that_cannot_start_here_fails_with_its_own_reason_and_never_blocks
         worker.resume(store, blocked)
 
 
+def test_a_run_handed_to_a_warm_worker_that_died_goes_on_at_the_next_cli_command(store, tiny, monkeypatch, capsys):
+    """The warm worker dies after the hand-over, before forking: the next CLI command (``list`` here, with no
+    dashboard open) starts the run in a cold worker and removes the hand-over file, instead of the run reading
+    "running, step 0" until its start-up grace runs out and then "process lost"."""
+    monkeypatch.setenv(worker.WARM_ENV, "1")
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "2")
+    spare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    worker.spare_dir(store).mkdir(parents=True)
+    (worker.spare_dir(store) / str(spare.pid)).touch()  # a ready warm worker
+    spawned, real_popen = [], subprocess.Popen
+
+    def popen(args, **kwargs):  # a cold worker is recorded, not started (git, asked for the code version, runs)
+        if "worker" not in args:
+            return real_popen(args, **kwargs)
+        spawned.append(int(args[-1]))
+        return type("Started", (), {"pid": os.getpid()})
+
+    monkeypatch.setattr(worker.subprocess, "Popen", popen)
+    rid = store.create_run(TrainConfig(**tiny).to_dict())
+    assert worker.start_queued(store) == [rid] and spawned == []  # handed over, not spawned
+    handed = worker.handed_dir(store) / str(rid)
+    assert handed.exists()
+    spare.kill()
+    spare.wait()
+    assert cli.main(["--store", str(store.path), "list"]) == 0
+    assert spawned == [rid] and not handed.exists()
+    row = store.run(rid)
+    assert (row["status"], row["pid"]) == ("running", os.getpid())
+
+
 def test_checkpoint_of_another_config_is_not_resumed(store, tiny):
     """A checkpoint of another config under a run's name is never continued from: a stale one (left by an
     older store file of the same name, at the id the next run gets) is deleted when the run is recorded, and

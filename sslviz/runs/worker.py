@@ -203,7 +203,7 @@ def start_queued(store: RunStore) -> list[int]:
 
     Called by submit, resume, a worker's exit and the dashboard's pump (``reap``) only: reading never starts runs.
     """
-    _cold_start_handed(store)
+    cold_start_handed(store)
     runs = store.queue("local")
     queued = runs[runs.status == "queued"]
     if queued.empty:
@@ -334,8 +334,10 @@ def _hand_to_spare(store: RunStore, run_id: int) -> int | None:
     return (ready or starting)[0]
 
 
-def _cold_start_handed(store: RunStore) -> list[int]:
-    """Runs handed to warm workers that are gone (none ready or starting): start them in cold workers."""
+def cold_start_handed(store: RunStore) -> list[int]:
+    """Runs handed to warm workers that are gone (none ready or starting): start them in cold workers, and remove
+    their hand-over files. The dashboard's pump and every CLI command call it, so such a run goes on within a
+    command or a pump, not after the ~100 s its start-up grace takes to read "process lost"."""
     folder = handed_dir(store)
     handed = [path for path in folder.iterdir() if path.name.isdigit()] if folder.is_dir() else []
     if not handed or any(_spare_files(store)):  # every pump calls this: the pid checks only when something waits
