@@ -118,6 +118,42 @@ def test_a_newer_file_is_refused_and_left_unchanged(tmp_path):
     assert not Path(f"{path}-wal").exists()
 
 
+def test_an_upgrade_keeps_a_copy_of_the_file_as_it_was(v0_path):
+    """A plain ``list`` upgrades a v0 file; ``runs.db.v0.bak`` beside it is the file as it was (version 0, every row)."""
+    from sslviz import cli
+
+    before = row_counts(v0_path)
+    old_schema = schema(v0_path)
+    assert cli.main(["--store", str(v0_path), "list"]) == 0
+    assert raw(v0_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    kept = v0_path.with_name("runs.db.v0.bak")
+    assert raw(kept, "PRAGMA user_version") == [(0,)]
+    assert schema(kept) == old_schema and row_counts(kept) == before
+
+
+def test_an_old_store_that_cannot_be_written_is_read_without_touching_it(v0_path, monkeypatch, capsys):
+    """On read-only media (as root, whom file modes do not stop, the check is patched) a v0 store lists and shows
+    its runs from an upgraded private copy; the file's bytes are unchanged, nothing is written beside it, and a write
+    is refused with a message that says why."""
+    from sslviz import cli
+
+    monkeypatch.setattr(database, "writable", lambda path: False)
+    conn = sqlite3.connect(v0_path)
+    conn.execute("PRAGMA journal_mode = DELETE")  # one file, so its bytes say whether it was touched
+    conn.close()
+    digest = hashlib.sha256(v0_path.read_bytes()).hexdigest()
+    files = sorted(p.name for p in v0_path.parent.iterdir())
+    assert cli.main(["--store", str(v0_path), "list"]) == 0
+    listed = capsys.readouterr().out
+    assert sorted(line.split()[0] for line in listed.splitlines()[1:]) == ["1", "2", "3"]
+    assert cli.main(["--store", str(v0_path), "show", "3"]) == 0
+    assert "run 3 [stopped]" in capsys.readouterr().out
+    assert cli.main(["--store", str(v0_path), "archive", "1"]) == 2
+    assert "has schema version 0 and cannot be written here" in capsys.readouterr().err
+    assert hashlib.sha256(v0_path.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in v0_path.parent.iterdir()) == files
+
+
 def test_one_upgrade_step_per_version():
     assert len(schema_mod.UPGRADES) == SCHEMA_VERSION
 

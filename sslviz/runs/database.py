@@ -8,8 +8,11 @@ always catch up; the writer runs a passive checkpoint every few commits and ``jo
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,12 +50,29 @@ def _explain(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(f"Run store {path} {why}.")
 
 
+def writable(path: Path) -> bool:
+    """Whether this process may write the store file ``path`` and its folder (SQLite's journal lives there);
+    False on read-only media."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def backup_path(path: Path, version: int) -> Path:
+    """Where an upgrade keeps the file as it was: ``runs.db`` at version 0 -> ``runs.db.v0.bak``.
+
+    >>> backup_path(Path("/home/me/.sslviz/runs.db"), 0).name
+    'runs.db.v0.bak'
+    """
+    return path.with_name(f"{path.name}.v{version}.bak")
+
+
 class Database:
-    """One SQLite store file, opened (created or upgraded to ``SCHEMA_VERSION``) on construction; a file newer than
-    this code is refused untouched."""
+    """One SQLite store file, opened (created or upgraded to ``SCHEMA_VERSION``, keeping a copy of the file as it
+    was) on construction; a file newer than this code is refused untouched; an older one that cannot be written
+    is read from an upgraded private copy, untouched (``frozen`` says so, and writes are refused)."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path else default_store_path()
+        self._file = self.path  # the SQLite file connected to: ``path``, or the upgraded copy of a frozen one
         self._local = threading.local()
         self._commits = 0
         try:
@@ -71,25 +91,78 @@ class Database:
             raise StoreError(f"Run store {self.path} has schema version {version}, but this sslviz ({__version__}) "
                              f"reads versions up to {SCHEMA_VERSION}; upgrade sslviz, or point SSLVIZ_HOME "
                              "(or --store) at another store. The file was left unchanged.")
-        if version < SCHEMA_VERSION:
+        self.frozen = None  # why this store cannot be written, when it is read from an upgraded copy
+        if version < SCHEMA_VERSION and self.path.exists() and not writable(self.path):
+            self._read_upgraded_copy(version)
+        elif version < SCHEMA_VERSION:
             self._upgrade()
 
     def _upgrade(self) -> None:
-        """Bring the file to SCHEMA_VERSION in one transaction: create it, or apply the missing UPGRADES."""
-        with self._transaction() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have just done it
-            if version >= SCHEMA_VERSION:
-                return
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
-                for step in UPGRADES[version:SCHEMA_VERSION]:
-                    step(conn)
-            else:
-                create_current(conn)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        """Bring the file to SCHEMA_VERSION in one transaction: create it, or keep a copy of the file as it was
+        (:func:`backup_path`) and apply the missing UPGRADES."""
+        kept = self._copy_as_it_is()
+        try:
+            with self._transaction(upgrading=True) as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have just done it
+                if version >= SCHEMA_VERSION:
+                    return
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
+                    if kept is None or kept[1] != version:
+                        raise StoreError(f"Run store {self.path} changed while a copy was kept before its upgrade; "
+                                         "open it again.")
+                    for step in UPGRADES[version:SCHEMA_VERSION]:
+                        step(conn)
+                else:
+                    create_current(conn)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if kept is not None:
+                os.replace(kept[0], backup_path(self._file, kept[1]))
+        finally:
+            if kept is not None and kept[0].exists():
+                os.remove(kept[0])
+
+    def _copy_as_it_is(self) -> tuple[Path, int] | None:
+        """(a consistent copy of a file that holds runs, beside it under a temporary name; its version), or None
+        for a file with no runs table yet. SQLite's backup API: committed pages, the WAL's included."""
+        source = self._connect()
+        try:
+            if not source.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
+                return None
+            tmp = self._file.with_name(f"{self._file.name}.{os.getpid()}.bak.tmp")
+            copy = sqlite3.connect(tmp)
+            try:
+                source.backup(copy)
+                version = copy.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                copy.close()
+        except sqlite3.Error as exc:
+            raise _explain(exc, self.path) from None
+        finally:
+            source.close()
+        return tmp, version
+
+    def _read_upgraded_copy(self, version: int) -> None:
+        """An older file that cannot be written (read-only media, a shared archive): upgrade a private copy in a
+        temporary folder and read that; the file itself is never touched, and every write is refused."""
+        folder = Path(tempfile.mkdtemp(prefix="sslviz-store-"))
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        source = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)  # no -shm, no lock
+        copy = sqlite3.connect(folder / self.path.name)
+        try:
+            source.backup(copy)
+        finally:
+            source.close()
+            copy.close()
+        self._file = folder / self.path.name
+        self._upgrade()
+        os.remove(backup_path(self._file, version))  # the original is the copy as it was
+        self.frozen = (f"Run store {self.path} has schema version {version} and cannot be written here, so it is "
+                       f"read from an upgraded copy (version {SCHEMA_VERSION}) and cannot be changed; copy it to a "
+                       "writable folder (SSLVIZ_HOME or --store) to add or change runs.")
 
     # -- connection -------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self._file, timeout=30, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row  # rows are read by column name
         conn.execute("PRAGMA busy_timeout = 30000")
         return conn
@@ -106,8 +179,11 @@ class Database:
         return conn
 
     @contextmanager
-    def _transaction(self):
-        """One IMMEDIATE transaction on this thread's connection; SQLite errors become StoreErrors."""
+    def _transaction(self, upgrading: bool = False):
+        """One IMMEDIATE transaction on this thread's connection; SQLite errors become StoreErrors, and so does any
+        write to a store read from an upgraded copy (``frozen``)."""
+        if self.frozen and not upgrading:
+            raise StoreError(self.frozen)
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
