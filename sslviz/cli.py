@@ -61,6 +61,32 @@ def _optional(kind):
     return parse
 
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer: run and sweep ids are row ids
+
+
+def _an_id(text: str) -> int:
+    """A run or sweep id: a whole number from 1 to ``MAX_ID`` (argparse names the argument in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"an id is a whole number from 1 to {MAX_ID}; got {text!r}")
+    return value
+
+
+def _read_text(path: Path, what: str) -> str:
+    """``path``'s text (UTF-8), or one line naming the file: it cannot be read, or it is not UTF-8 (and where)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FileNotFoundError(f"Cannot read {what} {path}: {exc.strerror}.") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{what.capitalize()} {path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line "
+                         f"{line}; save it as UTF-8.") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m sslviz", description="Semi-supervised learning under class imbalance.")
     parser.add_argument("--store", type=Path, default=None, help="run store file (default $SSLVIZ_HOME/runs.db)")
@@ -80,17 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
                        ("delete", "remove an ended run: its metrics, checkpoint and log file"),
                        ("show", "summary of one run")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("run", type=int)
+        p.add_argument("run", type=_an_id)
         if name == "resume":
             p.add_argument("--background", action="store_true")
     listing = sub.add_parser("list", help="the runs in the store (archived ones with --all)")
     listing.add_argument("--all", action="store_true", help="include archived runs")
     evaluate = sub.add_parser("evaluate", help="evaluate a run's latest checkpoint now (default: the test set) "
                                               "and record it; the run keeps going")
-    evaluate.add_argument("run", type=int)
+    evaluate.add_argument("run", type=_an_id)
     evaluate.add_argument("--split", choices=records.SPLITS, action="append", help="val and/or test (default test)")
     export = sub.add_parser("export", help="write a run's metrics to CSV or Parquet files")
-    export.add_argument("run", type=int)
+    export.add_argument("run", type=_an_id)
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
     export.add_argument("--out", type=Path, default=Path("."))
     sub.add_parser("presets", help="the presets and the knobs each changes")
@@ -100,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "resume, delete or export one", description=SWEEP_HELP,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep.add_argument("action", nargs="?", default="start", choices=SWEEP_ACTIONS, help="default: start")
-    sweep.add_argument("sweep", nargs="?", type=int, help="sweep id (show, stop, resume, delete, export)")
+    sweep.add_argument("sweep", nargs="?", type=_an_id, help="sweep id (show, stop, resume, delete, export)")
     sweep.add_argument("--grid", action="append", metavar="FIELD=V1,V2", help="an axis of the grid (repeatable)")
     sweep.add_argument("--seeds", default=None, help="seeds of every cell, e.g. 0,1,2 (default 0)")
     sweep.add_argument("--file", type=Path, help="YAML sweep file (grid, seeds, base, name); flags add to it")
@@ -128,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=Path("."), help="export: folder")
     _add_config_flags(sweep)
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)
-    worker.add_argument("run", type=int)
+    worker.add_argument("run", type=_an_id)
     spare = sub.add_parser("spare", help=argparse.SUPPRESS)  # a warm worker: forks runs' workers (worker.run_spare)
     spare.add_argument("--idle", type=float, default=None, help="seconds without a run before it exits")
     spare.add_argument("--owner", type=int, default=None, help="leave when this process (the server) is gone")
@@ -189,10 +215,11 @@ def _sweep_command(store: RunStore, args) -> int:
                 path.write_bytes(sweep_results.export_table(cells, args.format))
                 print(path)
         return 0
-    spec = sweep_spec.SweepSpec.from_yaml(args.file.read_text()) if args.file else sweep_spec.SweepSpec()
+    spec = (sweep_spec.SweepSpec.from_yaml(_read_text(args.file, "sweep file"), source=f"Sweep file {args.file}")
+            if args.file else sweep_spec.SweepSpec())
     base = dict(spec.base)
     if args.config is not None:
-        base.update(parse_yaml(args.config.read_text(), source=str(args.config)))
+        base.update(parse_yaml(_read_text(args.config, "config file"), source=f"Config file {args.config}"))
     base.update({name: getattr(args, name) for name in FIELDS if name != "preset" and hasattr(args, name)})
     if args.preset:
         base["preset"] = args.preset
@@ -235,11 +262,7 @@ def _sweep_command(store: RunStore, args) -> int:
 def _resolve_config(args) -> TrainConfig:
     values = {}
     if args.config is not None:
-        try:
-            text = args.config.read_text()
-        except OSError as exc:
-            raise FileNotFoundError(f"Cannot read config file {args.config}: {exc.strerror}.") from None
-        values = parse_yaml(text, source=str(args.config))
+        values = parse_yaml(_read_text(args.config, "config file"), source=f"Config file {args.config}")
     # args.preset (None unless --preset) is passed below, not merged: it must not erase the YAML's preset.
     values.update({name: getattr(args, name) for name in FIELDS if name != "preset" and hasattr(args, name)})
     return TrainConfig.from_dict(values, preset=args.preset or values.get("preset"))

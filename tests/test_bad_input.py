@@ -133,6 +133,10 @@ def test_submit_refuses_bad_data_before_recording(recorded, values):
     ("compile: yes please\n", r"The 'compile' parameter of TrainConfig must be a bool\. Got 'yes please'"),
     ("[1, 2]\n", r"must be a mapping of field: value, got list"),
     ("gamma: [1,\n", r"is not valid YAML \(line 2, column 1\): expected the node content, but found '<stream end>'"),
+    ("gamma: 10\nsteps: 300\ngamma: 100\n", r"^sslviz: error: Config file \S+bad\.yaml is not valid YAML \(line 3, "
+                                           r"column 1\): the key 'gamma' is given twice \(first on line 1\)$"),
+    (b"name: caf\xe9\n", r"^sslviz: error: Config file \S+bad\.yaml is not UTF-8 text: byte 0xe9 on line 1; save it as "
+                         r"UTF-8\.$"),
     ("gamma: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
      r"is not valid YAML \(line 1, column 8\): could not determine a constructor for the tag "
      r"'tag:yaml.org,2002:python/object/apply:os.system'"),
@@ -140,7 +144,7 @@ def test_submit_refuses_bad_data_before_recording(recorded, values):
 def test_bad_yaml_file(recorded, capsys, tmp_path, text, message):
     store, rid = recorded
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     line = cli_error(capsys, ["--store", str(store.path), "train", "--config", str(path)])
     assert re.search(message, line), line
     assert_intact(store, rid)
@@ -272,3 +276,76 @@ def test_argparse_errors_are_one_line(capsys):
         cli.main(["train", "--steps", "many"])
     assert info.value.code == 2
     assert capsys.readouterr().err == "sslviz: error: argument --steps: invalid int value: 'many'\n"
+
+
+# -- the CLI's other inputs: ids, sweep files and grids, checkpoints ----------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["show"], ["resume"], ["stop"], ["archive"], ["unarchive"], ["delete"],
+                                  ["evaluate"], ["export"], ["sweep", "show"], ["sweep", "delete"]])
+def test_an_id_past_64_bits_is_one_line_naming_the_range(recorded, capsys, argv):
+    store, rid = recorded
+    line = cli_error(capsys, ["--store", str(store.path), *argv, "99999999999999999999"])
+    assert line.endswith("an id is a whole number from 1 to 9223372036854775807; got '99999999999999999999'"), line
+    assert_intact(store, rid)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("grid: 5\n", r"^sslviz: error: The sweep's grid is a mapping of field: \[values\] \(e\.g\. gamma: \[10, 50\]\); "
+                  r"got 5\.$"),
+    ("grid: {gamma: [10, 50]}\nbase: [1]\n", r"The sweep's base is a mapping of field: value shared by every cell"),
+    ("grid: {gamma: [10, 50]}\nseeds: [0, one]\n", r"The sweep's seeds are whole numbers >= 0 \(e\.g\. \[0, 1, 2\]\); "
+                                                    r"got \[0, 'one'\]\.$"),
+    ("grid: {gamma: [10, 50]}\ngrid: {gamma: [20]}\n", r"^sslviz: error: Sweep file \S+sweep\.yaml is not valid YAML "
+                                                      r"\(line 2, column 1\): the key 'grid' is given twice"),
+    (b"name: caf\xe9\ngrid: {gamma: [10]}\n", r"^sslviz: error: Sweep file \S+sweep\.yaml is not UTF-8 text: byte 0xe9 "
+                                            r"on line 1; save it as UTF-8\.$"),
+])
+def test_a_bad_sweep_file_is_one_line_naming_it(recorded, capsys, tmp_path, text, message):
+    store, rid = recorded
+    path = tmp_path / "sweep.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    line = cli_error(capsys, ["--store", str(store.path), "sweep", "--file", str(path), "--dry-run"])
+    assert re.search(message, line), line
+    assert_intact(store, rid)
+
+
+@pytest.mark.parametrize("grid, message", [
+    (["model=mlp,cnn32"], r"^sslviz: error: Cell 2 of 2 \(model=cnn32, seed=0\): model: Model 'cnn32' needs input "
+                          r"shape \(C, 32, 32\)\. Got \(2,\) instead\.$"),
+    (["gamma=10,50", "gamma=100"], r"^sslviz: error: The grid axis 'gamma' is given twice; list all its values in "
+                                   r"one --grid gamma=V1,V2,\.\.\.$"),
+])
+def test_a_bad_grid_blames_the_field_it_is_about(recorded, capsys, grid, message):
+    store, rid = recorded
+    flags = [f for g in grid for f in ("--grid", g)]
+    line = cli_error(capsys, ["--store", str(store.path), "sweep", *flags, "--dataset", "toy2d", "--dry-run"])
+    assert re.search(message, line), line
+    assert_intact(store, rid)
+
+
+class _Code:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/sslviz-checkpoint-ran",))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("code", r"names Python code \(posix\.system\), which no sslviz checkpoint holds: it was not written by sslviz, "
+             r"or was altered\. Nothing in it was run\.$"),
+    (b"PK\x03\x04 half a zip", r"it is damaged or not a checkpoint \("),
+    (b"", r"it is damaged or not a checkpoint \(EOFError\)\.$"),
+])
+def test_evaluate_on_a_malicious_or_damaged_checkpoint_is_one_line(recorded, capsys, tmp_path, content, message):
+    import torch
+
+    store, rid = recorded
+    path = worker.checkpoint_path(store, rid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if content == "code":
+        torch.save({"step": 5, "model": _Code()}, path)
+    else:
+        path.write_bytes(content)
+    line = cli_error(capsys, ["--store", str(store.path), "evaluate", str(rid)])
+    assert line.startswith(f"sslviz: error: Checkpoint {path} cannot be loaded: ") and re.search(message, line), line
+    assert not os.path.exists("/tmp/sslviz-checkpoint-ran")
+    assert_intact(store, rid)

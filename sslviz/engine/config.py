@@ -188,10 +188,37 @@ PRESET_DESCRIPTIONS = {
 }
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so
+    ``gamma: 10`` then ``gamma: 100`` would train at 100 with no word)."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if line != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (first on line {line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str, source: str = "The config") -> dict:
-    """``yaml.safe_load`` a mapping of knobs; errors name ``source`` and fit on one line."""
+    r"""``yaml.safe_load`` a mapping of knobs, refusing a key given twice; errors name ``source`` and fit on one
+    line.
+
+    >>> parse_yaml("gamma: 10\nsteps: 300")
+    {'gamma': 10, 'steps': 300}
+    >>> parse_yaml("gamma: 10\ngamma: 100", source="run.yaml")
+    Traceback (most recent call last):
+    ...
+    sslviz.engine.params.InvalidParameterError: run.yaml is not valid YAML (line 2, column 1): the key 'gamma' is given twice (first on line 1)
+    """
     try:
-        values = yaml.safe_load(text)
+        values = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)  # PyYAML's own text spans several lines
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import io
 import os
+import pickle
+import re
 import time
 import warnings
 from typing import Callable
@@ -131,7 +133,20 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint's tensors and numbers (``weights_only``: code named in the file is never run); a damaged file,
+    or one that names code, raises :class:`CheckpointMismatch` saying so (torch's own message would advise
+    loading it with ``weights_only=False``, which runs that code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        code = re.search(r"GLOBAL (\S+)", str(exc))
+        if code:
+            why = (f"it names Python code ({code.group(1)}), which no sslviz checkpoint holds: it was not written by "
+                   "sslviz, or was altered. Nothing in it was run")
+        else:  # never torch's own first line for a pickle: it suggests weights_only=False
+            detail = type(exc).__name__ if isinstance(exc, pickle.UnpicklingError) or not str(exc) else str(exc)
+            why = f"it is damaged or not a checkpoint ({detail.splitlines()[0]})"
+        raise CheckpointMismatch(f"Checkpoint {path} cannot be loaded: {why}.") from None
 
 
 def build_run(cfg: TrainConfig, p: Prepared, device: torch.device):

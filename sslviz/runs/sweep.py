@@ -28,6 +28,7 @@ from . import devices, lifecycle
 from .sweep_spec import EXECUTORS, SweepError, SweepSpec, cell_config, describe
 from ..engine.lazy import pd  # imported on first use: see sslviz/engine/lazy.py
 from ..engine.params import InvalidParameterError
+from ..engine.splits import SplitError
 
 
 # Fields that shape the split: an impossible split is blamed on the one its message names (the grid's first).
@@ -45,6 +46,8 @@ def _blame(exc: Exception, cell: dict) -> str | None:
     """The field an error is about: its own ``field``, else the split field its message names (grid axes first)."""
     if getattr(exc, "field", None):
         return exc.field
+    if not isinstance(exc, SplitError):  # a model's "input shape" is no unlabeled_shape
+        return None
     text = str(exc)
     names = [n for n in SPLIT_TOKENS if n in cell] + [n for n in SPLIT_TOKENS if n not in cell]
     for name in names:
@@ -84,7 +87,6 @@ def validate(spec: SweepSpec, cache_dir=None, *, parallel: int = 1, store=None) 
     8 (gamma=500, seed=0): gamma: ...") and its field. Returns the :class:`Plan` with the time estimate for
     ``parallel`` runs at once."""
     from ..engine.data import DatasetError, load_dataset
-    from ..engine.splits import SplitError
     from .worker import check
 
     cuda_count = _cuda_count(store)

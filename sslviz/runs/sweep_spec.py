@@ -12,10 +12,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
-import yaml
 
 from .ray_asha import TUNE_METRIC
-from ..engine.config import FIELDS, PRESETS, TrainConfig, preset_values
+from ..engine.config import FIELDS, PRESETS, TrainConfig, parse_yaml, preset_values
 from ..engine.params import InvalidParameterError, NoneOK, Options, check_params, integer, real
 
 
@@ -64,6 +63,9 @@ def parse_grid(items) -> dict[str, list]:
         name = name.strip().replace("-", "_")
         if not sep or not values.strip():
             raise SweepError(f"A grid axis is FIELD=V1,V2,...; got {item!r}.")
+        if name in grid:
+            raise SweepError(f"The grid axis {name!r} is given twice; list all its values in one --grid "
+                             f"{name}=V1,V2,...", field=name)
         grid[name] = [parse_value(name, v) for v in values.split(",")]
     return grid
 
@@ -112,18 +114,25 @@ class SweepSpec:
         unknown = sorted(set(d) - {"name", "grid", "seeds", "base"})
         if unknown:
             raise SweepError(f"Unknown sweep file key {unknown[0]!r}; a sweep file has name, grid, seeds and base.")
-        return cls(grid={str(k): list(v if isinstance(v, (list, tuple)) else [v]) for k, v in (d.get("grid") or {}).items()},
-                   seeds=tuple(int(s) for s in (d.get("seeds") or [0])), base=dict(d.get("base") or {}),
-                   name=str(d.get("name") or ""))
+        grid, seeds, base = d.get("grid") or {}, d.get("seeds", [0]), d.get("base") or {}
+        if not isinstance(grid, dict):
+            raise SweepError(f"The sweep's grid is a mapping of field: [values] (e.g. gamma: [10, 50]); got "
+                             f"{grid!r}.", field="grid")
+        if not isinstance(base, dict):
+            raise SweepError(f"The sweep's base is a mapping of field: value shared by every cell; got {base!r}.",
+                             field="base")
+        seeds = seeds if isinstance(seeds, (list, tuple)) else [seeds]
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise SweepError(f"The sweep's seeds are whole numbers >= 0 (e.g. [0, 1, 2]); got {d.get('seeds')!r}.",
+                             field="seed")
+        return cls(grid={str(k): list(v if isinstance(v, (list, tuple)) else [v]) for k, v in grid.items()},
+                   seeds=tuple(seeds), base=dict(base), name=str(d.get("name") or ""))
 
     @classmethod
-    def from_yaml(cls, text: str) -> "SweepSpec":
+    def from_yaml(cls, text: str, source: str = "The sweep file") -> "SweepSpec":
         """A sweep file: ``grid: {preset: [fixmatch, balanced], gamma: [10, 50]}``, ``seeds: [0, 1, 2]``,
-        ``base: {steps: 300}``, optional ``name``."""
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, dict):
-            raise SweepError("A sweep file is a mapping with grid, seeds, base and name.")
-        return cls.from_dict(data)
+        ``base: {steps: 300}``, optional ``name``; errors name ``source`` (a key given twice included)."""
+        return cls.from_dict(parse_yaml(text, source=source))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from . import devices, lifecycle
 from ..engine.config import TrainConfig
 from ..engine.files import DiskFull, leftovers
+from ..engine.params import InvalidParameterError
 from .lifecycle import HEARTBEAT_EVERY, LOST_AFTER, PROCESS_LOST, NoSuchRun, TransitionRefused  # noqa: F401 (re-exported)
 from ..engine.prepare import prepare, run_info
 from .host import RunHost
@@ -98,7 +99,10 @@ def check(cfg: TrainConfig, cache_dir=None, *, dataset=None, device: str | None 
     if cfg.model != "auto":
         from ..engine.models import build_model
 
-        build_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)  # raises for a wrong shape
+        try:
+            build_model(cfg.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
+        except ValueError as exc:  # a model for another input shape: the 'model' field is what to change
+            raise InvalidParameterError(str(exc), field="model") from None
     from ..engine.device import model_name
 
     model = model_name(cfg.model, ds.input_shape, device) if device is not None or cfg.model != "auto" else None
