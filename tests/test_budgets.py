@@ -9,7 +9,6 @@ from sslviz import cli
 from sslviz.engine import registry
 from sslviz.engine.config import from_preset
 from sslviz.runs import sweep, sweep_spec
-from sslviz.runs.store import RunStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TINY = ["--dataset", "toy2d", "--batch-size", "16", "--mu", "2", "--log-every", "5", "--device", "cpu"]

@@ -1,6 +1,5 @@
 """Run lifecycle: heartbeat and 'process lost', SIGKILL + resume, graceful stop, checkpoints, the CPU slot queue."""
 import os
-import pickle
 import re
 import signal
 import subprocess
