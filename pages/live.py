@@ -8,6 +8,7 @@ from sslviz.dashboard import router
 router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
 from sslviz.dashboard import charts, ui, views  # noqa: E402
+from sslviz.runs import doctor  # noqa: E402
 from sslviz.runs.records import NO_VAL_MESSAGE  # noqa: E402
 from sslviz.runs.store import VIEW_POINTS  # noqa: E402
 from sslviz.runs.worker import never_started  # noqa: E402
@@ -114,6 +115,23 @@ def live_panel():
         s1.caption(f":material/timeline: {note}")
     for message in short:
         s1.caption(f":material/hourglass_top: {message}")
+    diagnosis = ui.doctor_report(store, run_id)
+    if diagnosis is not None:  # the bias doctor: what bias this run has, the evidence, what to try
+        findings, suggestions = diagnosis
+        with s1.expander(f":material/stethoscope: Doctor: {doctor.headline(findings)}", expanded=False):
+            for f in findings:
+                since = f", since step {f.since:,}" if f.since else ""
+                span = f"steps {f.steps[0]:,}-{f.steps[1]:,}" if f.steps else "the data"
+                st.markdown(f"**{f.title}** · {f.severity} · from the {f.source} over {span}{since} · "
+                            f"chart: **{f.chart}**")
+                st.text(f.summary)  # plain text: class names come from the user's folders
+            if suggestions:
+                st.markdown("**What to try**, best first (" + suggestions[0].rests_on + "):")
+                st.text("\n".join(f"{i}. {s.technique}: " + ", ".join(f"{k}={v}" for k, v in s.change.items())
+                                   + (f" (caution: {s.caution})" if s.caution else "")
+                                   for i, s in enumerate(suggestions[:3], 1)))
+            if not findings:
+                st.caption("No majority-bias problem in this run's records so far.")
     if status == "failed":
         st.error(f"Run failed: {run['error'] if ui.present(run.get('error')) else 'unknown error'}")
     elif status == "stopped":

@@ -1,4 +1,4 @@
-"""Command line: ``python -m sslviz train|resume|stop|archive|unarchive|delete|list|show|export|sweep|presets|docs``.
+"""Command line: ``python -m sslviz train|resume|stop|archive|unarchive|delete|list|show|doctor|export|sweep|presets|docs``.
 
 Every TrainConfig field is a ``train`` flag (``--gamma 50``, ``--class-weighting effective``);
 precedence is preset < ``--config`` YAML < flags. Bad input exits non-zero with one line.
@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", type=_an_id)
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
     export.add_argument("--out", type=Path, default=Path("."))
+    doctor = sub.add_parser("doctor", help="what majority bias a run has, the evidence, and what to try")
+    doctor.add_argument("run", type=_an_id)
+    doctor.add_argument("--json", action="store_true", help="the report as JSON (for scripts)")
+    doctor.add_argument("--no-truth", action="store_true",
+                        help="do not read the unlabeled set's labels: estimates only, as for data without them")
     sub.add_parser("presets", help="the presets and the knobs each changes")
     docs = sub.add_parser("docs", help="print the README's technique and knob tables (markdown)")
     docs.add_argument("--readme", type=Path, help="rewrite the tables between this file's marker comments instead")
@@ -430,6 +435,11 @@ def main(argv=None) -> int:
                 path = args.out / f"run{args.run}_{name}.{args.format}"
                 df.to_csv(path, index=False) if args.format == "csv" else df.to_parquet(path, index=False)
                 print(path)
+        elif args.command == "doctor":
+            from .runs import doctor
+
+            rep = doctor.report(store, args.run, truth=not args.no_truth)
+            print(doctor.to_json(rep) if args.json else doctor.format_text(rep))
         elif args.command == "presets":
             for name, knobs in PRESETS.items():
                 print(f"{name:12s} {PRESET_DESCRIPTIONS[name]}")

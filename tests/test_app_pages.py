@@ -654,3 +654,24 @@ def test_live_test_now_evaluates_the_latest_checkpoint_and_stop_after_the_end_is
     from sslviz.dashboard import ui
 
     assert "finished" in ui.stop(store, rid)
+
+
+def test_live_shows_the_doctors_findings_in_one_line_that_opens_into_the_evidence(store):
+    """A run whose three rarest classes never get a pseudo-label accepted (the model predicts them, below their
+    threshold): the Live page's doctor line names tail and threshold starvation; a healthy run says no finding."""
+    rid = make_run(store, status="finished")
+    for step in range(10, 210, 10):
+        classes = [dict(threshold=0.95, conf_pl=0.97 if c < 7 else 0.5, conf_true=0.5, n_pl=40 - 3 * c,
+                        n_accepted=20 - c if c < 7 else 0, n_true=40 - 3 * c, n_correct=20 - c if c < 7 else 0,
+                        precision=1.0, recall=0.5) for c in range(10)]
+        store.log(rid, dict(step=step, wall=1000.0 + step, scalars=dict(loss=1.0), classes=classes))
+    at = open_page("live", run=str(rid))
+    doctor_line = [e for e in at.expander if "Doctor:" in e.label]
+    assert len(doctor_line) == 1, [e.label for e in at.expander]
+    assert "tail starvation — severe" in doctor_line[0].label and "threshold starvation — severe" in doctor_line[0].label
+    texts = [t.value for t in doctor_line[0].text]
+    assert any(t.startswith("7, 8, 9: not one pseudo-label accepted in 20 logging windows") for t in texts), texts
+
+    healthy = make_run(store, status="finished", dataset="toy2d")
+    at = open_page("live", run=str(healthy))
+    assert [e.label for e in at.expander if "Doctor:" in e.label] == [":material/stethoscope: Doctor: no finding"]

@@ -296,6 +296,19 @@ def method_phases(run: dict) -> tuple[list[str], list[str]]:
     return phase_notes(cfg, int(run.get("step") or 0)), budget_warnings(cfg)
 
 
+def doctor_report(store: RunStore, run_id: int):
+    """(the bias doctor's findings, its suggestions) for a stored run (``runs/doctor.py``), on binned records past
+    2,000 logged steps so a long run's page stays quick; None when its records cannot be read."""
+    from ..runs import doctor
+
+    try:
+        records = doctor.read(store, run_id, max_points=2000)
+    except (ValueError, TypeError, KeyError):
+        return None
+    findings = doctor.diagnose(records)
+    return findings, doctor.suggest(findings, records.cfg)
+
+
 def status_line(run: dict, wall: float | None = None) -> str:
     """'▶️ **running** · step 340 / 1000 · device `cpu` · elapsed 1m 05s'.
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # -- pseudo-label distribution -------------------------------------------------
 class DebiasPL(Technique):
     name, title = "debias", "DebiasPL"
+    addresses, try_with = ("tail_starvation", "majority_drift"), {"debias_tau": 0.4}
     off = ("debias_tau", 0.0)
     paper = "Wang et al., Debiased Learning from Naturally Imbalanced Pseudo-Labels, CVPR 2022"
     implemented = ("Pseudo-labels from `softmax(f_w - tau log p_hat)`; `p_hat` <- EMA (own momentum) of the raw "
@@ -75,6 +76,8 @@ class DebiasPL(Technique):
 
 class DistributionAlignment(Technique):
     name, title = "da", "Distribution alignment"
+    addresses, try_with = ("majority_drift", "tail_starvation"), {"dist_align": "labeled"}
+    hurts_under = ("reversed", "uniform", "different")
     off = ("dist_align", "none")
     paper = "Berthelot et al., ReMixMatch, ICLR 2020"
     implemented = ("`p~ = normalize(p * p_target / p_model)` before the threshold; `p_model` = mean prediction of "
@@ -126,6 +129,7 @@ class DistributionAlignment(Technique):
 # -- threshold schedules (one of them answers to threshold_schedule) --------------
 class FlexMatch(Technique):
     name, title, schedule = "flexmatch", "FlexMatch thresholds", "flexmatch"
+    addresses, try_with = ("threshold_starvation", "tail_starvation"), {"threshold_schedule": "flexmatch"}
     paper = "Zhang et al., FlexMatch, NeurIPS 2021"
     implemented = ("Curriculum pseudo-labelling: `tau_c = beta_c / (2 - beta_c) * tau` (convex mapping) from each "
                    "unlabeled sample's latest prediction above tau, with the threshold warm-up; equals USB to 6e-8.")
@@ -158,6 +162,7 @@ class FlexMatch(Technique):
 
 class FreeMatch(Technique):
     name, title, schedule = "freematch", "FreeMatch", "freematch"
+    addresses, try_with = ("threshold_starvation", "tail_starvation"), {"threshold_schedule": "freematch"}
     paper = "Wang et al., FreeMatch: Self-adaptive Thresholding for Semi-supervised Learning, ICLR 2023"
     implemented = ("Self-adaptive thresholds `tau_c = tau_t * p_t(c) / max p_t` from EMAs of the mean confidence and "
                    "mean prediction (equal to USB to 3e-8), and the self-adaptive fairness loss "
@@ -244,6 +249,7 @@ class FixMatch(Technique):
 # -- threshold modifiers ----------------------------------------------------------
 class FrequencyThresholds(Technique):
     name, title = "freq_thresholds", "Class-frequency thresholds"
+    addresses, try_with = ("threshold_starvation", "tail_starvation"), {"threshold_class_alpha": 0.5}
     off = ("threshold_class_alpha", 0.0)
     paper = "class-specific thresholds as in the imbalanced-SSL literature (e.g. Adsh's motivation, CReST)"
     implemented = "`tau_c' = max(tau_c * (n_c / n_max)^alpha, min(tau_c, floor))` from labeled counts: lower for rare classes."
@@ -300,6 +306,7 @@ class ClassAugmentation(Technique):
 # -- supervised loss -------------------------------------------------------------------
 class LogitAdjustment(Technique):
     name, title = "logit_adjust", "Logit adjustment"
+    addresses, try_with = ("majority_drift", "tail_starvation"), {"logit_adjust_tau": 1.0}
     off = ("logit_adjust_tau", 0.0)
     paper = "Menon et al., Long-tail learning via logit adjustment, ICLR 2021"
     implemented = "Supervised loss on `logits + tau log prior` (labeled prior); prediction from the raw logits."
@@ -313,6 +320,7 @@ class LogitAdjustment(Technique):
 
 class ClassWeighting(Technique):
     name, title = "class_weights", "Class-weighted supervised loss"
+    addresses, try_with = ("majority_drift",), {"class_weighting": "effective", "effective_beta": 0.999}
     off = ("class_weighting", "none")
     paper = "Cui et al., Class-Balanced Loss Based on Effective Number of Samples, CVPR 2019"
     implemented = "Per-class weights `1/n_c` or `(1-beta)/(1-beta^n_c)`, normalised to mean 1 over classes."

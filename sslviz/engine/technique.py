@@ -128,6 +128,11 @@ class Technique:
     # Metrics (per-class shares) that estimate the unlabeled set's class distribution: views set them beside the
     # hidden truth.
     estimates_unlabeled: ClassVar[tuple[str, ...]] = ()
+    # For the bias doctor (runs/doctor.py): the finding kinds it is meant to fix, the knobs that switch it on, and
+    # the unlabeled profiles (doctor.profile_shape) where it is known to work against the data.
+    addresses: ClassVar[tuple[str, ...]] = ()
+    try_with: ClassVar[dict] = {}
+    hurts_under: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def active(cls, cfg) -> bool:

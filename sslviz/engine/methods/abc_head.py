@@ -16,6 +16,7 @@ GROUP = "Imbalanced-SSL methods"
 
 class ABC(Technique):
     name, title = "abc", "ABC (auxiliary balanced classifier)"
+    addresses, try_with = ("majority_drift", "tail_starvation"), {"abc": True}
     off = ("abc", False)
     paper = "Lee et al., ABC: Auxiliary Balanced Classifier for Class-imbalanced Semi-supervised Learning, NeurIPS 2021"
     implemented = (

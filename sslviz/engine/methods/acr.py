@@ -14,6 +14,7 @@ GROUP = "Imbalanced-SSL methods"
 
 class ACR(Technique):
     name, title = "acr", "ACR (adaptive consistency regularizer)"
+    addresses, try_with = ("distribution_mismatch", "majority_drift"), {"acr": True}
     estimates_unlabeled = ("acr.unlabeled_estimate",)
     off = ("acr", False)
     epoch_field = "acr_epoch_steps"

@@ -14,6 +14,7 @@ from ..technique import Technique
 
 class Adsh(Technique):
     name, title, schedule = "adsh", "Adsh thresholds", "adsh"
+    addresses, try_with = ("threshold_starvation", "tail_starvation"), {"threshold_schedule": "adsh"}
     needs_pass = True
     epoch_field = "adsh_epoch_steps"
     epoch_labels = ("warm-up: thresholds at `threshold` until the first epoch ends",

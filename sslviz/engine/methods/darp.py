@@ -13,6 +13,8 @@ from ..technique import Phase, Technique
 
 class DARP(Technique):
     name, title = "darp", "DARP"
+    addresses, try_with = ("contamination", "tail_starvation"), {"darp": True}
+    hurts_under = ("reversed", "uniform", "different")
     estimates_unlabeled = ("darp.target_share", "darp.refined_share")
     off = ("darp", False)
     paper = "Kim et al., Distribution Aligning Refinery of Pseudo-label for Imbalanced Semi-supervised Learning, NeurIPS 2020"

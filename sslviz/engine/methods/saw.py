@@ -11,6 +11,7 @@ from ..technique import Technique
 
 class SAW(Technique):
     name, title = "saw", "SAW"
+    addresses, try_with = ("tail_starvation", "majority_drift"), {"saw": True}
     off = ("saw", False)
     needs_pass = True
     epoch_field = "saw_epoch_steps"

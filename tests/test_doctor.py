@@ -1,0 +1,155 @@
+"""The bias doctor on planted records: each kind of finding fires with the right classes and evidence where its problem
+is planted, and stays silent on a run without it (a balanced gamma-1 run included); every finding that can read the
+hidden truth also fires from its estimate with the truth hidden. Then the CLI on real short runs."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sslviz import cli
+from sslviz.engine.config import TrainConfig
+from sslviz.runs import doctor
+
+K = 4
+NAMES = ["a", "b", "c", "d"]
+STEPS = list(range(10, 210, 10))  # 20 logging windows
+
+
+def planted(*, labeled=(400, 200, 100, 50), truth=(400, 200, 100, 50), pl_share=None, accepted_rate=(0.5,) * K,
+            precision=(0.95,) * K, threshold=(0.95,) * K, confidence=(0.97,) * K, val_recall=(0.8,) * K,
+            val_predicted=None, val_acc=None, cfg=None, per_window=200):
+    """Records of a run whose unlabeled windows hold ``per_window`` samples drawn from ``truth``: the model predicts
+    class c for a ``pl_share`` of them (default: the truth), accepts ``accepted_rate`` of those with ``precision``;
+    validation: 100 samples per class, recalled at ``val_recall`` (the misses spread evenly, or all to the class
+    ``val_predicted`` names)."""
+    truth_share = np.asarray(truth, float) / np.sum(truth)
+    conf = np.zeros((K, K))
+    for c in range(K):
+        hit = 100 * val_recall[c]
+        conf[c, c] = hit
+        if val_predicted is None:
+            conf[c, [j for j in range(K) if j != c]] = (100 - hit) / (K - 1)
+        else:
+            conf[c, val_predicted] += 100 - hit
+    # by default the model predicts on unlabeled data as it does on validation: P(pred) = P(pred | y) P(y)
+    pl = np.asarray(pl_share if pl_share is not None else (conf / conf.sum(axis=1, keepdims=True)).T @ truth_share)
+    rows = []
+    for step in STEPS:
+        for c in range(K):
+            n_pl = int(round(per_window * pl[c]))
+            n_acc = int(round(n_pl * accepted_rate[c]))
+            rows.append(dict(step=step, cls=c, threshold=threshold[c], conf_pl=confidence[c], conf_true=confidence[c],
+                             n_pl=n_pl, n_accepted=n_acc, n_true=int(round(per_window * truth_share[c])),
+                             n_correct=int(round(n_acc * precision[c]))))
+    acc = val_acc if val_acc is not None else [float(np.mean(val_recall))] * 5
+    evals = pd.DataFrame({"step": [40 * (i + 1) for i in range(len(acc))], "balanced_accuracy": acc})
+    return doctor.RunRecords(np.asarray(labeled, float), np.asarray(truth, float), NAMES, pd.DataFrame(rows), evals,
+                             conf, cfg or TrainConfig(steps=200), STEPS[-1])
+
+
+def kinds(records) -> dict:
+    return {f.kind: f for f in doctor.diagnose(records)}
+
+
+def test_a_run_without_a_problem_gets_no_finding_with_or_without_the_truth():
+    healthy = planted()
+    assert doctor.diagnose(healthy) == [] and doctor.diagnose(healthy.hidden()) == []
+    balanced = planted(labeled=(100,) * K, truth=(100,) * K)  # gamma 1
+    assert doctor.diagnose(balanced) == [] and doctor.diagnose(balanced.hidden()) == []
+
+
+@pytest.mark.parametrize("hide", [False, True], ids=["truth", "estimate"])
+def test_tail_starvation_names_the_starved_classes(hide):
+    r = planted(accepted_rate=(0.6, 0.5, 0.02, 0.0))
+    f = kinds(r.hidden() if hide else r)["tail_starvation"]
+    assert f.classes == (2, 3) and f.severity == "severe" and f.source == ("estimate" if hide else "truth")
+    assert f.evidence["classes"]["d"]["accepted"] == 0 and f.steps == (110, 200)
+    assert f.evidence["classes"]["c"]["share_unlabeled"] == pytest.approx(100 / 750, abs=0.02)
+    assert "tail_starvation" not in kinds(planted(accepted_rate=(0.6, 0.5, 0.4, 0.3)))  # less, not starved
+
+
+@pytest.mark.parametrize("hide", [False, True], ids=["truth", "estimate"])
+def test_contamination_names_the_class_that_absorbs_wrong_labels(hide):
+    # with the truth: its pseudo-labels are wrong; the estimate reads validation: the misses all go to class 0
+    r = planted(precision=(0.3, 0.95, 0.95, 0.95), val_recall=(0.95, 0.6, 0.6, 0.6), val_predicted=0)
+    f = kinds(r.hidden() if hide else r)["contamination"]
+    assert f.classes == (0,) and f.severity == ("mild" if hide else "severe")
+    assert f.evidence["classes"]["a"]["precision"] == pytest.approx(0.3 if not hide else 100 / 220, abs=0.01)
+    assert "contamination" not in kinds(planted(precision=(0.85, 0.95, 0.9, 0.95)))
+
+
+def test_threshold_starvation_needs_predictions_that_never_pass():
+    r = planted(accepted_rate=(0.5, 0.5, 0.5, 0.0), threshold=(0.95, 0.95, 0.95, 0.95), confidence=(0.97, 0.97, 0.97, 0.6))
+    f = kinds(r)["threshold_starvation"]
+    assert f.classes == (3,) and f.since == 10 and f.evidence["classes"]["d"]["windows"] == 20
+    assert f.evidence["classes"]["d"]["threshold"] == 0.95 and f.evidence["classes"]["d"]["mean_confidence"] == 0.6
+    # never predicted at all: not a threshold problem; predicted and accepted: no problem
+    assert "threshold_starvation" not in kinds(planted(pl_share=(0.5, 0.3, 0.2, 0.0), accepted_rate=(0.5, 0.5, 0.5, 0.0)))
+    assert "threshold_starvation" not in kinds(planted(confidence=(0.97, 0.97, 0.97, 0.6)))
+
+
+def test_majority_drift_from_concentrated_predictions_and_from_a_falling_accuracy():
+    collapsed = kinds(planted(val_recall=(1.0, 0.3, 0.1, 0.05), val_predicted=0))["majority_drift"]
+    assert collapsed.classes == (0,) and set(collapsed.evidence["ignored"]) >= {"c", "d"}
+    falling = kinds(planted(val_acc=[0.5, 0.7, 0.72, 0.6, 0.55]))["majority_drift"]
+    assert falling.since == 120 and falling.evidence["drop"] == pytest.approx(0.17)
+    assert falling.severity == "severe"
+    assert "majority_drift" not in kinds(planted(val_acc=[0.5, 0.7, 0.72, 0.7, 0.71]))  # noise, not a fall
+
+
+@pytest.mark.parametrize("hide", [False, True], ids=["truth", "estimate"])
+def test_distribution_mismatch_says_reversed_and_that_alignment_to_labeled_works_against_it(hide):
+    cfg = TrainConfig(steps=200, dist_align="labeled")
+    r = planted(truth=(50, 100, 200, 400), cfg=cfg)
+    f = kinds(r.hidden() if hide else r)["distribution_mismatch"]
+    assert f.evidence["shape"] == "reversed" and f.severity == "severe"
+    assert f.evidence["aligned_to_labeled"] == ["distribution alignment to the labeled profile"]
+    assert "distribution_mismatch" not in kinds(planted(cfg=cfg))
+    names = [s.technique for s in doctor.suggest(doctor.diagnose(r), cfg)]
+    assert names[0] == "ACR (adaptive consistency regularizer)"  # declared for a mismatched unlabeled profile
+    assert "Distribution alignment" not in names  # on already: not suggested again
+
+
+def test_not_yet_itself_reads_the_declared_budgets():
+    f = kinds(planted(cfg=TrainConfig(steps=200, acr=True)))["not_yet_itself"]
+    assert f.severity == "info" and f.evidence == {"technique": "acr", "needs": 4000, "at": 200, "budget": 200,
+                                                   "phase": f.evidence["phase"]}
+    assert "early phase only" in f.summary
+    assert "not_yet_itself" not in kinds(planted(cfg=TrainConfig(steps=200)))
+
+
+def test_suggestions_rank_declared_remedies_and_put_da_last_under_reversed_data():
+    r = planted(truth=(50, 100, 200, 400), accepted_rate=(0.6, 0.5, 0.02, 0.0))
+    ranked = doctor.suggest(doctor.diagnose(r), r.cfg)
+    names = [s.technique for s in ranked]
+    assert "Distribution alignment" not in names[:3] and set(names[-2:]) == {"DARP", "Distribution alignment"}
+    assert {s.caution for s in ranked[-2:]} == {"declared to work against reversed unlabeled data"}
+    assert not any(s.caution for s in ranked[:-2])
+    assert all(s.rests_on.startswith("declared") for s in ranked)
+
+
+def test_estimate_profile_recovers_a_planted_shift():
+    conf = np.array([[80, 10, 10], [10, 80, 10], [5, 5, 90]], float)
+    truth = np.array([0.6, 0.3, 0.1])
+    predicted = (conf / conf.sum(axis=1, keepdims=True)).T @ truth  # what the model predicts on such data
+    assert doctor.estimate_profile(conf, predicted * 1000) == pytest.approx(truth, abs=1e-9)
+
+
+def test_doctor_cli_on_a_finished_run_a_running_one_json_and_an_unknown_id(store, tiny, capsys):
+    from sslviz.runs import worker
+
+    rid = worker.record(store, TrainConfig(**{**tiny, "steps": 60}))  # queued, with its split's counts
+    assert worker.run_worker(store, rid) == "finished"
+    assert cli.main(["--store", str(store.path), "doctor", str(rid)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"run {rid} at step 60: ")
+    assert cli.main(["--store", str(store.path), "doctor", str(rid), "--json", "--no-truth"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["run"] == rid and rep["truth_used"] is False and isinstance(rep["findings"], list)
+    assert set(rep["summary"]) == {"val_head_tail_gap", "val_tail_recall", "kl_pseudo_true", "head_share"}
+    running = store.create_run(TrainConfig(**tiny).to_dict())  # queued, nothing logged, no split recorded
+    assert cli.main(["--store", str(store.path), "doctor", str(running)]) == 0
+    assert capsys.readouterr().out.startswith(f"run {running} at step 0: no finding")
+    assert cli.main(["--store", str(store.path), "doctor", "999"]) == 2
+    assert "There is no run 999" in capsys.readouterr().err
