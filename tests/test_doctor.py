@@ -153,3 +153,28 @@ def test_doctor_cli_on_a_finished_run_a_running_one_json_and_an_unknown_id(store
     assert capsys.readouterr().out.startswith(f"run {running} at step 0: no finding")
     assert cli.main(["--store", str(store.path), "doctor", "999"]) == 2
     assert "There is no run 999" in capsys.readouterr().err
+
+
+def test_store_evidence_ranks_what_worked_here_first_and_says_how_strong_it_is():
+    from sslviz.engine.registry import TECHNIQUES
+
+    cfg = TrainConfig(dataset="digits", gamma=50.0, steps=600)
+    run = lambda tail, seed=0, **knobs: doctor.StoreRun(TrainConfig(**{**cfg.to_dict(), "seed": seed, **knobs}).to_dict(),
+                                                         0.6 + tail / 4, tail)  # noqa: E731
+    runs = [run(0.05, 0), run(0.07, 1), run(0.30, 0, abc=True), run(0.36, 1, abc=True),  # ABC: strong, better
+            run(0.01, 0, logit_adjust_tau=1.0, lr=0.1),  # LA: weak (another lr), worse
+            run(0.9, 0, gamma=10.0, saw=True)]  # SAW: other data, no evidence
+    by_name = {t.name: t for t in TECHNIQUES}
+    text, diff = doctor.store_evidence(by_name["abc"], cfg, runs)
+    assert text == ("store, strong: validation 3-rarest recall 0.06 -> 0.33 (balanced accuracy 0.615 -> 0.682), "
+                    "2 run(s) off vs 2 on, seeds' spread 0.03") and diff == pytest.approx(0.27)
+    text, diff = doctor.store_evidence(by_name["logit_adjust"], cfg, runs)
+    assert text.startswith("store, weak: validation 3-rarest recall 0.20 -> 0.01") and diff < 0  # ABC runs count as off
+    assert doctor.store_evidence(by_name["saw"], cfg, runs) is None
+
+    r = planted(accepted_rate=(0.6, 0.5, 0.02, 0.0), cfg=cfg)
+    ranked = doctor.suggest(doctor.diagnose(r), cfg, runs)
+    assert ranked[0].technique.startswith("ABC") and ranked[0].rests_on.startswith("store, strong")
+    la = [s.technique for s in ranked].index("Logit adjustment")
+    assert all(not s.rests_on.startswith("store") for s in ranked[la + 1:])  # after it: declared only, or cautions
+    assert ranked[la].rests_on.startswith("store, weak") and la > len(ranked) // 2

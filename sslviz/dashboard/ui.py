@@ -296,6 +296,14 @@ def method_phases(run: dict) -> tuple[list[str], list[str]]:
     return phase_notes(cfg, int(run.get("step") or 0)), budget_warnings(cfg)
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def _evidence_runs(path: str, finished: tuple) -> list:
+    """The store's finished runs as the doctor's evidence, read once per set of ``finished`` run ids."""
+    from ..runs import doctor
+
+    return doctor.stored_runs(_open_store(path))
+
+
 def doctor_report(store: RunStore, run_id: int):
     """(the bias doctor's findings, its suggestions) for a stored run (``runs/doctor.py``), on binned records past
     2,000 logged steps so a long run's page stays quick; None when its records cannot be read."""
@@ -306,7 +314,9 @@ def doctor_report(store: RunStore, run_id: int):
     except (ValueError, TypeError, KeyError):
         return None
     findings = doctor.diagnose(records)
-    return findings, doctor.suggest(findings, records.cfg)
+    runs = store.runs(include_archived=True)
+    finished = tuple(sorted(runs.loc[runs.status == "finished", "id"].astype(int)))
+    return findings, doctor.suggest(findings, records.cfg, _evidence_runs(str(store.path), finished))
 
 
 def status_line(run: dict, wall: float | None = None) -> str:

@@ -12,8 +12,10 @@ matrix inverted on the pseudo-label counts) and pseudo-label precision by the pr
 predictions. Only validation is read, never test: the doctor's advice must not be chosen on test.
 
 Suggestions (:func:`suggest`) come from what each technique declares (``Technique.addresses``, ``try_with``,
-``hurts_under`` in ``engine/registry.py`` and ``engine/methods/``), ranked by the findings they address and put
-last where the technique is known to work against the data's profile (DA and DARP under reversed data).
+``hurts_under`` in ``engine/registry.py`` and ``engine/methods/``), ranked by the store's own runs where they
+compared the technique on and off on the same data (:func:`store_evidence`: "strong" from runs that differ in
+nothing else, "weak" otherwise), then by the findings they address, and put last where the technique is known to
+work against the data's profile (DA and DARP under reversed data).
 """
 from __future__ import annotations
 
@@ -393,9 +395,78 @@ class Suggestion:
     caution: str = ""
 
 
-def suggest(findings: list[Finding], cfg) -> list[Suggestion]:
-    """Techniques that declare they address the findings (not already on), the most findings (severe counting
-    double) first; one that works against the data's profile (``hurts_under``) goes last, with the reason."""
+SAME_DATA = ("dataset", "gamma", "gamma_u", "n1", "m1", "unlabeled_shape", "val_per_class")  # what "the same data" is
+IGNORED = ("seed", "name", "preset", "device", "log_every", "eval_every", "checkpoint_every", "compile")  # no effect
+
+
+@dataclass(frozen=True)
+class StoreRun:
+    """A finished run of the store as evidence: its config and its latest validation numbers."""
+    config: dict
+    val_balanced_accuracy: float
+    val_tail_recall: float
+
+
+def comparison(cfg: dict, other: dict, knobs: set) -> str | None:
+    """How ``other`` (a stored run's config) compares with the diagnosed ``cfg`` as evidence about a technique
+    whose knobs are ``knobs``: "strong" when they differ in nothing but those knobs (and seed, name, logging),
+    "weak" on the same data with other differences, None on other data.
+
+    >>> base = {"dataset": "digits", "gamma": 50.0, "seed": 0, "lr": 0.03, "abc": False}
+    >>> [comparison(base, dict(base, **c), {"abc"}) for c in ({"abc": True, "seed": 1}, {"lr": 0.1}, {"gamma": 10.0})]
+    ['strong', 'weak', None]
+    """
+    if any(cfg.get(k) != other.get(k) for k in SAME_DATA):
+        return None
+    differ = {k for k in set(cfg) | set(other) if cfg.get(k) != other.get(k)} - set(IGNORED) - knobs
+    return "weak" if differ else "strong"
+
+
+def store_evidence(tech, cfg, runs: list[StoreRun]) -> tuple[str, float] | None:
+    """What the store's finished runs say about switching ``tech`` on for a run of ``cfg``: ("strong, validation
+    ...", difference) from runs that differ only in the technique's knobs, else ("weak, ...", difference) from runs on
+    the same data; None when no run on the same data had it on and another off. The difference is in the mean
+    validation recall of the 3 rarest classes (on minus off)."""
+    from ..engine.config import TrainConfig
+
+    knobs = {f.name for f in tech.fields} | set(tech.try_with)
+    mine = cfg.to_dict()
+    for strength in ("strong", "weak"):
+        on, off = [], []
+        for run in runs:
+            kind = comparison(mine, run.config, knobs)
+            if kind is None or (strength == "strong" and kind != "strong"):
+                continue
+            (on if tech.active(TrainConfig.from_dict(run.config)) else off).append(run)
+        on = [r for r in on if not np.isnan(r.val_tail_recall)]
+        off = [r for r in off if not np.isnan(r.val_tail_recall)]
+        if on and off:
+            a = np.mean([r.val_tail_recall for r in off])
+            b = np.mean([r.val_tail_recall for r in on])
+            spread = max(np.std([r.val_tail_recall for r in off]), np.std([r.val_tail_recall for r in on]))
+            acc = (np.mean([r.val_balanced_accuracy for r in off]), np.mean([r.val_balanced_accuracy for r in on]))
+            return (f"store, {strength}: validation 3-rarest recall {a:.2f} -> {b:.2f} (balanced accuracy {acc[0]:.3f} "
+                    f"-> {acc[1]:.3f}), {len(off)} run(s) off vs {len(on)} on, seeds' spread {spread:.2f}"
+                    + ("" if strength == "strong" else "; the runs differ in other knobs too"), float(b - a))
+    return None
+
+
+def stored_runs(store) -> list[StoreRun]:
+    """The store's finished runs with a validation evaluation, as evidence."""
+    out = []
+    for row in store.runs(include_archived=True).itertuples():
+        if row.status != "finished" or np.isnan(row.val_balanced_accuracy):
+            continue
+        summary = bias.run_bias_summary(store, int(row.id))
+        out.append(StoreRun(row.config, float(row.val_balanced_accuracy), float(summary["val_tail_recall"])))
+    return out
+
+
+def suggest(findings: list[Finding], cfg, runs: list[StoreRun] = ()) -> list[Suggestion]:
+    """Techniques that declare they address the findings (not already on), ranked: those the store's ``runs`` show
+    helping (strong evidence first) ahead, those they show hurting last; the rest by the findings they address
+    (severe counting double); one that works against the data's profile (``hurts_under``) after those, with the
+    reason. Each says what its rank rests on."""
     from ..engine.registry import TECHNIQUES
 
     shape = next((f.evidence["shape"] for f in findings if f.kind == "distribution_mismatch"), None)
@@ -410,9 +481,12 @@ def suggest(findings: list[Finding], cfg) -> list[Suggestion]:
         hurts = shape in tech.hurts_under
         score = sum(weight[k] for k in hits) - (100 if hurts else 0)
         caution = f"declared to work against {shape} unlabeled data" if hurts else ""
-        ranked.append((score, Suggestion(tech.title, dict(tech.try_with), tuple(hits),
-                                         "declared: what the technique is for (no run in this store compared it)",
-                                         caution)))
+        rests_on = "declared: what the technique is for (no run in this store compared it)"
+        seen = store_evidence(tech, cfg, list(runs)) if runs else None
+        if seen is not None:
+            rests_on, diff = seen
+            score += (1000 if seen[0].startswith("store, strong") else 200) * np.sign(diff) + diff
+        ranked.append((score, Suggestion(tech.title, dict(tech.try_with), tuple(hits), rests_on, caution)))
     return [s for _, s in sorted(ranked, key=lambda x: -x[0])]
 
 
@@ -460,7 +534,8 @@ def report(store, run_id: int, *, truth: bool = True) -> dict:
                for k, v in bias.run_bias_summary(store, run_id).items() if not k.startswith("test_")}
     return {"run": run_id, "step": records.step, "truth_used": truth and records.truth is not None,
             "findings": [asdict(f) for f in findings],
-            "suggestions": [asdict(s) for s in suggest(findings, records.cfg)], "summary": summary}
+            "suggestions": [asdict(s) for s in suggest(findings, records.cfg, stored_runs(store))],
+            "summary": summary}
 
 
 def headline(findings) -> str:
