@@ -7,7 +7,7 @@ from sslviz.dashboard import router
 
 router.require_router()  # first, before the engine is imported: see sslviz/dashboard/router.py
 
-from sslviz.runs import bias, sweep_spec  # noqa: E402
+from sslviz.runs import bias, doctor, sweep_spec  # noqa: E402
 from sslviz.dashboard import charts, ui  # noqa: E402
 from sslviz.runs.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
 from sslviz.runs.store import VIEW_POINTS  # noqa: E402
@@ -77,6 +77,10 @@ if not chosen:
 else:
     short = {i: f"#{i} {runs.loc[runs['id'] == i, 'name'].iloc[0] or runs.loc[runs['id'] == i, 'preset'].iloc[0]}"
              for i in chosen}
+    tried = [f"#{i}: {v}" for i in chosen for v in doctor.verdicts(store, i)]
+    if tried:  # suggestions of the doctor tried beside a run: did the finding they were for get better?
+        st.markdown("**The doctor's verdicts** (validation only; \"worked\" only beyond the seeds' spread)")
+        st.text("\n".join(tried))  # plain text: run names are the user's
     c1, c2 = st.columns([3, 1])
     smoothing = c1.slider("Smoothing (EMA weight)", 0.0, 0.99, 0.0, 0.01, key="smoothing", bind="query-params")
     x_label = c2.radio("x axis", ["step", "wall time"], horizontal=True, key="x", bind="query-params")

@@ -132,6 +132,18 @@ def live_panel():
                                    for i, s in enumerate(suggestions[:3], 1)))
             if not findings:
                 st.caption("No majority-bias problem in this run's records so far.")
+            elif suggestions and not ui.read_only():  # try it: the change beside this run, same data, seed, budget
+                t1, t2, t3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+                pick = t1.selectbox("Suggestion to try", range(min(3, len(suggestions))), key="live_try_pick",
+                                    format_func=lambda i: f"{i + 1}. {suggestions[i].technique}")
+                more = t2.number_input("More seeds", 0, 4, 0, key="live_try_seeds",
+                                       help="seeds after this run's own, for both the change and the run as it was")
+                if t3.button("Try it", key="live_try", icon=":material/science:"):
+                    tried = ui.try_suggestion(store, run_id, findings, suggestions[pick], int(more))
+                    if tried:
+                        st.switch_page(ui.PAGES["compare"], query_params={"runs": ",".join(map(str, [run_id, *tried]))})
+            for verdict in doctor.verdicts(store, run_id):
+                st.text(f"Tried: {verdict}")
     if status == "failed":
         st.error(f"Run failed: {run['error'] if ui.present(run.get('error')) else 'unknown error'}")
     elif status == "stopped":

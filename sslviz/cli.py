@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="the report as JSON (for scripts)")
     doctor.add_argument("--no-truth", action="store_true",
                         help="do not read the unlabeled set's labels: estimates only, as for data without them")
+    doctor.add_argument("--try", dest="try_k", type=int, metavar="K", default=None,
+                        help="launch suggestion K (1 = the first listed) beside the run, in the background; "
+                             "doctor RUN shows the verdict once its runs finish")
+    doctor.add_argument("--seeds", default="", help="--try: more seeds for both arms, e.g. 1,2 (the run's own is "
+                                                    "always one)")
     sub.add_parser("presets", help="the presets and the knobs each changes")
     docs = sub.add_parser("docs", help="print the README's technique and knob tables (markdown)")
     docs.add_argument("--readme", type=Path, help="rewrite the tables between this file's marker comments instead")
@@ -439,6 +444,21 @@ def main(argv=None) -> int:
             from .runs import doctor
 
             rep = doctor.report(store, args.run, truth=not args.no_truth)
+            if args.try_k is not None:
+                from .runs import worker
+                from .runs.sweep_spec import parse_seeds
+
+                if not 1 <= args.try_k <= len(rep["suggestions"]):
+                    raise ValueError(f"--try must be from 1 to {len(rep['suggestions'])} (the suggestions listed for "
+                                     f"run {args.run}); got {args.try_k}.")
+                chosen = doctor.Suggestion(**{**rep["suggestions"][args.try_k - 1],
+                                              "addresses": tuple(rep["suggestions"][args.try_k - 1]["addresses"])})
+                ids = doctor.launch_trial(store, args.run, chosen, doctor.target_finding(rep["findings"], chosen),
+                                          parse_seeds(args.seeds) if args.seeds else (),
+                                          submit=lambda cfg: worker.submit(store, cfg))
+                print(f"trying {chosen.technique} for run {args.run}: run(s) {', '.join(map(str, ids))} queued; "
+                      f"python -m sslviz doctor {args.run} gives the verdict once they finish")
+                return 0
             print(doctor.to_json(rep) if args.json else doctor.format_text(rep))
         elif args.command == "presets":
             for name, knobs in PRESETS.items():

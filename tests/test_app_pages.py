@@ -675,3 +675,24 @@ def test_live_shows_the_doctors_findings_in_one_line_that_opens_into_the_evidenc
     healthy = make_run(store, status="finished", dataset="toy2d")
     at = open_page("live", run=str(healthy))
     assert [e.label for e in at.expander if "Doctor:" in e.label] == [":material/stethoscope: Doctor: no finding"]
+
+
+def test_live_try_it_launches_the_suggestion_beside_the_run_and_opens_compare(store, monkeypatch):
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # recorded and queued, not trained
+    rid = make_run(store, status="finished")
+    for step in range(10, 210, 10):
+        classes = [dict(threshold=0.95, conf_pl=0.97 if c < 7 else 0.5, conf_true=0.5, n_pl=40 - 3 * c,
+                        n_accepted=20 - c if c < 7 else 0, n_true=40 - 3 * c, n_correct=20 - c if c < 7 else 0,
+                        precision=1.0, recall=0.5) for c in range(10)]
+        store.log(rid, dict(step=step, wall=1000.0 + step, scalars=dict(loss=1.0), classes=classes))
+    at = open_page("live", run=str(rid))
+    at.number_input(key="live_try_seeds").set_value(1)
+    at.button(key="live_try").click().run()
+    assert not at.exception, at.exception
+    new = sorted(set(store.runs().id) - {rid})
+    assert len(new) == 3  # the change with seeds 0 and 1, the run as it was with seed 1
+    trials = [store.run(i)["info"]["trial"] for i in new]
+    assert {t["of"] for t in trials} == {rid} and sorted(t["arm"] for t in trials) == ["control", "treatment", "treatment"]
+    assert at.query_params["runs"] == ",".join(map(str, [rid, *new]))  # Compare opened on the four runs
+    assert any("The doctor's verdicts" in m.value for m in at.markdown)
+    assert any("waiting for run(s)" in t.value for t in at.text)

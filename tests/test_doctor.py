@@ -2,6 +2,7 @@
 is planted, and stays silent on a run without it (a balanced gamma-1 run included); every finding that can read the
 hidden truth also fires from its estimate with the truth hidden. Then the CLI on real short runs."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -178,3 +179,44 @@ def test_store_evidence_ranks_what_worked_here_first_and_says_how_strong_it_is()
     la = [s.technique for s in ranked].index("Logit adjustment")
     assert all(not s.rests_on.startswith("store") for s in ranked[la + 1:])  # after it: declared only, or cautions
     assert ranked[la].rests_on.startswith("store, weak") and la > len(ranked) // 2
+
+
+def test_trial_configs_change_only_the_suggestion_and_add_seeds_to_both_arms():
+    cfg = TrainConfig(dataset="digits", gamma=50.0, steps=600, seed=3)
+    trials = doctor.trial_configs(cfg, {"abc": True}, [3, 4])
+    assert [(arm, c.seed, c.abc) for arm, c in trials] == [("treatment", 3, True), ("treatment", 4, True),
+                                                           ("control", 4, False)]
+    for _, c in trials:
+        assert {k for k, v in c.to_dict().items() if cfg.to_dict()[k] != v} <= {"seed", "abc"}
+
+
+def test_try_it_from_the_cli_launches_the_change_beside_the_run_and_gives_the_verdict(store, tiny, capsys,
+                                                                                    monkeypatch):
+    """doctor RUN --try 1 --seeds 1 queues the change (seeds 0 and 1) and the run as it was (seed 1); once they
+    finish, doctor RUN says what the finding's measure did, on validation, with the seeds."""
+    from sslviz.runs import worker
+
+    monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # queued only: this test trains them itself
+    rid = worker.record(store, TrainConfig(**{**tiny, "steps": 60, "gamma": 20.0}))
+    assert worker.run_worker(store, rid) == "finished"
+    rep = doctor.report(store, rid)
+    assert rep["suggestions"], rep  # toy2d at gamma 20 after 60 steps: the tail is starved
+    assert cli.main(["--store", str(store.path), "doctor", str(rid), "--try", "1", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    technique = rep["suggestions"][0]["technique"]
+    assert out.startswith(f"trying {technique} for run {rid}: run(s) {rid + 1}, {rid + 2}, {rid + 3} queued")
+    trials = [store.run(i)["info"]["trial"] for i in (rid + 1, rid + 2, rid + 3)]
+    assert [t["arm"] for t in trials] == ["treatment", "treatment", "control"] and {t["of"] for t in trials} == {rid}
+    assert [store.run(i)["config"]["seed"] for i in (rid + 1, rid + 2, rid + 3)] == [0, 1, 1]
+    assert doctor.verdicts(store, rid) == [f"{technique} for {doctor.BY_NAME[trials[0]['finding']].title}: waiting "
+                                           f"for run(s) #{rid + 1}, #{rid + 2}, #{rid + 3} to finish"]
+    for i in (rid + 1, rid + 2, rid + 3):
+        assert worker.run_worker(store, i) == "finished"
+    (verdict,) = doctor.verdicts(store, rid)
+    assert re.fullmatch(rf"{re.escape(technique)} for [a-z /]+: validation (recall of the 3 rarest classes|balanced "
+                        r"accuracy) [01]\.\d\d -> [01]\.\d\d, 2 seed\(s\) each, spread [01]\.\d\d: (it worked|it made "
+                        r"it worse|within the seeds' spread: no effect shown)", verdict), verdict
+    assert cli.main(["--store", str(store.path), "doctor", str(rid)]) == 0
+    assert f"tried: {verdict}" in capsys.readouterr().out
+    assert cli.main(["--store", str(store.path), "doctor", str(rid), "--try", "99"]) == 2
+    assert "--try must be from 1 to" in capsys.readouterr().err

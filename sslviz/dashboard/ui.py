@@ -319,6 +319,16 @@ def doctor_report(store: RunStore, run_id: int):
     return findings, doctor.suggest(findings, records.cfg, _evidence_runs(str(store.path), finished))
 
 
+def try_suggestion(store: RunStore, run_id: int, findings, suggestion, more_seeds: int = 0) -> list[int]:
+    """Launch ``suggestion`` beside run ``run_id`` (``doctor.launch_trial``), with ``more_seeds`` seeds after the run's
+    own for both arms; the new run ids ([] when a submit was refused: its message is shown)."""
+    from ..runs import doctor
+
+    seed = int(run_config(store.run(run_id)).get("seed", 0))
+    return doctor.launch_trial(store, run_id, suggestion, doctor.target_finding(findings, suggestion),
+                               [seed + i for i in range(1, more_seeds + 1)], submit=lambda cfg: submit(store, cfg))
+
+
 def status_line(run: dict, wall: float | None = None) -> str:
     """'▶️ **running** · step 340 / 1000 · device `cpu` · elapsed 1m 05s'.
 

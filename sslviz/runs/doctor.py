@@ -74,13 +74,15 @@ class Finding:
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of finding, declared once: its rule reads :class:`RunRecords` and returns findings of this kind."""
+    """A kind of finding, declared once: its rule reads :class:`RunRecords` and returns findings of this kind;
+    ``measure`` is the validation number a fix of it must move (a key of :func:`validation_numbers`)."""
     name: str
     title: str
     meaning: str
     chart: str
     thresholds: dict
     rule: Callable = field(repr=False, compare=False)
+    measure: str = "val_tail_recall"
 
 
 # -- the estimates the rules fall back on --------------------------------------------------------------------
@@ -364,7 +366,8 @@ KINDS = (
          {"ratio": 0.25, "severe_ratio": 0.05, "min_expected": 10, "min_accepted": 50}, tail_starvation),
     Kind("contamination", "pseudo-label contamination", "a class absorbs wrong pseudo-labels: its precision is far "
          "below the others'", "Pseudo-labels",
-         {"min_count": 20, "max_precision": 0.6, "gap": 0.25, "severe_precision": 0.4}, contamination),
+         {"min_count": 20, "max_precision": 0.6, "gap": 0.25, "severe_precision": 0.4}, contamination,
+         "val_balanced_accuracy"),
     Kind("threshold_starvation", "threshold starvation", "a class the model predicts never passes its threshold",
          "Thresholds", {"windows": 5, "severe_windows": 10}, threshold_starvation),
     Kind("majority_drift", "prediction collapse / majority drift", "validation predictions concentrate on few "
@@ -535,7 +538,7 @@ def report(store, run_id: int, *, truth: bool = True) -> dict:
     return {"run": run_id, "step": records.step, "truth_used": truth and records.truth is not None,
             "findings": [asdict(f) for f in findings],
             "suggestions": [asdict(s) for s in suggest(findings, records.cfg, stored_runs(store))],
-            "summary": summary}
+            "verdicts": verdicts(store, run_id), "summary": summary}
 
 
 def headline(findings) -> str:
@@ -562,8 +565,105 @@ def format_text(rep: dict) -> str:
             change = ", ".join(f"{k}={v}" for k, v in s["change"].items())
             lines.append(f"{i}. {s['technique']} ({change}) for {', '.join(s['addresses'])}; rests on: {s['rests_on']}"
                          + (f"; caution: {s['caution']}" if s["caution"] else ""))
+    for v in rep.get("verdicts", ()):
+        lines.append(f"tried: {v}")
     return "\n".join(lines)
 
 
 def to_json(rep: dict) -> str:
     return json.dumps(rep, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+
+
+# -- try it: a suggestion launched beside the run, and the verdict on the finding it was meant to fix --------------
+
+MEASURES = {"val_tail_recall": "validation recall of the 3 rarest classes",
+            "val_balanced_accuracy": "validation balanced accuracy"}
+
+
+def trial_configs(cfg, change: dict, seeds) -> list[tuple[str, object]]:
+    """The runs that try ``change`` on a run of ``cfg``: ("treatment", the change) for every seed of ``seeds`` (the
+    run's own first), and ("control", the run as it was) for every seed but its own (the run itself is that one):
+    same data, budget and every other knob, so the comparison is strong evidence."""
+    from ..engine.config import TrainConfig
+
+    base = cfg.to_dict()
+    out = [("treatment", TrainConfig.from_dict({**base, **change, "seed": int(seed)})) for seed in seeds]
+    out += [("control", TrainConfig.from_dict({**base, "seed": int(seed)})) for seed in seeds if int(seed) != cfg.seed]
+    return out
+
+
+def target_finding(findings, suggestion) -> str:
+    """The kind of the most severe of ``findings`` that ``suggestion`` addresses (findings come most severe first)."""
+    addressed = suggestion["addresses"] if isinstance(suggestion, dict) else suggestion.addresses
+    kinds = [f["kind"] if isinstance(f, dict) else f.kind for f in findings]
+    return next((k for k in kinds if k in addressed), addressed[0])
+
+
+def launch_trial(store, run_id: int, suggestion: Suggestion, finding: str, seeds=(), *, submit) -> list[int]:
+    """Launch ``suggestion`` beside stored run ``run_id`` for ``finding`` (a kind name): ``submit(cfg) -> run id``
+    records and queues each run (the dashboard's or the CLI's); each new run's info says which trial it belongs to.
+    ``seeds``: more seeds for both arms beside the run's own. Returns the new run ids."""
+    from ..engine.config import RetiredKeyWarning, TrainConfig
+
+    row = store.run(run_id)
+    if row is None:
+        raise NoSuchRun(run_id, store.path)
+    cfg = _stored_config(row["config"], RetiredKeyWarning, TrainConfig)
+    ids = []
+    for arm, trial in trial_configs(cfg, suggestion.change, [cfg.seed, *[s for s in seeds if int(s) != cfg.seed]]):
+        label = f"try {suggestion.technique}" if arm == "treatment" else "as it was"
+        new = submit(TrainConfig.from_dict({**trial.to_dict(), "name": f"{label} (for #{run_id})"}))
+        if new is None:
+            break
+        info = store.run(new)["info"]
+        store.update_run(new, info={**info, "trial": {"of": run_id, "arm": arm, "finding": finding,
+                                                      "technique": suggestion.technique, "change": suggestion.change}})
+        ids.append(int(new))
+    return ids
+
+
+def validation_numbers(store, run_id: int) -> dict:
+    """A run's latest validation balanced accuracy and 3-rarest recall (NaN where not evaluated)."""
+    evals = store.latest_evals(run_id).get("val") or {}
+    return {"val_balanced_accuracy": float(evals.get("balanced_accuracy", float("nan"))),
+            "val_tail_recall": float(bias.run_bias_summary(store, run_id)["val_tail_recall"])}
+
+
+def verdicts(store, run_id: int) -> list[str]:
+    """One sentence per trial launched for ``run_id``: the measure of the finding it was meant to fix, control ->
+    treatment, on validation, with the seeds; "it worked" only when the gain exceeds the seeds' spread (so never
+    from one seed), "waiting" while its runs train."""
+    runs = store.runs(include_archived=True)
+    trials: dict = {}
+    for row in runs.itertuples():
+        info = (store.run(int(row.id)) or {}).get("info") or {}
+        t = info.get("trial")
+        if t and t.get("of") == run_id:
+            trials.setdefault((t["technique"], t["finding"]), []).append((t["arm"], int(row.id), row.status))
+    out = []
+    for (technique, finding), members in trials.items():
+        kind = BY_NAME.get(finding)
+        measure = kind.measure if kind else "val_balanced_accuracy"
+        arms = {"control": [(run_id, (store.run(run_id) or {}).get("status"))], "treatment": []}
+        for arm, rid, status in members:
+            arms[arm].append((rid, status))
+        waiting = sorted(rid for rows in arms.values() for rid, status in rows if status != "finished")
+        if waiting:
+            out.append(f"{technique} for {kind.title if kind else finding}: waiting for run(s) "
+                       f"{', '.join(f'#{r}' for r in waiting)} to finish")
+            continue
+        values = {arm: [validation_numbers(store, rid)[measure] for rid, _ in rows] for arm, rows in arms.items()}
+        a, b = np.mean(values["control"]), np.mean(values["treatment"])
+        spread = max(np.std(values["control"]), np.std(values["treatment"]))
+        n = min(len(values["control"]), len(values["treatment"]))
+        if n < 2:
+            word = "one seed cannot tell a change from noise: try it with more seeds"
+        elif b - a > spread:
+            word = "it worked"
+        elif a - b > spread:
+            word = "it made it worse"
+        else:
+            word = "within the seeds' spread: no effect shown"
+        out.append(f"{technique} for {kind.title if kind else finding}: {MEASURES[measure]} {a:.2f} -> {b:.2f}, "
+                   f"{n} seed(s) each, spread {spread:.2f}: {word}")
+    return out
