@@ -126,9 +126,9 @@ def live_panel():
                             f"chart: **{f.chart}**")
                 st.text(f.summary)  # plain text: class names come from the user's folders
             if suggestions:
-                st.markdown("**What to try**, best first (" + suggestions[0].rests_on + "):")
+                st.markdown("**What to try**, best first, and what each rests on:")
                 st.text("\n".join(f"{i}. {s.technique}: " + ", ".join(f"{k}={v}" for k, v in s.change.items())
-                                   + (f" (caution: {s.caution})" if s.caution else "")
+                                   + f" — {s.rests_on}" + (f" (caution: {s.caution})" if s.caution else "")
                                    for i, s in enumerate(suggestions[:3], 1)))
             if not findings:
                 st.caption("No majority-bias problem in this run's records so far.")

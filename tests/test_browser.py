@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sslviz.runs import worker
@@ -407,6 +408,53 @@ def test_start_watch_stop_in_chromium(server):
     print(f"Start -> first chart {first_chart_s:.1f} s, first confusion matrix {confusion_s:.1f} s; "
           f"screenshots in {tmp_path}")
     assert first_chart_s < 10  # a hang guard: the target (about 2 s) is measured by bench/live.py --browser
+
+
+def test_try_it_from_the_doctor_line_runs_end_to_end_in_chromium(server):
+    """A finished run whose three rarest classes never get a pseudo-label accepted: the Live page's Doctor line names the
+    finding; Try it (one more seed) launches the change and the run as it was, Compare opens on them, they train in
+    the server's workers, and the verdict appears in Compare when they finish."""
+    from tests.test_app_pages import make_run
+
+    url, store_path, _, browser, tmp_path = server
+    store = RunStore(store_path)
+    rid = make_run(store, status="finished", name="starved", steps=60)
+    for step in range(10, 70, 10):
+        classes = [dict(threshold=0.95, conf_pl=0.97 if c < 7 else 0.5, conf_true=0.5, n_pl=40 - 3 * c,
+                        n_accepted=20 - c if c < 7 else 0, n_true=40 - 3 * c, n_correct=20 - c if c < 7 else 0,
+                        precision=1.0, recall=0.5) for c in range(10)]
+        evaluation = dict(accuracy=0.5, balanced_accuracy=0.5, recall=[0.7] * 7 + [0.0] * 3,
+                          confusion=(np.eye(10, dtype=int) * 30).tolist())
+        store.log(rid, dict(step=step, wall=1000.0 + step, scalars=dict(loss=1.0), classes=classes,
+                            **({"eval": {"val": evaluation}} if step % 20 == 0 else {})))
+    store.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}/live?run={rid}")
+    _wait_idle(page)
+    line = page.get_by_text("Doctor: ").first
+    assert "threshold starvation" in line.inner_text()  # 6 windows: the predicted tail never passes 0.95
+    line.click()
+    more = page.locator(".st-key-live_try_seeds input")
+    more.fill("1")
+    more.press("Enter")
+    _wait_idle(page)
+    page.screenshot(path=str(tmp_path / "doctor.png"), full_page=True)
+    page.locator(".st-key-live_try button").click()
+    page.wait_for_url("**/compare?runs=*", timeout=30_000)
+    shown = [int(i) for i in re.search(r"runs=([0-9%C,]+)", page.url).group(1).replace("%2C", ",").split(",")]
+    assert shown[0] == rid and len(shown) == 4  # the run, the change with seeds 0 and 1, the run as it was, seed 1
+    store = RunStore(store_path)
+    deadline = time.time() + 180
+    while time.time() < deadline and any(store.run(i)["status"] != "finished" for i in shown[1:]):
+        time.sleep(1)
+    assert [store.run(i)["status"] for i in shown[1:]] == ["finished"] * 3
+    page.reload()
+    _wait_idle(page)
+    verdict = page.get_by_text(re.compile(rf"#{rid}: .* 2 seed\(s\) each, spread"))
+    verdict.wait_for(timeout=60_000)
+    page.screenshot(path=str(tmp_path / "verdict.png"), full_page=True)
+    assert re.search(r"(it worked|it made it worse|within the seeds' spread: no effect shown)", verdict.inner_text())
+    page.close()
 
 
 def _sslviz_processes(home: Path) -> list[int]:

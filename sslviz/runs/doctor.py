@@ -652,7 +652,11 @@ def verdicts(store, run_id: int) -> list[str]:
             out.append(f"{technique} for {kind.title if kind else finding}: waiting for run(s) "
                        f"{', '.join(f'#{r}' for r in waiting)} to finish")
             continue
-        values = {arm: [validation_numbers(store, rid)[measure] for rid, _ in rows] for arm, rows in arms.items()}
+        values = {arm: [v for rid, _ in rows if not np.isnan(v := validation_numbers(store, rid)[measure])]
+                  for arm, rows in arms.items()}  # a run never evaluated on validation (an old store's) is left out
+        if not (values["control"] and values["treatment"]):
+            out.append(f"{technique} for {kind.title if kind else finding}: no validation evaluation to compare")
+            continue
         a, b = np.mean(values["control"]), np.mean(values["treatment"])
         spread = max(np.std(values["control"]), np.std(values["treatment"]))
         n = min(len(values["control"]), len(values["treatment"]))
