@@ -77,6 +77,10 @@ if not chosen:
 else:
     short = {i: f"#{i} {runs.loc[runs['id'] == i, 'name'].iloc[0] or runs.loc[runs['id'] == i, 'preset'].iloc[0]}"
              for i in chosen}
+    diagnoses = {i: ui.doctor_report(store, i) for i in chosen}
+    st.markdown("**The doctor**: what bias each run has (Live shows the evidence)")
+    st.text("\n".join(f"{short[i]}: {doctor.headline(d[0]) if d else 'its records cannot be read'}"
+                       for i, d in diagnoses.items()))  # plain text: run names are the user's
     tried = [f"#{i}: {v}" for i in chosen for v in doctor.verdicts(store, i)]
     if tried:  # suggestions of the doctor tried beside a run: did the finding they were for get better?
         st.markdown("**The doctor's verdicts** (validation only; \"worked\" only beyond the seeds' spread)")

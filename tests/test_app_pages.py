@@ -695,4 +695,6 @@ def test_live_try_it_launches_the_suggestion_beside_the_run_and_opens_compare(st
     assert {t["of"] for t in trials} == {rid} and sorted(t["arm"] for t in trials) == ["control", "treatment", "treatment"]
     assert at.query_params["runs"] == ",".join(map(str, [rid, *new]))  # Compare opened on the four runs
     assert any("The doctor's verdicts" in m.value for m in at.markdown)
+    headlines = next(t.value for t in at.text if t.value.startswith(f"#{rid} "))  # which findings each run has
+    assert "threshold starvation" in headlines.splitlines()[0] and len(headlines.splitlines()) == 4
     assert any("waiting for run(s)" in t.value for t in at.text)

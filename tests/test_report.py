@@ -132,6 +132,11 @@ def test_run_report_holds_title_config_split_and_the_stores_numbers(trained, rep
     assert bias_rows[0][1:] == [bias.column_label(k) for k in bias.SUMMARY_KEYS]
     assert "head − tail recall (validation)" in bias_rows[0] and "recall of the 3 rarest (test)" in bias_rows[0]
     assert bias_rows[1] == [f"#1 {NAME}", *(f"{summary[k]:.3f}" for k in bias.SUMMARY_KEYS)]
+    from sslviz.runs import doctor
+
+    rep = doctor.report(trained, 1)  # the doctor's section: its headline and each finding's evidence, escaped
+    assert f"<h2>The doctor</h2>\n<p>{html.escape(doctor.headline(rep['findings']))}</p>" in doc
+    assert all(html.escape(f["summary"]) in doc for f in rep["findings"])
     n_tech = len(_technique_titles(trained, 1))
     assert n_tech >= 2  # distribution alignment reports its state, and the mean pseudo-label beside the truth
     assert doc.count('class="plotly-graph-div"') == len(RUN_TITLES) - 1 + n_tech  # their titles: in Chromium below

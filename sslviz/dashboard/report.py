@@ -247,6 +247,25 @@ def _value(v) -> str:
 
 
 # -- one run -----------------------------------------------------------------------
+def doctor_section(store: RunStore, run_id: int) -> str:
+    """The bias doctor's findings (with their evidence), suggestions and verdicts of a run, as HTML."""
+    from ..runs import doctor
+
+    rep = doctor.report(store, run_id)
+    rows = [f"<tr><td>{esc(f['title'])}</td><td>{esc(f['severity'])}</td><td>{esc(f['summary'])}</td>"
+            f"<td>{esc(f['source'])}</td><td>{esc(f['chart'])}</td></tr>" for f in rep["findings"]]
+    parts = [f"<p>{esc(doctor.headline(rep['findings']))}</p>"]
+    if rows:
+        parts.append(_table(("finding", "severity", "evidence", "from", "chart"), rows))
+    if rep["suggestions"]:
+        parts.append("<p>What to try, best first:</p><ol>" + "".join(
+            f"<li>{esc(s['technique'])} ({esc(', '.join(f'{k}={v}' for k, v in s['change'].items()))}): "
+            f"{esc(s['rests_on'])}{esc('; caution: ' + s['caution']) if s['caution'] else ''}</li>"
+            for s in rep["suggestions"][:5]) + "</ol>")
+    parts += [f"<p>Tried: {esc(v)}</p>" for v in rep["verdicts"]]
+    return "\n".join(parts) + '<p class="note">Read from validation and training records, never test.</p>'
+
+
 def run_report(store: RunStore, run_id: int) -> str:
     """One run as a self-contained HTML document (what the Live page's "Download report" saves)."""
     run = _run(store, run_id)
@@ -303,6 +322,7 @@ def run_report(store: RunStore, run_id: int) -> str:
         f'<p class="note">{esc(charts.SPLIT_LEGEND)}. Validation is evaluated every eval_every steps; the test set '
         "at the end of the run and on demand.</p>",
         "<h2>Majority bias</h2>", _bias_table({short_label(run): summary}), f'<p class="note">{BIAS_NOTE}</p>',
+        "<h2>The doctor</h2>", doctor_section(store, run_id),
         "<h2>Config</h2>", '<p class="note">Knobs that differ from the defaults (plain FixMatch on digits).</p>',
         config,
         "<h2>Split</h2>", '<p class="note">Examples per class (class 0 is the head of the long tail).</p>',
