@@ -8,6 +8,7 @@ router.require_router()  # first, before the engine is imported: see sslviz/dash
 
 from sslviz.dashboard import charts, ui  # noqa: E402
 from sslviz.engine.config import PRESET_DESCRIPTIONS, TrainConfig  # noqa: E402
+from sslviz.runs import doctor  # noqa: E402
 from sslviz.runs.records import NO_VAL_MESSAGE, SPLIT_LABELS, SPLITS  # noqa: E402
 
 
@@ -108,6 +109,11 @@ def panels(step: int) -> None:
             correct = (pts[:, 2] == pts[:, 5]) & accepted
             col.caption(f"{int(accepted.sum())} of {len(pts)} shown points accepted; "
                         f"{correct.sum() / max(accepted.sum(), 1):.0%} of accepted pseudo-labels are correct.")
+        diagnosis = ui.doctor_report(store, rid)  # what the picture shows, in words: the run's bias, if any
+        if diagnosis is not None:
+            col.markdown(f"**What this shows** (the doctor, whole run): {doctor.headline(diagnosis[0])}")
+            if diagnosis[0]:
+                col.text("\n".join(f"{f.title}: {f.summary}" for f in diagnosis[0]))
 
 
 playing = st.toggle("Animate over training", key="teach_play",

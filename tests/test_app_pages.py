@@ -472,6 +472,11 @@ def test_teaching_two_runs_with_snapshots(store):
     assert {"teach_chart_left", "teach_chart_right"} <= set(specs)
     assert "step 40" in specs["teach_chart_left"]["layout"]["title"]["text"]
     assert any(c.value == "Balanced accuracy: validation 0.44 (step 40) · test 0.44 (step 40)" for c in at.caption)
+    from sslviz.runs import doctor
+
+    said = [m.value for m in at.markdown if m.value.startswith("**What this shows**")]  # the doctor, in words
+    assert said == [f"**What this shows** (the doctor, whole run): "
+                    f"{doctor.headline(doctor.diagnose(doctor.read(store, rid)))}" for rid in (a, b)]
     at.select_slider(key="teach_step").set_value(20).run()
     assert "step 20" in plotly_specs(at)["teach_chart_left"]["layout"]["title"]["text"]
     # Animation: each (fragment) rerun shows the next snapshot, from the first one.
