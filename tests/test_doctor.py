@@ -2,7 +2,10 @@
 is planted, and stays silent on a run without it (a balanced gamma-1 run included); every finding that can read the
 hidden truth also fires from its estimate with the truth hidden. Then the CLI on real short runs."""
 import json
+import os
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,9 +152,17 @@ def test_doctor_cli_on_a_finished_run_a_running_one_json_and_an_unknown_id(store
     rep = json.loads(capsys.readouterr().out)
     assert rep["run"] == rid and rep["truth_used"] is False and isinstance(rep["findings"], list)
     assert set(rep["summary"]) == {"val_head_tail_gap", "val_tail_recall", "kl_pseudo_true", "head_share"}
-    running = store.create_run(TrainConfig(**tiny).to_dict())  # queued, nothing logged, no split recorded
+    queued = store.create_run(TrainConfig(**tiny).to_dict())  # queued, nothing logged, no split recorded
+    assert cli.main(["--store", str(store.path), "doctor", str(queued)]) == 0
+    assert capsys.readouterr().out.startswith(f"run {queued} at step 0: no finding")
+    running = store.create_run(store.run(rid)["config"], info=store.run(rid)["info"], pid=os.getpid())
+    for step in (5, 10, 15, 20, 25):  # running in this process: the tail predicted, never accepted
+        store.log(running, {"step": step, "wall": float(step), "scalars": {"loss": 1.0}, "classes": [
+            dict(threshold=0.95, conf_pl=0.97 if c < 4 else 0.5, conf_true=0.5, n_pl=20, n_accepted=10 if c < 4 else 0,
+                 n_true=20, n_correct=10 if c < 4 else 0, precision=1.0, recall=0.5) for c in range(6)]})
+    assert store.run(running)["status"] == "running"
     assert cli.main(["--store", str(store.path), "doctor", str(running)]) == 0
-    assert capsys.readouterr().out.startswith(f"run {running} at step 0: no finding")
+    assert capsys.readouterr().out.startswith(f"run {running} at step 25: 1 finding: threshold starvation")
     assert cli.main(["--store", str(store.path), "doctor", "999"]) == 2
     assert "There is no run 999" in capsys.readouterr().err
 
@@ -220,3 +231,14 @@ def test_try_it_from_the_cli_launches_the_change_beside_the_run_and_gives_the_ve
     assert f"tried: {verdict}" in capsys.readouterr().out
     assert cli.main(["--store", str(store.path), "doctor", str(rid), "--try", "99"]) == 2
     assert "--try must be from 1 to" in capsys.readouterr().err
+
+
+def test_doctor_reads_a_run_of_an_older_store(tmp_path, capsys):
+    """A v0 store (no validation split, retired keys in its configs) is upgraded and diagnosed from its records."""
+    shutil.copytree(Path(__file__).parent / "fixtures" / "store_v0", tmp_path / "home")
+    store = str(tmp_path / "home" / "runs.db")
+    assert cli.main(["--store", store, "doctor", "3", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["step"] == 780 and {f["kind"] for f in rep["findings"]} >= {"tail_starvation", "threshold_starvation"}
+    assert cli.main(["--store", store, "doctor", "2"]) == 0
+    assert capsys.readouterr().out.startswith("run 2 at step 20: 1 finding: not yet itself — info")
