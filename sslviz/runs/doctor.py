@@ -172,7 +172,7 @@ def tail_starvation(r: RunRecords, kind: Kind) -> list[Finding]:
     evidence = {"classes": {str(r.class_names[c]): {"accepted": int(accepted[c]), "share_accepted": round(float(got[c]), 4),
                                                     "share_unlabeled": round(float(profile[c]), 4)} for c in starved},
                 "accepted_total": int(accepted.sum())}
-    worst = min(starved, key=lambda c: ratio[c])
+    worst = min(starved, key=lambda c: (ratio[c], -profile[c]))  # of the most starved, the largest share
     return [Finding(kind.name, kind.title, "severe" if severe else "mild", tuple(starved),
                     f"{_names(r, starved)}: {got[worst]:.1%} of the accepted pseudo-labels for "
                     f"{r.class_names[worst]} against {profile[worst]:.1%} of the unlabeled data"
