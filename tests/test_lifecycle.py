@@ -922,3 +922,37 @@ def lifecycle_alive(pid):
     from sslviz.runs.lifecycle import pid_alive
 
     return pid_alive(pid)
+
+
+def test_small_runs_share_a_gpu_as_their_measured_memory_allows(store, tiny, monkeypatch):
+    """A faked 80 GB GPU (devices.json) and a measured footprint of 2.5 GB for these runs: the queue starts as many
+    on cuda:0 as fit (at most devices.MAX_AUTO_SLOTS and the CPU cores); before a footprint is measured, one;
+    SSLVIZ_GPU_SLOTS still overrides."""
+    from sslviz.runs import devices
+
+    monkeypatch.delenv("SSLVIZ_GPU_SLOTS", raising=False)
+    (store.path.parent / devices.FILE).write_text('{"cuda": 1, "memory": [80000000000]}')
+    spawned = []
+    monkeypatch.setattr(worker, "_spawn", lambda s, rid, device: spawned.append((rid, device)))
+    cfg = TrainConfig(**{**tiny, "device": "cuda"})
+    ids = [store.create_run(cfg.to_dict()) for _ in range(12)]
+    assert worker.start_queued(store) == ids[:1]  # nothing measured yet: one at a time
+    devices.record_footprint(store.path.parent, devices.footprint_key(cfg), 2_500_000_000 - devices.CONTEXT_BYTES)
+    expected = devices.auto_gpu_slots([80e9], 2.5e9)
+    assert expected == min(devices.MAX_AUTO_SLOTS, os.cpu_count())
+    assert worker.start_queued(store) == ids[1:expected]  # the GPU fills up to its slots
+    assert {d for _, d in spawned} == {"cuda:0"}
+    monkeypatch.setenv("SSLVIZ_GPU_SLOTS", str(expected + 2))
+    assert worker.start_queued(store) == ids[expected:expected + 2]
+    assert devices.auto_gpu_slots([80e9], 30e9, cpus=16) == 2  # a big model: two fit
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_run_records_its_footprint(store, tiny):
+    """A run on the GPU records its peak memory (plus a CUDA context) under its footprint key."""
+    from sslviz.runs import devices
+
+    cfg = TrainConfig(**{**tiny, "device": "cuda"})
+    rid = store.create_run(cfg.to_dict())
+    assert worker.run_worker(store, rid) == "finished"
+    assert devices.footprints(store.path.parent)[devices.footprint_key(cfg)] > devices.CONTEXT_BYTES

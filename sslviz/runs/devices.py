@@ -17,11 +17,63 @@ from ..engine import files
 FILE = "devices.json"
 
 
+FOOTPRINTS = "gpu_footprints.json"  # measured GPU memory of a run, by footprint_key
+USABLE = 0.85  # of a GPU's memory the runs may fill together (the rest: fragmentation, other processes)
+CONTEXT_BYTES = 600 * 2**20  # a CUDA context per process, which torch's allocator does not count
+MAX_AUTO_SLOTS = 8  # runs per GPU at most when chosen from memory: each also needs a CPU core for its host work
+
+
 def probe() -> dict:
-    """``{"cuda": number of CUDA devices torch can use}`` (imports torch)."""
+    """``{"cuda": number of CUDA devices torch can use, "memory": [total bytes of each]}`` (imports torch)."""
     import torch
 
-    return {"cuda": torch.cuda.device_count() if torch.cuda.is_available() else 0}
+    if not torch.cuda.is_available():
+        return {"cuda": 0, "memory": []}
+    count = torch.cuda.device_count()
+    return {"cuda": count, "memory": [torch.cuda.get_device_properties(i).total_memory for i in range(count)]}
+
+
+def footprint_key(cfg) -> str:
+    """What a run's GPU memory depends on, from its config: the model (as configured: 'auto' resolves the same on
+    the same data), the data, the batch and mu.
+
+    >>> from types import SimpleNamespace as C
+    >>> footprint_key(C(model="auto", dataset="digits", batch_size=64, mu=7))
+    'auto|digits|B64|mu7'
+    """
+    return f"{cfg.model}|{cfg.dataset}|B{cfg.batch_size}|mu{cfg.mu}"
+
+
+def footprints(folder: str | os.PathLike) -> dict:
+    """``{footprint_key: bytes}`` measured by the runs of this store's workers so far ({} before the first)."""
+    try:
+        return json.loads((Path(folder) / FOOTPRINTS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def record_footprint(folder: str | os.PathLike, key: str, peak_bytes: int) -> None:
+    """Remember the most GPU memory a run of ``key`` used (its process's peak plus a CUDA context), keeping the
+    largest seen; a full or read-only disk costs only the sharing."""
+    known_ = footprints(folder)
+    known_[key] = max(int(peak_bytes) + CONTEXT_BYTES, int(known_.get(key, 0)))
+    try:
+        files.write_atomically(Path(folder) / FOOTPRINTS, lambda f: f.write(json.dumps(known_).encode()))
+    except OSError:
+        pass
+
+
+def auto_gpu_slots(memory: list, footprint: int | None, cpus: int | None = None) -> int:
+    """Runs of one footprint that share a GPU: as many as fit in ``USABLE`` of the smallest GPU's ``memory``, at
+    most ``MAX_AUTO_SLOTS`` and the machine's CPU cores; 1 before the footprint has been measured.
+
+    >>> auto_gpu_slots([80e9], 2.5e9, cpus=16), auto_gpu_slots([80e9], 30e9, cpus=16), auto_gpu_slots([80e9], None)
+    (8, 2, 1)
+    """
+    if not memory or not footprint:
+        return 1
+    fit = int(USABLE * min(memory) // footprint)
+    return max(1, min(fit, MAX_AUTO_SLOTS, cpus or os.cpu_count() or 1))
 
 
 def write(folder: str | os.PathLike) -> dict:
@@ -46,7 +98,7 @@ def known(folder: str | os.PathLike) -> dict:
     try:
         return json.loads((Path(folder) / FILE).read_text())
     except (OSError, ValueError):
-        return write(folder) if gpu_driver_present() else {"cuda": 0}
+        return write(folder) if gpu_driver_present() else {"cuda": 0, "memory": []}
 
 
 def resolve_type(name: str, cuda_count: int) -> str:

@@ -144,8 +144,9 @@ def local_parallelism(configs, store=None) -> int:
     from .worker import device_slots
 
     cuda_count = _cuda_count(store)
-    types = {devices.resolve_type(c.device, cuda_count) for c in configs} or {"cpu"}
-    return max(1, min(device_slots(d) for d in types))
+    folder = home_of(store) if store is not None else None
+    slots = [device_slots(devices.resolve_type(c.device, cuda_count), c, folder) for c in configs] or [device_slots("cpu")]
+    return max(1, min(slots))
 
 
 # -- execution ----------------------------------------------------------------------------------------

@@ -40,13 +40,20 @@ HAND_POLL_S = 0.1  # how often a warm worker looks for runs handed to it (an idl
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def device_slots(device_type: str) -> int:
-    """Simultaneous runs allowed: ``SSLVIZ_GPU_SLOTS`` (default 1) on the GPU, ``SSLVIZ_CPU_SLOTS`` (2) on the CPU.
+def device_slots(device_type: str, cfg=None, folder=None) -> int:
+    """Simultaneous runs allowed: ``SSLVIZ_CPU_SLOTS`` (default 2) on the CPU; on each GPU ``SSLVIZ_GPU_SLOTS`` when
+    set, else as many runs like ``cfg`` as fit in its memory (``devices.auto_gpu_slots`` from the footprint the
+    store's workers measured in ``folder``; 1 until one has been measured, or without ``cfg``).
 
     GPU slots count per GPU: with several GPUs each takes that many runs (``devices.least_loaded`` picks one).
     """
-    name, default = ("SSLVIZ_GPU_SLOTS", "1") if device_type == "cuda" else ("SSLVIZ_CPU_SLOTS", "2")
+    name, default = ("SSLVIZ_GPU_SLOTS", None) if device_type == "cuda" else ("SSLVIZ_CPU_SLOTS", "2")
     raw = os.environ.get(name, default)
+    if raw is None:  # the GPU, no setting: from memory
+        if cfg is None or folder is None:
+            return 1
+        return devices.auto_gpu_slots(devices.known(folder).get("memory") or [],
+                                      devices.footprints(folder).get(devices.footprint_key(cfg)))
     if not raw.isdigit():
         raise ValueError(f"{name} must be a whole number >= 0 (simultaneous runs); got {raw!r}.")
     return int(raw)
@@ -217,8 +224,9 @@ def start_queued(store: RunStore) -> list[int]:
     started = []
     for row in queued.itertuples():
         try:  # queued before the machine or the environment changed, or by another host on a shared store
-            device = devices.resolve_type(TrainConfig.from_dict(row.config).device, cuda_count)
-            slots = device_slots(device)
+            cfg = TrainConfig.from_dict(row.config)
+            device = devices.resolve_type(cfg.device, cuda_count)
+            slots = device_slots(device, cfg, store.path.parent)
         except ValueError as exc:  # this run fails with its own reason; the runs behind it still start
             store.refuse_queued(int(row.id), f"cannot start here: {exc}")
             continue
@@ -510,6 +518,9 @@ def run_worker(store: RunStore, run_id: int, *, progress=None) -> str:
             progress=progress,
         )
         status = summary["status"]
+        if device.type == "cuda":  # what a run like this one needs, so the queue can put several on one GPU
+            devices.record_footprint(store.path.parent, devices.footprint_key(cfg),
+                                     torch.cuda.max_memory_reserved(device))
     except (Diverged, CheckpointMismatch, DiskFull) as exc:
         error = str(exc)
     except torch.OutOfMemoryError:
