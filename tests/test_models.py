@@ -110,3 +110,25 @@ def test_mlp_learns_blobs():
     x = centres[y] + 0.5 * torch.randn(300, 2)
     model = build_model("mlp", input_shape=(2,), num_classes=3)
     assert _train_accuracy(model, x, y, steps=100, lr=1e-2) > 0.95
+
+
+# What cfg.compile hands to torch.compile (the backbone, the step's heaviest part) must compile as one graph: a graph
+# break there splits the step into pieces and costs a host round trip each, on the GPU most. Checked on the CPU with
+# dynamo's explain (it traces without a compiler), so this needs no GPU.
+EXAMPLES = {"mlp": (2,), "cnn_digits": (1, 8, 8), "cnn32": (3, 32, 32), "wrn28_2": (3, 32, 32),
+            "text_bow": (12, 50), "text_cnn": (12, 50)}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_backbone_compiles_without_a_graph_break(name):
+    import torch._dynamo as dynamo
+
+    shape = EXAMPLES[name]
+    model = build_model(name, input_shape=shape, num_classes=10)
+    x = torch.randint(0, shape[1], (4, shape[0])) if name.startswith("text") else torch.randn(4, *shape)
+    try:
+        report = dynamo.explain(model.backbone)(x)
+    finally:
+        dynamo.reset()
+    assert report.graph_break_count == 0, [str(b.reason)[:200] for b in report.break_reasons]
+    assert report.graph_count == 1
