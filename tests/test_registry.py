@@ -157,3 +157,39 @@ def test_threshold_schedule_choices_are_the_registry_schedules():
     for name, tech in registry.THRESHOLD_SCHEDULES.items():
         if tech is not None:
             assert tech.schedule == name and tech in registry.TECHNIQUES
+
+
+def test_every_pair_of_techniques_that_would_override_each_other_is_refused_naming_both(capsys, tmp_path):
+    """Every pair of techniques switched on together (each as the doctor would switch it on, ``try_with``, or its
+    first knob's non-default value): refused exactly when both override an exclusive phase (ABC and ACR both pick
+    the logits a prediction is read from), with a message naming both, in worker.check (CLI, Setup, sweeps)."""
+    import itertools
+
+    from sslviz import cli
+    from sslviz.engine.config import TrainConfig
+    from sslviz.engine.params import InvalidParameterError
+    from sslviz.engine.registry import EXCLUSIVE_PHASES, TECHNIQUES, check_combination
+
+    extra = {"threshold_warmup": {"threshold_warmup_steps": 100}, "class_aug": {"aug_class_alpha": 0.5},
+             "unsup_scale": {"unsup_class_alpha": 0.5}}
+    switch = {t.name: t.try_with or extra.get(t.name) for t in TECHNIQUES if t.name != "fixmatch"}
+    assert all(switch.values()), switch
+    refused = set()
+    for a, b in itertools.combinations(sorted(switch), 2):
+        if set(switch[a]) & set(switch[b]):  # one knob (threshold_schedule): they cannot both be on
+            continue
+        cfg = TrainConfig(**switch[a], **switch[b])
+        by = {t.name: t for t in TECHNIQUES}
+        assert by[a].active(cfg) and by[b].active(cfg), (a, b)
+        clash = any(p in by[a].acts_at() and p in by[b].acts_at() for p in EXCLUSIVE_PHASES)
+        if clash:
+            with pytest.raises(InvalidParameterError, match=f"{re.escape(by[a].title)}|{re.escape(by[b].title)}") as e:
+                check_combination(cfg)
+            assert by[a].title in str(e.value) and by[b].title in str(e.value)
+            refused.add((a, b))
+        else:
+            check_combination(cfg)
+    assert refused == {("abc", "acr")}
+    code = cli.main(["--store", str(tmp_path / "runs.db"), "train", "--dataset", "toy2d", "--abc", "--acr"])
+    assert code == 2 and "ABC (auxiliary balanced classifier) and ACR (adaptive consistency regularizer) both " \
+                         "decide the logits a prediction is read from" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from . import augment
 from . import techniques as fx
 from .fields import Field
 from .methods import METHODS
-from .params import Bool, Options, integer, real
+from .params import Bool, InvalidParameterError, Options, integer, real
 from .technique import (GROUPS, PHASES, PSEUDO_MEAN, Batch, Phase, Run, Technique, Unlabeled,  # noqa: F401  (the
                         ema_settled_steps, phase_at)  # registry's API)
 
@@ -413,6 +413,37 @@ class Pipeline:
 
 
 # -- budgets and phases, from the declarations ------------------------------------------
+# Phases whose result one technique alone may decide: two techniques overriding one of them would have the later
+# silently win (ABC and ACR both pick the logits the model predicts with).
+EXCLUSIVE_PHASES = ("eval_logits",)
+
+
+def conflicts(cfg) -> list[tuple[type, type, str]]:
+    """(technique, technique, phase) for every pair of ``cfg``'s active techniques that both override an exclusive
+    phase (:data:`EXCLUSIVE_PHASES`)."""
+    active = [t for t in TECHNIQUES if t.active(cfg)]
+    return [(a, b, phase) for i, a in enumerate(active) for b in active[i + 1:]
+            for phase in EXCLUSIVE_PHASES if phase in a.acts_at() and phase in b.acts_at()]
+
+
+PHASE_WORDS = {"eval_logits": "the logits a prediction is read from"}
+
+
+def _switched_off(t) -> str:
+    """How to switch technique ``t`` off, as a knob setting."""
+    return f"{t.off[0]}={t.off[1]!r}" if t.off else f"another threshold_schedule than {t.schedule!r}"
+
+
+def check_combination(cfg) -> None:
+    """InvalidParameterError naming both techniques of the first conflicting pair (and the knobs that switch them
+    off), for the CLI, Setup and sweep validation alike."""
+    for a, b, phase in conflicts(cfg):
+        raise InvalidParameterError(
+            f"{a.title} and {b.title} both decide {PHASE_WORDS.get(phase, phase)} ({phase}), so one would silently "
+            f"override the other: switch one off ({_switched_off(a)} or {_switched_off(b)}).",
+            field=b.off[0] if b.off else "threshold_schedule")
+
+
 def budget_warnings(cfg) -> list[str]:
     """One sentence per active technique whose declared minimum budget (``Technique.min_steps``) ``cfg.steps`` is
     below: its numbers would measure its early phase, not the method."""

@@ -101,6 +101,9 @@ def check(cfg: TrainConfig, cache_dir=None, *, dataset=None, device: str | None 
     the data's shape (that imports torch; ValueError). Returns the run's info (``prepare.run_info``): the model
     and device are filled in for ``device`` (a type) when given, else left to the worker that trains it, so the
     default model costs numpy only."""
+    from ..engine.registry import check_combination
+
+    check_combination(cfg)  # techniques that would silently override each other: refused, naming both
     prepared = prepare(cfg, cache_dir, dataset=dataset)
     ds = prepared.dataset
     if cfg.model != "auto":
