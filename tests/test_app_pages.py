@@ -661,15 +661,25 @@ def test_live_test_now_evaluates_the_latest_checkpoint_and_stop_after_the_end_is
     assert "finished" in ui.stop(store, rid)
 
 
+def log_starved_tail(store: RunStore, rid: int, steps, *, evaluate_every: int | None = None) -> None:
+    """Pseudo-label windows of a 10-class run whose 3 rarest classes are predicted but never pass the threshold
+    (their confidence 0.5 under 0.95); with ``evaluate_every``, a validation evaluation at those steps."""
+    for step in steps:
+        classes = [dict(threshold=0.95, conf_pl=0.97 if c < 7 else 0.5, conf_true=0.5, n_pl=40 - 3 * c,
+                        n_accepted=20 - c if c < 7 else 0, n_true=40 - 3 * c, n_correct=20 - c if c < 7 else 0,
+                        precision=1.0, recall=0.5) for c in range(10)]
+        record = dict(step=step, wall=1000.0 + step, scalars=dict(loss=1.0), classes=classes)
+        if evaluate_every and step % evaluate_every == 0:
+            record["eval"] = {"val": dict(accuracy=0.5, balanced_accuracy=0.5, recall=[0.7] * 7 + [0.0] * 3,
+                                          confusion=(np.eye(10, dtype=int) * 30).tolist())}
+        store.log(rid, record)
+
+
 def test_live_shows_the_doctors_findings_in_one_line_that_opens_into_the_evidence(store):
     """A run whose three rarest classes never get a pseudo-label accepted (the model predicts them, below their
     threshold): the Live page's doctor line names tail and threshold starvation; a healthy run says no finding."""
     rid = make_run(store, status="finished")
-    for step in range(10, 210, 10):
-        classes = [dict(threshold=0.95, conf_pl=0.97 if c < 7 else 0.5, conf_true=0.5, n_pl=40 - 3 * c,
-                        n_accepted=20 - c if c < 7 else 0, n_true=40 - 3 * c, n_correct=20 - c if c < 7 else 0,
-                        precision=1.0, recall=0.5) for c in range(10)]
-        store.log(rid, dict(step=step, wall=1000.0 + step, scalars=dict(loss=1.0), classes=classes))
+    log_starved_tail(store, rid, range(10, 210, 10))
     at = open_page("live", run=str(rid))
     doctor_line = [e for e in at.expander if "Doctor:" in e.label]
     assert len(doctor_line) == 1, [e.label for e in at.expander]
@@ -685,11 +695,7 @@ def test_live_shows_the_doctors_findings_in_one_line_that_opens_into_the_evidenc
 def test_live_try_it_launches_the_suggestion_beside_the_run_and_opens_compare(store, monkeypatch):
     monkeypatch.setenv("SSLVIZ_CPU_SLOTS", "0")  # recorded and queued, not trained
     rid = make_run(store, status="finished")
-    for step in range(10, 210, 10):
-        classes = [dict(threshold=0.95, conf_pl=0.97 if c < 7 else 0.5, conf_true=0.5, n_pl=40 - 3 * c,
-                        n_accepted=20 - c if c < 7 else 0, n_true=40 - 3 * c, n_correct=20 - c if c < 7 else 0,
-                        precision=1.0, recall=0.5) for c in range(10)]
-        store.log(rid, dict(step=step, wall=1000.0 + step, scalars=dict(loss=1.0), classes=classes))
+    log_starved_tail(store, rid, range(10, 210, 10))
     at = open_page("live", run=str(rid))
     at.number_input(key="live_try_seeds").set_value(1)
     at.button(key="live_try").click().run()

@@ -15,7 +15,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from sslviz.runs import worker
@@ -414,19 +413,12 @@ def test_try_it_from_the_doctor_line_runs_end_to_end_in_chromium(server):
     """A finished run whose three rarest classes never get a pseudo-label accepted: the Live page's Doctor line names the
     finding; Try it (one more seed) launches the change and the run as it was, Compare opens on them, they train in
     the server's workers, and the verdict appears in Compare when they finish."""
-    from tests.test_app_pages import make_run
+    from tests.test_app_pages import log_starved_tail, make_run
 
     url, store_path, _, browser, tmp_path = server
     store = RunStore(store_path)
     rid = make_run(store, status="finished", name="starved", steps=60)
-    for step in range(10, 70, 10):
-        classes = [dict(threshold=0.95, conf_pl=0.97 if c < 7 else 0.5, conf_true=0.5, n_pl=40 - 3 * c,
-                        n_accepted=20 - c if c < 7 else 0, n_true=40 - 3 * c, n_correct=20 - c if c < 7 else 0,
-                        precision=1.0, recall=0.5) for c in range(10)]
-        evaluation = dict(accuracy=0.5, balanced_accuracy=0.5, recall=[0.7] * 7 + [0.0] * 3,
-                          confusion=(np.eye(10, dtype=int) * 30).tolist())
-        store.log(rid, dict(step=step, wall=1000.0 + step, scalars=dict(loss=1.0), classes=classes,
-                            **({"eval": {"val": evaluation}} if step % 20 == 0 else {})))
+    log_starved_tail(store, rid, range(10, 70, 10), evaluate_every=20)
     store.close()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}/live?run={rid}")
