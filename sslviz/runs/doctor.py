@@ -633,13 +633,9 @@ def verdicts(store, run_id: int) -> list[str]:
     """One sentence per trial launched for ``run_id``: the measure of the finding it was meant to fix, control ->
     treatment, on validation, with the seeds; "it worked" only when the gain exceeds the seeds' spread (so never
     from one seed), "waiting" while its runs train."""
-    runs = store.runs(include_archived=True)
     trials: dict = {}
-    for row in runs.itertuples():
-        info = (store.run(int(row.id)) or {}).get("info") or {}
-        t = info.get("trial")
-        if t and t.get("of") == run_id:
-            trials.setdefault((t["technique"], t["finding"]), []).append((t["arm"], int(row.id), row.status))
+    for rid, status, t in store.trial_runs(run_id):
+        trials.setdefault((t["technique"], t["finding"]), []).append((t["arm"], rid, status))
     out = []
     for (technique, finding), members in trials.items():
         kind = BY_NAME.get(finding)

@@ -278,6 +278,14 @@ class RunTable:
         # NULL -> NaN even when no run has that split; the sweep id stays an integer (pd.NA without one)
         return _decoded(self._lost_checked(df.astype({**{k: float for k in metrics}, "sweep": "Int64"})))
 
+    def trial_runs(self, run_id: int) -> list[tuple[int, str, dict]]:
+        """(id, status, trial) of the runs launched to try a change beside ``run_id`` (their ``info.trial.of``, the
+        bias doctor's Try it), oldest first: one query, not one per run."""
+        rows = self._conn().execute(
+            "SELECT id, status, json_extract(info, '$.trial') AS trial FROM runs "
+            "WHERE json_extract(info, '$.trial.of') = ? ORDER BY id", (run_id,)).fetchall()
+        return [(int(r["id"]), r["status"], json.loads(r["trial"])) for r in rows]
+
     def delete_run(self, run_id: int) -> None:
         """``delete``: remove an ended run and its metrics (files are ``worker.delete``'s); refused while it is
         queued or running."""
