@@ -30,12 +30,12 @@ def scores():
 
 
 # Measured once the labeled views stopped carrying their label (issue 18: before, the rare classes' labeled views
-# were augmented harder, and part of balanced's gain, 0.722 -> 0.792 and 0.261 -> 0.522, came from that leak):
-# seeds 0-1 0.725 -> 0.743 and 0.261 -> 0.311; seeds 0-5 0.708 +- 0.021 -> 0.743 +- 0.036, rare 0.220 +- 0.077 ->
-# 0.319 +- 0.103. The margins are half the two-seed gaps.
+# were augmented harder, and part of balanced's gain, 0.722 -> 0.792 and 0.261 -> 0.522, came from that leak), with
+# the preset re-chosen on validation (effective_beta 0.95 -> 0.999): seeds 0-1, fixmatch 0.723 and 0.272 ->
+# balanced 0.745 and 0.344 (with beta 0.95: 0.738 and 0.311). The margins are half the two-seed gaps.
 def test_balanced_beats_fixmatch_on_balanced_accuracy(scores):
-    assert scores["balanced"][0] >= scores["fixmatch"][0] + 0.009, scores
+    assert scores["balanced"][0] >= scores["fixmatch"][0] + 0.011, scores
 
 
 def test_balanced_beats_fixmatch_on_rarest_three_recall(scores):
-    assert scores["balanced"][1] >= scores["fixmatch"][1] + 0.025, scores
+    assert scores["balanced"][1] >= scores["fixmatch"][1] + 0.036, scores
