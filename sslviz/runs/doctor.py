@@ -408,6 +408,12 @@ class StoreRun:
     config: dict
     val_balanced_accuracy: float
     val_tail_recall: float
+    cfg: object = field(init=False, repr=False, compare=False)  # the config read once, for every technique asked
+
+    def __post_init__(self):
+        from ..engine.config import RetiredKeyWarning, TrainConfig
+
+        object.__setattr__(self, "cfg", _stored_config(self.config, RetiredKeyWarning, TrainConfig))
 
 
 def comparison(cfg: dict, other: dict, knobs: set) -> str | None:
@@ -430,8 +436,6 @@ def store_evidence(tech, cfg, runs: list[StoreRun]) -> tuple[str, float] | None:
     ...", difference) from runs that differ only in the technique's knobs, else ("weak, ...", difference) from runs on
     the same data; None when no run on the same data had it on and another off. The difference is in the mean
     validation recall of the 3 rarest classes (on minus off)."""
-    from ..engine.config import TrainConfig
-
     knobs = {f.name for f in tech.fields} | set(tech.try_with)
     mine = cfg.to_dict()
     for strength in ("strong", "weak"):
@@ -440,7 +444,7 @@ def store_evidence(tech, cfg, runs: list[StoreRun]) -> tuple[str, float] | None:
             kind = comparison(mine, run.config, knobs)
             if kind is None or (strength == "strong" and kind != "strong"):
                 continue
-            (on if tech.active(TrainConfig.from_dict(run.config)) else off).append(run)
+            (on if tech.active(run.cfg) else off).append(run)
         on = [r for r in on if not np.isnan(r.val_tail_recall)]
         off = [r for r in off if not np.isnan(r.val_tail_recall)]
         if on and off:
